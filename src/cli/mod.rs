@@ -1,0 +1,72 @@
+//! The command line: parse, then dispatch to one file per command. Exit status: 0 done,
+//! 1 failed (with a one-line reason), 2 usage.
+
+mod check;
+mod common;
+mod explain;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::DEFAULT_CONFIG_PATH;
+
+#[derive(Parser)]
+#[command(
+    name = "banyan",
+    version,
+    about = "Incremental migration proxy for the strangler-fig pattern"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct ConfigArg {
+    /// The proxy's config file; relative paths in it resolve against the current folder.
+    #[arg(long, short = 'c', default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve: proxy listeners and the admin API.
+    Run(ConfigArg),
+    /// Serve the example config with built-in demo upstreams on its loopback peers.
+    Demo(ConfigArg),
+    /// Validate the config and route files; exit 1 with file:line:column errors.
+    Check(ConfigArg),
+    /// Which route, bucket and backend a request would get. Sends nothing.
+    Explain(explain::Args),
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(2),
+            };
+        }
+    };
+    let result = match cli.command {
+        Command::Run(a) => run::run(&a.config, false),
+        Command::Demo(a) => run::run(&a.config, true),
+        Command::Check(a) => check::check(&a.config),
+        Command::Explain(a) => explain::explain(&a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("banyan: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

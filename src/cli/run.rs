@@ -1,0 +1,155 @@
+//! `banyan run` and `banyan demo`: load, then serve the proxy and the admin API (and, for
+//! the demo, the demo upstreams) on one Pingora server until a signal.
+//!
+//! Signals: SIGINT stops at once; SIGTERM stops accepting, lets requests in flight finish
+//! for `server.grace_period`, then gives runtimes `server.shutdown_timeout` (both 1 s by
+//! default, rounded up to whole seconds, as Pingora counts them); SIGQUIT hands the
+//! listening sockets to a new process started with `--upgrade`.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server};
+use pingora::services::listening::Service;
+
+use super::common::{cwd, print_report, refuse};
+use crate::admin::AdminApp;
+use crate::config::Config;
+use crate::control::Control;
+use crate::demo::DemoUpstream;
+use crate::metrics::Metrics;
+use crate::proxy::Proxy;
+
+fn whole_seconds(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Pingora panics inside a task when a listener cannot bind and keeps running without it;
+/// finding out here turns that into a clear error at start.
+fn ensure_bindable(addr: SocketAddr, what: &str) -> anyhow::Result<()> {
+    TcpListener::bind(addr)
+        .map(drop)
+        .with_context(|| format!("cannot listen on {addr} for the {what}"))
+}
+
+/// Demo upstreams: one per upstream whose peers are all on this machine.
+fn demo_upstreams(config: &Config) -> Vec<(String, SocketAddr)> {
+    config
+        .upstreams
+        .values()
+        .filter(|u| u.peers.iter().all(|p| p.addr.ip().is_loopback()))
+        .flat_map(|u| u.peers.iter().map(move |p| (u.name.clone(), p.addr)))
+        .collect()
+}
+
+pub fn run(config_path: &Path, demo: bool) -> anyhow::Result<ExitCode> {
+    crate::logging::init();
+    let (config, report) = match Config::load(config_path, &cwd()) {
+        Ok(loaded) => loaded,
+        Err(report) => return Err(refuse(&report, "not starting")),
+    };
+    print_report(&report);
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::new().context("creating the metrics registry")?);
+    let (control, report) = match Control::start(Arc::clone(&config), Arc::clone(&metrics)) {
+        Ok(started) => started,
+        Err(report) => return Err(refuse(&report, "not starting")),
+    };
+    print_report(&report);
+    let token = config.admin_token()?;
+
+    for addr in &config.server.listen {
+        ensure_bindable(*addr, "proxy")?;
+    }
+    ensure_bindable(config.admin.listen, "admin API")?;
+    let demos = if demo {
+        demo_upstreams(&config)
+    } else {
+        Vec::new()
+    };
+    if demo && demos.is_empty() {
+        bail!(
+            "no upstream in {} has loopback peers to run a demo upstream on",
+            config.file.display()
+        );
+    }
+    for (name, addr) in &demos {
+        ensure_bindable(*addr, &format!("demo upstream `{name}`"))?;
+    }
+
+    let mut conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(whole_seconds(config.server.grace_period)),
+        graceful_shutdown_timeout_seconds: Some(whole_seconds(config.server.shutdown_timeout)),
+        ..ServerConf::default()
+    };
+    // Pingora's own retry budget; banyan decides retries itself in fail_to_connect.
+    conf.max_retries = 8;
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let proxy = Proxy::new(
+        Arc::clone(&control.shared),
+        Arc::clone(&metrics),
+        config.server.debug_headers,
+    );
+    let mut proxy_service =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "banyan proxy");
+    for addr in &config.server.listen {
+        proxy_service.add_tcp(&addr.to_string());
+    }
+    server.add_service(proxy_service);
+
+    let admin = AdminApp::new(Arc::clone(&control.shared), Arc::clone(&metrics), token);
+    let mut admin_service = Service::new("banyan admin".to_string(), admin);
+    admin_service.add_tcp(&config.admin.listen.to_string());
+    admin_service.threads = Some(1);
+    server.add_service(admin_service);
+
+    for (name, addr) in &demos {
+        let mut svc = Service::new(format!("demo {name}"), DemoUpstream::new(name));
+        svc.add_tcp(&addr.to_string());
+        svc.threads = Some(1);
+        server.add_service(svc);
+    }
+
+    let snap = control.snapshot();
+    let listen: Vec<String> = config
+        .server
+        .listen
+        .iter()
+        .map(|a| format!("http://{a}"))
+        .collect();
+    tracing::info!(
+        routes = snap.routes.len(),
+        generation = snap.generation,
+        "banyan serving on {}; admin on http://{}",
+        listen.join(", "),
+        config.admin.listen
+    );
+    if demo {
+        print_demo_banner(&config, &demos);
+    }
+    server.run(RunArgs::default());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_demo_banner(config: &Config, demos: &[(String, SocketAddr)]) {
+    let proxy = config
+        .server
+        .listen
+        .first()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let ups: Vec<String> = demos.iter().map(|(n, a)| format!("{n} on {a}")).collect();
+    println!(
+        "\nbanyan demo: proxy on http://{proxy}, admin on http://{admin}\n  demo upstreams: {ups}\n\ntry:\n  curl -s http://{proxy}/api/orders/42 -H 'x-user-id: alice'\n  curl -s http://{proxy}/api/users/7\n  curl -s http://{admin}/api/v1/status\n  cargo run --release -- explain GET http://{proxy}/api/orders/42 -H 'x-user-id: alice'\n\nCtrl-C stops everything.\n",
+        admin = config.admin.listen,
+        ups = ups.join(", "),
+    );
+}

@@ -1,0 +1,860 @@
+//! `config/banyan.toml`: the proxy's own settings (listeners, upstreams, admin, limits).
+//! Read once at start, validated into plain data; every problem is reported with its
+//! file, line and column.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::diag::{Report, SourceFile};
+use crate::tomlspan::{self, DurationText};
+
+pub const DEFAULT_CONFIG_PATH: &str = "config/banyan.toml";
+pub const TOKEN_ENV: &str = "BANYAN_ADMIN_TOKEN";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file as given (relative paths below are already resolved).
+    pub file: PathBuf,
+    pub server: Server,
+    pub admin: Admin,
+    pub upstreams: BTreeMap<String, Upstream>,
+    pub shadow: ShadowLimits,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: Vec<SocketAddr>,
+    pub threads: usize,
+    pub routes_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub default_upstream: String,
+    pub access_log: AccessLog,
+    pub debug_headers: bool,
+    /// SIGTERM: how long in-flight requests may finish before the runtimes stop.
+    pub grace_period: Duration,
+    /// After the grace period: how long runtimes get to wind down.
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    Off,
+    Stdout,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub listen: SocketAddr,
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub peers: Vec<Peer>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub total_timeout: Option<Duration>,
+    /// Pooled connections idle longer than this are closed; keep it below the
+    /// upstream's own keep-alive timeout, or a request on a stale connection fails.
+    pub idle_timeout: Duration,
+    pub host: Option<String>,
+    pub health: Option<HealthCheck>,
+    pub circuit: Option<Circuit>,
+}
+
+/// One upstream server: as written, and the address it resolved to at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub spec: String,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Circuit {
+    pub failures: u32,
+    pub cooldown: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ShadowLimits {
+    pub max_body_bytes: usize,
+    pub max_in_flight: usize,
+    pub timeout: Duration,
+}
+
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(1);
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+
+// ---- the file as written -------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: Option<Vec<Spanned<String>>>,
+    threads: Option<Spanned<i64>>,
+    routes_dir: Option<String>,
+    state_dir: Option<String>,
+    default_upstream: Option<Spanned<String>>,
+    access_log: Option<Spanned<String>>,
+    debug_headers: Option<bool>,
+    tls: Option<Spanned<RawServerTls>>,
+    grace_period: Option<DurationText>,
+    shutdown_timeout: Option<DurationText>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // validated for shape now; served by the TLS listener later
+struct RawServerTls {
+    listen: String,
+    cert: String,
+    key: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<Spanned<String>>,
+    token_file: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    peers: Spanned<Vec<Spanned<String>>>,
+    tls: Option<Spanned<RawUpstreamTls>>,
+    health: Option<Spanned<RawHealth>>,
+    connect_timeout: Option<DurationText>,
+    read_timeout: Option<DurationText>,
+    total_timeout: Option<DurationText>,
+    idle_timeout: Option<DurationText>,
+    circuit: Option<Spanned<RawCircuit>>,
+    host: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // validated for shape now; used by upstream TLS later
+struct RawUpstreamTls {
+    sni: Option<String>,
+    ca: Option<String>,
+    client_cert: Option<String>,
+    client_key: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    path: Option<Spanned<String>>,
+    interval: Option<DurationText>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCircuit {
+    failures: Option<Spanned<i64>>,
+    cooldown: Option<DurationText>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawShadowLimits {
+    max_body_bytes: Option<Spanned<i64>>,
+    max_in_flight: Option<Spanned<i64>>,
+    timeout: Option<DurationText>,
+}
+
+// ---- loading -------------------------------------------------------------------------
+
+impl Config {
+    /// Reads and validates the config file; relative paths resolve against `base`
+    /// (the folder banyan was started from).
+    pub fn load(file: &Path, base: &Path) -> Result<(Config, Report), Report> {
+        let mut report = Report::default();
+        let text = match std::fs::read(file) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(t) => t,
+                Err(_) => {
+                    let mut src = SourceFile::new(file, "");
+                    src.error(None, "the file is not UTF-8 text");
+                    report.extend(src.diagnostics);
+                    return Err(report);
+                }
+            },
+            Err(e) => {
+                let mut src = SourceFile::new(file, "");
+                src.error(None, format!("cannot read the config file: {e}"));
+                report.extend(src.diagnostics);
+                return Err(report);
+            }
+        };
+        let mut src = SourceFile::new(file, &text);
+        let config = parse(&mut src, &text, base);
+        report.extend(src.diagnostics);
+        match config {
+            Some(c) if !report.has_errors() => Ok((c, report)),
+            _ => Err(report),
+        }
+    }
+
+    pub fn upstream(&self, name: &str) -> Option<&Upstream> {
+        self.upstreams.get(name)
+    }
+
+    /// The admin token: `BANYAN_ADMIN_TOKEN` wins over `admin.token_file`.
+    pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
+        if let Ok(t) = std::env::var(TOKEN_ENV) {
+            let t = t.trim().to_string();
+            if !t.is_empty() {
+                return Ok(Some(t));
+            }
+        }
+        match &self.admin.token_file {
+            None => Ok(None),
+            Some(path) => {
+                let t = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read admin token file {}: {e}", path.display())
+                })?;
+                let t = t.trim().to_string();
+                if t.is_empty() {
+                    anyhow::bail!("admin token file {} is empty", path.display());
+                }
+                Ok(Some(t))
+            }
+        }
+    }
+}
+
+fn parse(src: &mut SourceFile, text: &str, base: &Path) -> Option<Config> {
+    let doc = tomlspan::parse_document(src, text)?;
+    let mut server = None;
+    let mut admin = RawAdmin::default();
+    let mut upstreams: Vec<(String, std::ops::Range<usize>, RawUpstream)> = Vec::new();
+    let mut shadow = RawShadowLimits::default();
+    let mut saw_server = false;
+    let mut saw_upstreams = false;
+
+    for (key, value) in
+        tomlspan::split_top_level(src, doc, &["server", "admin", "upstreams", "shadow"])
+    {
+        match key.as_str() {
+            "server" => {
+                saw_server = true;
+                server = tomlspan::deserialize::<RawServer>(src, value);
+            }
+            "admin" => admin = tomlspan::deserialize(src, value).unwrap_or_default(),
+            "shadow" => shadow = tomlspan::deserialize(src, value).unwrap_or_default(),
+            "upstreams" => {
+                saw_upstreams = true;
+                let span = value.span();
+                match value.into_inner() {
+                    toml::de::DeValue::Table(table) => {
+                        for (name, up) in table {
+                            let name_span = name.span();
+                            if let Some(raw) = tomlspan::deserialize::<RawUpstream>(src, up) {
+                                upstreams.push((name.get_ref().to_string(), name_span, raw));
+                            }
+                        }
+                    }
+                    _ => src.error(Some(span), "`upstreams` must be a table of named upstreams"),
+                }
+            }
+            _ => {}
+        }
+    }
+    if !saw_server {
+        src.error(None, "missing the [server] section");
+    }
+    if !saw_upstreams {
+        src.error(
+            None,
+            "missing [upstreams]: at least the default upstream is needed",
+        );
+    }
+
+    // Names declared count as known even when their section has errors, so one mistake
+    // is reported once and not again by everything that names the upstream.
+    let declared: Vec<String> = upstreams.iter().map(|(n, _, _)| n.clone()).collect();
+    let upstreams = validate_upstreams(src, upstreams);
+    let server = validate_server(src, server?, base, &declared)?;
+    let admin = validate_admin(src, admin, base)?;
+    let shadow = validate_shadow(src, shadow)?;
+    Some(Config {
+        file: src.path.to_path_buf(),
+        server,
+        admin,
+        upstreams,
+        shadow,
+    })
+}
+
+fn resolve_path(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn parse_listen(src: &mut SourceFile, s: &Spanned<String>, what: &str) -> Option<SocketAddr> {
+    match s.get_ref().parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            src.error(
+                Some(s.span()),
+                format!(
+                    "{what}: `{}` is not an address and port like \"127.0.0.1:8080\" or \"[::]:8080\"",
+                    s.get_ref()
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn validate_server(
+    src: &mut SourceFile,
+    raw: RawServer,
+    base: &Path,
+    upstreams: &[String],
+) -> Option<Server> {
+    let mut ok = true;
+    let listen_raw = raw
+        .listen
+        .unwrap_or_else(|| vec![Spanned::new(0..0, "127.0.0.1:8080".to_string())]);
+    let mut listen = Vec::new();
+    for l in &listen_raw {
+        match parse_listen(src, l, "server.listen") {
+            Some(a) if listen.contains(&a) => {
+                src.error(
+                    Some(l.span()),
+                    format!("server.listen: {a} is listed twice"),
+                );
+                ok = false;
+            }
+            Some(a) => listen.push(a),
+            None => ok = false,
+        }
+    }
+    if listen_raw.is_empty() {
+        src.error(
+            None,
+            "server.listen is empty: banyan needs at least one listener",
+        );
+        ok = false;
+    }
+    let threads = match raw.threads {
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Some(t) if (1..=1024).contains(t.get_ref()) => *t.get_ref() as usize,
+        Some(t) => {
+            src.error(
+                Some(t.span()),
+                format!("server.threads: {} is not between 1 and 1024", t.get_ref()),
+            );
+            ok = false;
+            1
+        }
+    };
+    let default_upstream = match raw.default_upstream {
+        None => {
+            src.error(
+                None,
+                "server.default_upstream is missing: unmatched requests need a home",
+            );
+            ok = false;
+            String::new()
+        }
+        Some(d) => {
+            if !upstreams.contains(d.get_ref()) {
+                src.error(
+                    Some(d.span()),
+                    format!(
+                        "server.default_upstream: unknown upstream `{}`{}",
+                        d.get_ref(),
+                        known_list(upstreams)
+                    ),
+                );
+                ok = false;
+            }
+            d.into_inner()
+        }
+    };
+    let access_log = match raw.access_log {
+        None => AccessLog::Off,
+        Some(a) => {
+            let log = match a.get_ref().as_str() {
+                "off" | "" => AccessLog::Off,
+                "stdout" => AccessLog::Stdout,
+                p => AccessLog::File(resolve_path(base, p)),
+            };
+            if log != AccessLog::Off {
+                src.warning(
+                    Some(a.span()),
+                    "server.access_log is not written by this version yet; requests are counted in /metrics",
+                );
+            }
+            log
+        }
+    };
+    if let Some(tls) = &raw.tls {
+        src.error(
+            Some(tls.span()),
+            "[server.tls]: the TLS listener is not available in this version; remove the section or terminate TLS in front of banyan",
+        );
+        ok = false;
+    }
+    let grace_period = raw.grace_period.map_or(Some(DEFAULT_GRACE_PERIOD), |d| {
+        d.parse(src, "server.grace_period")
+    });
+    let shutdown_timeout = raw
+        .shutdown_timeout
+        .map_or(Some(DEFAULT_SHUTDOWN_TIMEOUT), |d| {
+            d.parse(src, "server.shutdown_timeout")
+        });
+    if !ok {
+        return None;
+    }
+    Some(Server {
+        listen,
+        threads,
+        routes_dir: resolve_path(base, raw.routes_dir.as_deref().unwrap_or("routes")),
+        state_dir: resolve_path(base, raw.state_dir.as_deref().unwrap_or("state")),
+        default_upstream,
+        access_log,
+        debug_headers: raw.debug_headers.unwrap_or(false),
+        grace_period: grace_period?,
+        shutdown_timeout: shutdown_timeout?,
+    })
+}
+
+fn validate_admin(src: &mut SourceFile, raw: RawAdmin, base: &Path) -> Option<Admin> {
+    let listen = match &raw.listen {
+        None => SocketAddr::from(([127, 0, 0, 1], 9090)),
+        Some(l) => parse_listen(src, l, "admin.listen")?,
+    };
+    let token_file = raw
+        .token_file
+        .as_ref()
+        .map(|t| resolve_path(base, t.get_ref()));
+    if let (Some(path), Some(t)) = (&token_file, &raw.token_file) {
+        match std::fs::read_to_string(path) {
+            Ok(s) if s.trim().is_empty() => src.error(
+                Some(t.span()),
+                format!("admin.token_file: {} is empty", path.display()),
+            ),
+            Ok(_) => {}
+            Err(e) => src.error(
+                Some(t.span()),
+                format!("admin.token_file: cannot read {}: {e}", path.display()),
+            ),
+        }
+    }
+    let has_env_token = std::env::var(TOKEN_ENV).is_ok_and(|t| !t.trim().is_empty());
+    if !is_loopback(listen.ip()) && token_file.is_none() && !has_env_token {
+        let span = raw.listen.as_ref().map(|l| l.span());
+        src.error(
+            span,
+            format!(
+                "admin.listen {listen} is not a loopback address and no admin token is set: set admin.token_file or {TOKEN_ENV}"
+            ),
+        );
+        return None;
+    }
+    Some(Admin { listen, token_file })
+}
+
+fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+fn known_list(upstreams: &[String]) -> String {
+    if upstreams.is_empty() {
+        return String::new();
+    }
+    format!(" (known: {})", upstreams.join(", "))
+}
+
+/// Upstream and route names: letters, digits, `-`, `_`, `.`; they appear in metric labels,
+/// URLs of the admin API and command lines.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn validate_upstreams(
+    src: &mut SourceFile,
+    raw: Vec<(String, std::ops::Range<usize>, RawUpstream)>,
+) -> BTreeMap<String, Upstream> {
+    let mut out = BTreeMap::new();
+    for (name, name_span, up) in raw {
+        let mut ok = true;
+        if !valid_name(&name) {
+            src.error(
+                Some(name_span.clone()),
+                format!("upstream name `{name}`: use letters, digits, '-', '_' or '.'"),
+            );
+            ok = false;
+        }
+        if up.peers.get_ref().is_empty() {
+            src.error(
+                Some(up.peers.span()),
+                format!("upstreams.{name}.peers is empty"),
+            );
+            ok = false;
+        }
+        let mut peers = Vec::new();
+        for p in up.peers.get_ref() {
+            match resolve_peer(p.get_ref()) {
+                Ok(addr) => peers.push(Peer {
+                    spec: p.get_ref().clone(),
+                    addr,
+                }),
+                Err(msg) => {
+                    src.error(Some(p.span()), format!("upstreams.{name}.peers: {msg}"));
+                    ok = false;
+                }
+            }
+        }
+        if let Some(tls) = &up.tls {
+            src.error(
+                Some(tls.span()),
+                format!("upstreams.{name}.tls: TLS to upstreams is not available in this version"),
+            );
+            ok = false;
+        }
+        let health = up.health.as_ref().and_then(|h| {
+            src.warning(
+                Some(h.span()),
+                format!(
+                    "upstreams.{name}.health: active health checks are not run by this version yet"
+                ),
+            );
+            let h = h.get_ref();
+            let path = h
+                .path
+                .as_ref()
+                .map_or("/healthz".to_string(), |p| p.get_ref().clone());
+            if !path.starts_with('/') {
+                let span = h.path.as_ref().map(|p| p.span());
+                src.error(
+                    span,
+                    format!("upstreams.{name}.health.path must start with '/'"),
+                );
+            }
+            let interval = h
+                .interval
+                .as_ref()
+                .map_or(Some(Duration::from_secs(5)), |d| {
+                    d.parse(src, "health.interval")
+                })?;
+            Some(HealthCheck { path, interval })
+        });
+        let circuit = up.circuit.as_ref().and_then(|c| {
+            src.warning(
+                Some(c.span()),
+                format!("upstreams.{name}.circuit: the circuit breaker is not active in this version yet"),
+            );
+            let c = c.get_ref();
+            let failures = match &c.failures {
+                None => 5,
+                Some(f) if (1..=1_000_000).contains(f.get_ref()) => *f.get_ref() as u32,
+                Some(f) => {
+                    src.error(Some(f.span()), "circuit.failures must be between 1 and 1000000");
+                    return None;
+                }
+            };
+            let cooldown = c
+                .cooldown
+                .as_ref()
+                .map_or(Some(Duration::from_secs(10)), |d| d.parse(src, "circuit.cooldown"))?;
+            Some(Circuit { failures, cooldown })
+        });
+        let mut timeout = |d: &Option<DurationText>, what: &str, default: Option<Duration>| match d
+        {
+            None => Some(default),
+            Some(d) => match d.parse(src, what) {
+                Some(v) if v.is_zero() => {
+                    src.error(
+                        Some(d.0.span()),
+                        format!("{what} must be greater than zero"),
+                    );
+                    None
+                }
+                Some(v) => Some(Some(v)),
+                None => None,
+            },
+        };
+        let connect_timeout = timeout(
+            &up.connect_timeout,
+            "connect_timeout",
+            Some(DEFAULT_CONNECT_TIMEOUT),
+        );
+        let read_timeout = timeout(&up.read_timeout, "read_timeout", Some(DEFAULT_READ_TIMEOUT));
+        let total_timeout = timeout(&up.total_timeout, "total_timeout", None);
+        let idle_timeout = timeout(&up.idle_timeout, "idle_timeout", Some(DEFAULT_IDLE_TIMEOUT));
+        if let Some(t) = &up.total_timeout {
+            src.warning(
+                Some(t.0.span()),
+                format!("upstreams.{name}.total_timeout is not enforced by this version yet"),
+            );
+        }
+        let host = match &up.host {
+            Some(h)
+                if http::HeaderValue::from_str(h.get_ref()).is_err() || h.get_ref().is_empty() =>
+            {
+                src.error(
+                    Some(h.span()),
+                    format!("upstreams.{name}.host is not a valid Host header value"),
+                );
+                ok = false;
+                None
+            }
+            h => h.as_ref().map(|h| h.get_ref().clone()),
+        };
+        let (
+            Some(Some(connect_timeout)),
+            Some(Some(read_timeout)),
+            Some(total_timeout),
+            Some(Some(idle_timeout)),
+        ) = (connect_timeout, read_timeout, total_timeout, idle_timeout)
+        else {
+            continue;
+        };
+        if ok {
+            out.insert(
+                name.clone(),
+                Upstream {
+                    name,
+                    peers,
+                    connect_timeout,
+                    read_timeout,
+                    total_timeout,
+                    idle_timeout,
+                    host,
+                    health,
+                    circuit,
+                },
+            );
+        }
+    }
+    out
+}
+
+/// Resolves "host:port" once, at load: the data path never does DNS. A name with both
+/// IPv4 and IPv6 addresses resolves to its first IPv4 address, the one a `localhost`
+/// upstream nearly always listens on.
+pub fn resolve_peer(spec: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = spec.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let Some((host, port)) = spec.rsplit_once(':') else {
+        return Err(format!("`{spec}` needs a port, like \"{spec}:80\""));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("`{spec}` is not host:port"));
+    }
+    let addrs: Vec<SocketAddr> = match spec.to_socket_addrs() {
+        Ok(a) => a.collect(),
+        Err(e) => return Err(format!("cannot resolve `{spec}`: {e}")),
+    };
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| format!("`{spec}` resolved to no address"))
+}
+
+fn validate_shadow(src: &mut SourceFile, raw: RawShadowLimits) -> Option<ShadowLimits> {
+    let mut positive = |v: &Option<Spanned<i64>>, what: &str, default: usize| match v {
+        None => Some(default),
+        Some(n) if *n.get_ref() > 0 => Some(*n.get_ref() as usize),
+        Some(n) => {
+            src.error(
+                Some(n.span()),
+                format!("shadow.{what} must be greater than zero"),
+            );
+            None
+        }
+    };
+    let max_body_bytes = positive(&raw.max_body_bytes, "max_body_bytes", 1 << 20);
+    let max_in_flight = positive(&raw.max_in_flight, "max_in_flight", 256);
+    let timeout = raw.timeout.map_or(Some(Duration::from_secs(5)), |d| {
+        d.parse(src, "shadow.timeout")
+    });
+    Some(ShadowLimits {
+        max_body_bytes: max_body_bytes?,
+        max_in_flight: max_in_flight?,
+        timeout: timeout?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_text(text: &str) -> Result<(Config, Report), Report> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("banyan.toml");
+        std::fs::write(&file, text).expect("write");
+        Config::load(&file, dir.path())
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match load_text(text) {
+            Ok(_) => Vec::new(),
+            Err(r) => r.errors().map(|d| d.to_string()).collect(),
+        }
+    }
+
+    const GOOD: &str = r#"
+[server]
+listen = ["127.0.0.1:8080"]
+threads = 2
+routes_dir = "routes"
+state_dir = "state"
+default_upstream = "monolith"
+
+[admin]
+listen = "127.0.0.1:9090"
+
+[upstreams.monolith]
+peers = ["127.0.0.1:8081", "localhost:8083"]
+connect_timeout = "250ms"
+host = "legacy.internal"
+
+[upstreams.orders]
+peers = ["127.0.0.1:8082"]
+
+[shadow]
+max_body_bytes = 1048576
+max_in_flight = 256
+timeout = "5s"
+"#;
+
+    #[test]
+    fn the_contract_example_loads() {
+        let (c, report) = load_text(GOOD).expect("valid");
+        assert!(!report.has_errors());
+        assert_eq!(
+            c.server.listen,
+            vec!["127.0.0.1:8080".parse().expect("addr")]
+        );
+        assert_eq!(c.server.threads, 2);
+        assert!(c.server.routes_dir.ends_with("routes") && c.server.routes_dir.is_absolute());
+        assert_eq!(c.server.default_upstream, "monolith");
+        let m = c.upstream("monolith").expect("monolith");
+        assert_eq!(m.peers.len(), 2);
+        assert_eq!(m.peers[1].addr, "127.0.0.1:8083".parse().expect("addr"));
+        assert_eq!(m.connect_timeout, Duration::from_millis(250));
+        assert_eq!(m.read_timeout, DEFAULT_READ_TIMEOUT);
+        assert_eq!(m.host.as_deref(), Some("legacy.internal"));
+        assert_eq!(c.server.grace_period, DEFAULT_GRACE_PERIOD);
+        assert_eq!(c.shadow.max_in_flight, 256);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_position() {
+        let text = GOOD.replace("threads = 2", "threads = 2\nthreds = 3");
+        let e = errors(&text);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].contains("banyan.toml:5:1: error: unknown field `threds`"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_default_upstream_is_named() {
+        let e = errors(&GOOD.replace(
+            "default_upstream = \"monolith\"",
+            "default_upstream = \"legacy\"",
+        ));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains(":7:20: error: server.default_upstream: unknown upstream `legacy` (known: monolith, orders)"), "{e:?}");
+    }
+
+    #[test]
+    fn several_errors_are_all_reported() {
+        let text = GOOD
+            .replace("threads = 2", "threads = 0")
+            .replace("\"127.0.0.1:8082\"", "\"nope\"")
+            .replace("\"250ms\"", "\"fast\"");
+        let e = errors(&text);
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e.iter().any(|l| l.contains("server.threads: 0")));
+        assert!(e.iter().any(|l| l.contains("`nope` needs a port")));
+        assert!(e.iter().any(|l| l.contains("`fast` is not a duration")));
+    }
+
+    #[test]
+    fn public_admin_needs_a_token() {
+        let e = errors(&GOOD.replace("listen = \"127.0.0.1:9090\"", "listen = \"0.0.0.0:9090\""));
+        assert!(
+            e.iter()
+                .any(|l| l.contains("not a loopback address and no admin token")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn tls_sections_are_refused_until_supported() {
+        let e = errors(&GOOD.replace(
+            "[upstreams.orders]\npeers = [\"127.0.0.1:8082\"]",
+            "[upstreams.orders]\npeers = [\"127.0.0.1:8082\"]\ntls = { sni = \"orders.internal\" }",
+        ));
+        assert!(
+            e.iter().any(|l| l.contains("upstreams.orders.tls")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_have_positions() {
+        let e = errors("[server\nlisten = 1\n");
+        assert!(!e.is_empty());
+        assert!(e[0].contains("banyan.toml:1:"), "{e:?}");
+    }
+
+    #[test]
+    fn a_missing_file_is_one_clear_error() {
+        let r = Config::load(Path::new("/nonexistent/banyan.toml"), Path::new("/"))
+            .expect_err("missing");
+        let lines: Vec<String> = r.errors().map(|d| d.to_string()).collect();
+        assert_eq!(lines.len(), 1);
+        assert!(lines[0].contains("cannot read the config file"));
+    }
+
+    #[test]
+    fn names_are_restricted_to_label_safe_characters() {
+        assert!(valid_name("orders-v2.eu_1"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("orders v2"));
+        assert!(!valid_name("orders/x"));
+    }
+}

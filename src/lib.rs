@@ -1,0 +1,18 @@
+//! banyan: an incremental migration proxy for the strangler-fig pattern, on Pingora.
+//!
+//! The data path (`proxy`, `routes`, `upstream`) and the control plane (`control`,
+//! `admin`, `cli`) meet only at the compiled [`snapshot::Snapshot`] held in an `ArcSwap`.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod control;
+pub mod demo;
+pub mod diag;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod routes;
+pub mod snapshot;
+pub mod tomlspan;
+pub mod upstream;

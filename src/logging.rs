@@ -1,0 +1,20 @@
+//! Application logs through `tracing` (Pingora's `log` records included), to stderr.
+//! `BANYAN_LOG` takes an env-filter ("debug", "banyan=debug,pingora_proxy=info").
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+/// Pingora logs every client disconnect at error level; banyan counts those in metrics.
+const DEFAULT_FILTER: &str = "info,pingora_core=warn,pingora_proxy=off,pingora=warn";
+
+pub fn init() {
+    let filter =
+        EnvFilter::try_from_env("BANYAN_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    // A second init (tests) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}

@@ -1,0 +1,293 @@
+//! The Prometheus registry with the contract's metric names, and per-route handles
+//! resolved once per snapshot, so the data path never looks labels up.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::routes::Backend;
+
+/// Seconds; dense below 100 ms, where a proxy's and a healthy service's latency lives.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// `status_class` label values; `none` is a request that got no response (the client left
+/// or the connection broke before one was written).
+pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+pub fn status_class_index(status: u16) -> usize {
+    match status {
+        100..=599 => usize::from(status / 100) - 1,
+        _ => 5,
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests_total: IntCounterVec,
+    pub request_duration_seconds: HistogramVec,
+    pub route_target_percent: GaugeVec,
+    pub route_override: IntGaugeVec,
+    pub fallbacks_total: IntCounterVec,
+    pub shadow_requests_total: IntCounterVec,
+    pub shadow_duration_seconds: HistogramVec,
+    pub rollbacks_total: IntCounterVec,
+    pub config_reloads_total: IntCounterVec,
+    pub config_generation: IntGauge,
+    pub upstream_healthy: IntGaugeVec,
+    pub circuit_open: IntGaugeVec,
+}
+
+fn counter(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn int_gauge(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntGaugeVec> {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<HistogramVec> {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+        labels,
+    )?;
+    r.register(Box::new(h.clone()))?;
+    Ok(h)
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Metrics> {
+        let r = Registry::new();
+        let route_target_percent = GaugeVec::new(
+            Opts::new(
+                "banyan_route_target_percent",
+                "Effective share of the route served by its target, in percent",
+            ),
+            &["route"],
+        )?;
+        r.register(Box::new(route_target_percent.clone()))?;
+        let config_generation = IntGauge::new(
+            "banyan_config_generation",
+            "Number of route table snapshots applied",
+        )?;
+        r.register(Box::new(config_generation.clone()))?;
+        Ok(Metrics {
+            requests_total: counter(
+                &r,
+                "banyan_requests_total",
+                "Requests by route, backend and status class",
+                &["route", "backend", "status_class"],
+            )?,
+            request_duration_seconds: histogram(
+                &r,
+                "banyan_request_duration_seconds",
+                "Time from request start to the end of the response",
+                &["route", "backend"],
+            )?,
+            route_target_percent,
+            route_override: int_gauge(
+                &r,
+                "banyan_route_override",
+                "1 while a runtime override governs the route",
+                &["route"],
+            )?,
+            fallbacks_total: counter(
+                &r,
+                "banyan_fallbacks_total",
+                "Target-bound requests served by legacy instead",
+                &["route", "reason"],
+            )?,
+            shadow_requests_total: counter(
+                &r,
+                "banyan_shadow_requests_total",
+                "Shadow requests by outcome",
+                &["route", "outcome"],
+            )?,
+            shadow_duration_seconds: histogram(
+                &r,
+                "banyan_shadow_duration_seconds",
+                "Shadow upstream response time",
+                &["route"],
+            )?,
+            rollbacks_total: counter(
+                &r,
+                "banyan_rollbacks_total",
+                "Rollbacks by trigger",
+                &["route", "trigger"],
+            )?,
+            config_reloads_total: counter(
+                &r,
+                "banyan_config_reloads_total",
+                "Route table loads by result",
+                &["result"],
+            )?,
+            config_generation,
+            upstream_healthy: int_gauge(
+                &r,
+                "banyan_upstream_healthy",
+                "1 while the peer is in rotation",
+                &["upstream", "peer"],
+            )?,
+            circuit_open: int_gauge(
+                &r,
+                "banyan_circuit_open",
+                "1 while the upstream's circuit is open",
+                &["upstream"],
+            )?,
+            registry: r,
+        })
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        // Encoding into a Vec cannot fail on I/O; a family the encoder rejects is skipped.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+
+    /// Handles for one route; created per snapshot, resolving each series on first use.
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        RouteMetrics {
+            name: route.to_string(),
+            legacy: SideMetrics::default(),
+            target: SideMetrics::default(),
+            fallback_connect: OnceLock::new(),
+        }
+    }
+}
+
+/// One side (legacy or target) of one route.
+#[derive(Default)]
+pub struct SideMetrics {
+    by_class: [OnceLock<IntCounter>; 6],
+    duration: OnceLock<Histogram>,
+}
+
+pub struct RouteMetrics {
+    name: String,
+    legacy: SideMetrics,
+    target: SideMetrics,
+    fallback_connect: OnceLock<IntCounter>,
+}
+
+impl RouteMetrics {
+    fn side(&self, backend: Backend) -> &SideMetrics {
+        match backend {
+            Backend::Legacy => &self.legacy,
+            Backend::Target => &self.target,
+        }
+    }
+
+    /// Counts one finished request and its duration.
+    pub fn record(&self, m: &Metrics, backend: Backend, status: u16, seconds: f64) {
+        let side = self.side(backend);
+        let class = status_class_index(status);
+        side.by_class[class]
+            .get_or_init(|| {
+                m.requests_total.with_label_values(&[
+                    &self.name,
+                    backend.as_str(),
+                    STATUS_CLASSES[class],
+                ])
+            })
+            .inc();
+        side.duration
+            .get_or_init(|| {
+                m.request_duration_seconds
+                    .with_label_values(&[&self.name, backend.as_str()])
+            })
+            .observe(seconds);
+    }
+
+    pub fn record_fallback_connect(&self, m: &Metrics) {
+        self.fallback_connect
+            .get_or_init(|| {
+                m.fallbacks_total
+                    .with_label_values(&[&self.name, "connect"])
+            })
+            .inc();
+    }
+
+    /// (requests, 5xx and unanswered) on one side since the process started.
+    pub fn totals(&self, m: &Metrics, backend: Backend) -> (u64, u64) {
+        let mut requests = 0;
+        let mut errors = 0;
+        for class in STATUS_CLASSES {
+            let n = m
+                .requests_total
+                .get_metric_with_label_values(&[&self.name, backend.as_str(), class])
+                .map_or(0, |c| c.get());
+            requests += n;
+            if class == "5xx" {
+                errors += n;
+            }
+        }
+        (requests, errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_classes() {
+        assert_eq!(STATUS_CLASSES[status_class_index(101)], "1xx");
+        assert_eq!(STATUS_CLASSES[status_class_index(200)], "2xx");
+        assert_eq!(STATUS_CLASSES[status_class_index(302)], "3xx");
+        assert_eq!(STATUS_CLASSES[status_class_index(404)], "4xx");
+        assert_eq!(STATUS_CLASSES[status_class_index(503)], "5xx");
+        assert_eq!(STATUS_CLASSES[status_class_index(0)], "none");
+        assert_eq!(STATUS_CLASSES[status_class_index(999)], "none");
+    }
+
+    #[test]
+    fn route_handles_feed_the_contract_series() {
+        let m = Metrics::new().expect("registry");
+        let r = m.route("orders");
+        r.record(&m, Backend::Target, 200, 0.003);
+        r.record(&m, Backend::Target, 502, 0.001);
+        r.record(&m, Backend::Legacy, 200, 0.002);
+        // A second snapshot's handles continue the same series.
+        m.route("orders").record(&m, Backend::Target, 200, 0.004);
+        m.route_target_percent
+            .with_label_values(&["orders"])
+            .set(25.5);
+        assert_eq!(r.totals(&m, Backend::Target), (3, 1));
+        let text = String::from_utf8(m.render()).expect("utf-8");
+        assert!(
+            text.contains(
+                "banyan_requests_total{backend=\"target\",route=\"orders\",status_class=\"2xx\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "banyan_request_duration_seconds_count{backend=\"legacy\",route=\"orders\"} 1"
+        ));
+        assert!(text.contains("banyan_route_target_percent{route=\"orders\"} 25.5"));
+    }
+}

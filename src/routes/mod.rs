@@ -1,0 +1,135 @@
+//! Route tables: the files' schema and validation, the compiled matcher, and the split.
+//! Everything here is plain data and pure functions; the data path calls
+//! [`RouteTable::decide`] once per request.
+
+pub mod def;
+pub mod load;
+pub mod request;
+pub mod spec;
+pub mod split;
+pub mod table;
+
+#[cfg(test)]
+mod tests;
+
+pub use def::{PathMatch, RouteDef, Sticky};
+pub use load::{load_dir, load_sources, RouteSet};
+pub use request::RequestView;
+pub use split::Salt;
+pub use table::Matcher;
+
+use request::sticky_key;
+
+/// The name unmatched traffic is reported under.
+pub const DEFAULT_ROUTE: &str = "_default";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    Legacy,
+    Target,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Legacy => "legacy",
+            Backend::Target => "target",
+        }
+    }
+}
+
+/// What the split of one route needs: who is sticky by what, and the effective percent.
+#[derive(Debug, Clone)]
+pub struct SplitRule {
+    pub salt: Salt,
+    pub sticky: Sticky,
+    /// Effective percent in basis points (declared, or an override's).
+    pub percent_bp: u16,
+    pub has_target: bool,
+}
+
+impl SplitRule {
+    pub fn of(def: &RouteDef, percent_bp: u16) -> Self {
+        SplitRule {
+            salt: Salt::new(&def.salt),
+            sticky: def.sticky.clone(),
+            percent_bp,
+            has_target: def.target.is_some(),
+        }
+    }
+
+    pub fn decide(&self, req: &RequestView) -> Split {
+        let key = sticky_key(&self.sticky, req);
+        let (bucket, keyed) = match key.bytes() {
+            Some(k) => (self.salt.bucket(k), true),
+            None => (split::random_bucket(), false),
+        };
+        let backend = if self.has_target && split::in_target(bucket, self.percent_bp) {
+            Backend::Target
+        } else {
+            Backend::Legacy
+        };
+        Split {
+            backend,
+            bucket,
+            keyed,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Split {
+    pub backend: Backend,
+    pub bucket: u16,
+    /// False when the request had no sticky key and was split at random.
+    pub keyed: bool,
+}
+
+/// Route index (`None`: `_default`, always legacy) and the split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub route: Option<usize>,
+    pub split: Option<Split>,
+}
+
+impl Decision {
+    pub fn backend(&self) -> Backend {
+        self.split.map_or(Backend::Legacy, |s| s.backend)
+    }
+}
+
+/// The matcher and each route's split rule, index for index.
+#[derive(Debug)]
+pub struct RouteTable {
+    pub matcher: Matcher,
+    pub rules: Vec<SplitRule>,
+}
+
+impl RouteTable {
+    /// `percents[i]` is route i's effective percent in basis points.
+    pub fn new(defs: &[RouteDef], percents: &[u16]) -> Result<RouteTable, regex::Error> {
+        let rules = defs
+            .iter()
+            .zip(percents)
+            .map(|(d, &p)| SplitRule::of(d, p))
+            .collect();
+        Ok(RouteTable {
+            matcher: Matcher::new(defs)?,
+            rules,
+        })
+    }
+
+    /// The request decision: match, then split. Pure; no allocation.
+    pub fn decide(&self, req: &RequestView) -> Decision {
+        match self.matcher.find(req) {
+            Some(i) => Decision {
+                route: Some(i),
+                split: Some(self.rules[i].decide(req)),
+            },
+            None => Decision {
+                route: None,
+                split: None,
+            },
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! What routing looks at in a request, as borrowed plain data, so that matching and the
+//! split are pure functions that tests and `explain` call without a socket.
+
+use std::io::Write as _;
+use std::net::IpAddr;
+
+use http::header::{COOKIE, HOST};
+use http::{HeaderMap, Method, Uri};
+
+use super::def::Sticky;
+
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    /// The request's host without its port; compared case-insensitively.
+    pub host: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    pub client_ip: Option<IpAddr>,
+}
+
+impl<'a> RequestView<'a> {
+    pub fn new(
+        method: &'a Method,
+        uri: &'a Uri,
+        headers: &'a HeaderMap,
+        client_ip: Option<IpAddr>,
+    ) -> Self {
+        let host = headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| uri.host())
+            .map(strip_port);
+        RequestView {
+            method: method.as_str(),
+            path: uri.path(),
+            host,
+            headers,
+            client_ip,
+        }
+    }
+}
+
+/// "shop.example.com:8080" → "shop.example.com"; "[::1]:8080" → "[::1]".
+pub fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
+    for header in headers.get_all(COOKIE) {
+        for pair in header.as_bytes().split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
+                continue;
+            };
+            if pair[..eq].trim_ascii() == name.as_bytes() {
+                let value = pair[eq + 1..].trim_ascii();
+                let value = value
+                    .strip_prefix(b"\"")
+                    .and_then(|v| v.strip_suffix(b"\""))
+                    .unwrap_or(value);
+                return Some(value);
+            }
+        }
+    }
+    None
+}
+
+/// A client IP as text ("203.0.113.7", "2001:db8::1"), formatted without allocating.
+pub struct IpText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl IpText {
+    pub fn new(ip: IpAddr) -> Self {
+        let mut buf = [0u8; 48];
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        // An IPv6 address is at most 45 characters; the buffer always fits it.
+        let _ = write!(cursor, "{ip}");
+        let len = cursor.position() as usize;
+        IpText { buf, len }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// The sticky key of a request, borrowed from it where possible.
+pub enum StickyKey<'a> {
+    Borrowed(&'a [u8]),
+    Ip(IpText),
+    Missing,
+}
+
+impl StickyKey<'_> {
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            StickyKey::Borrowed(b) => Some(b),
+            StickyKey::Ip(ip) => Some(ip.as_bytes()),
+            StickyKey::Missing => None,
+        }
+    }
+}
+
+/// An empty header or cookie counts as missing: it would put every such user in one bucket.
+pub fn sticky_key<'a>(sticky: &Sticky, req: &RequestView<'a>) -> StickyKey<'a> {
+    let borrowed = |v: Option<&'a [u8]>| match v {
+        Some(v) if !v.is_empty() => StickyKey::Borrowed(v),
+        _ => StickyKey::Missing,
+    };
+    match sticky {
+        Sticky::Header(name) => borrowed(req.headers.get(name).map(|v| v.as_bytes())),
+        Sticky::Cookie(name) => borrowed(cookie_value(req.headers, name)),
+        Sticky::Ip => req
+            .client_ip
+            .map_or(StickyKey::Missing, |ip| StickyKey::Ip(IpText::new(ip))),
+        Sticky::None => StickyKey::Missing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn ports_are_stripped_from_hosts() {
+        assert_eq!(strip_port("shop.example.com:8080"), "shop.example.com");
+        assert_eq!(strip_port("shop.example.com"), "shop.example.com");
+        assert_eq!(strip_port("[::1]:8080"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn cookies_are_found_among_several() {
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_static("theme=dark; uid=abc123"));
+        h.append(COOKIE, HeaderValue::from_static("session=\"q1\""));
+        assert_eq!(cookie_value(&h, "uid"), Some(&b"abc123"[..]));
+        assert_eq!(cookie_value(&h, "session"), Some(&b"q1"[..]));
+        assert_eq!(cookie_value(&h, "id"), None);
+        assert_eq!(cookie_value(&h, "theme"), Some(&b"dark"[..]));
+    }
+
+    #[test]
+    fn sticky_keys_come_from_the_configured_place() {
+        let mut h = HeaderMap::new();
+        h.insert("x-user-id", HeaderValue::from_static("u-1"));
+        h.insert("x-empty", HeaderValue::from_static(""));
+        h.insert(COOKIE, HeaderValue::from_static("uid=c-9"));
+        let uri: Uri = "/a".parse().expect("uri");
+        let ip: IpAddr = "2001:db8::1".parse().expect("ip");
+        let req = RequestView::new(&Method::GET, &uri, &h, Some(ip));
+        let key = |s: Sticky| sticky_key(&s, &req).bytes().map(<[u8]>::to_vec);
+        assert_eq!(
+            key(Sticky::Header("x-user-id".parse().expect("name"))),
+            Some(b"u-1".to_vec())
+        );
+        assert_eq!(key(Sticky::Header("x-empty".parse().expect("name"))), None);
+        assert_eq!(key(Sticky::Header("x-other".parse().expect("name"))), None);
+        assert_eq!(key(Sticky::Cookie("uid".into())), Some(b"c-9".to_vec()));
+        assert_eq!(key(Sticky::Ip), Some(b"2001:db8::1".to_vec()));
+        assert_eq!(key(Sticky::None), None);
+    }
+
+    #[test]
+    fn the_longest_ipv6_text_fits() {
+        let ip: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .expect("ip");
+        assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
+    }
+}

@@ -1,0 +1,176 @@
+//! The compiled matcher: which route a request belongs to, by the contract's precedence.
+//!
+//! 1. exact `path`, 2. the longest `path_prefix`, 3. `path_regex` in order (files by
+//! name, then position). Among routes with the same path, more conditions (host,
+//! methods, each header) are tried first; a route matches only when all its conditions
+//! hold, otherwise the next candidate is tried.
+//!
+//! Prefixes match whole path segments, as Gateway API's `PathPrefix` and Kubernetes
+//! Ingress's `Prefix` do: `/api/orders` matches `/api/orders` and `/api/orders/7`, not
+//! `/api/orders-old`. Exact and prefix lookups are hash lookups, one per candidate
+//! prefix of the request path, so the cost does not grow with the number of routes.
+
+use std::collections::HashMap;
+
+use http::HeaderName;
+use regex::Regex;
+
+use super::def::{PathMatch, RouteDef};
+use super::request::RequestView;
+
+#[derive(Debug)]
+struct Conditions {
+    host: Option<Box<str>>,
+    methods: Option<Box<[Box<str>]>>,
+    headers: Box<[(HeaderName, Box<str>)]>,
+}
+
+impl Conditions {
+    fn of(def: &RouteDef) -> Self {
+        Conditions {
+            host: def.host.as_deref().map(Into::into),
+            methods: def
+                .methods
+                .as_ref()
+                .map(|m| m.iter().map(|s| s.as_str().into()).collect()),
+            headers: def
+                .headers
+                .iter()
+                .map(|(n, v)| (n.clone(), v.as_str().into()))
+                .collect(),
+        }
+    }
+
+    fn hold(&self, req: &RequestView) -> bool {
+        if let Some(host) = &self.host {
+            match req.host {
+                Some(h) if h.eq_ignore_ascii_case(host) => {}
+                _ => return false,
+            }
+        }
+        if let Some(methods) = &self.methods {
+            if !methods.iter().any(|m| &**m == req.method) {
+                return false;
+            }
+        }
+        self.headers.iter().all(|(name, value)| {
+            req.headers
+                .get_all(name)
+                .iter()
+                .any(|v| v.as_bytes() == value.as_bytes())
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Matcher {
+    exact: HashMap<Box<str>, Vec<u32>>,
+    prefix: HashMap<Box<str>, Vec<u32>>,
+    regex: Vec<(Regex, Vec<u32>)>,
+    conditions: Vec<Conditions>,
+    /// Longest configured prefix: request paths are only cut at or below it.
+    longest_prefix: usize,
+}
+
+impl Matcher {
+    /// Compiles validated routes; a route's index here is its index in `defs`.
+    pub fn new(defs: &[RouteDef]) -> Result<Matcher, regex::Error> {
+        let mut m = Matcher::default();
+        let mut regex_slot: HashMap<&str, usize> = HashMap::new();
+        for (i, def) in defs.iter().enumerate() {
+            let i = i as u32;
+            m.conditions.push(Conditions::of(def));
+            match &def.path {
+                PathMatch::Exact(p) => m.exact.entry(p.as_str().into()).or_default().push(i),
+                PathMatch::Prefix(p) => {
+                    m.longest_prefix = m.longest_prefix.max(p.len());
+                    m.prefix.entry(p.as_str().into()).or_default().push(i);
+                }
+                PathMatch::Regex(r) => match regex_slot.get(r.as_str()) {
+                    Some(&slot) => m.regex[slot].1.push(i),
+                    None => {
+                        regex_slot.insert(r, m.regex.len());
+                        m.regex.push((Regex::new(r)?, vec![i]));
+                    }
+                },
+            }
+        }
+        // Within one path, more conditions first; equal counts keep file order.
+        let by_conditions = |list: &mut Vec<u32>| {
+            list.sort_by_key(|&i| std::cmp::Reverse(defs[i as usize].condition_count()));
+        };
+        m.exact.values_mut().for_each(by_conditions);
+        m.prefix.values_mut().for_each(by_conditions);
+        m.regex.iter_mut().for_each(|(_, l)| by_conditions(l));
+        Ok(m)
+    }
+
+    pub fn len(&self) -> usize {
+        self.conditions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conditions.is_empty()
+    }
+
+    fn first_holding(&self, list: &[u32], req: &RequestView) -> Option<usize> {
+        list.iter()
+            .map(|&i| i as usize)
+            .find(|&i| self.conditions[i].hold(req))
+    }
+
+    /// The index of the route this request belongs to, or `None` for `_default`.
+    pub fn find(&self, req: &RequestView) -> Option<usize> {
+        let path = req.path;
+        if let Some(found) = self
+            .exact
+            .get(path)
+            .and_then(|l| self.first_holding(l, req))
+        {
+            return Some(found);
+        }
+        if !self.prefix.is_empty() {
+            if let Some(found) = self.find_prefix(path, req) {
+                return Some(found);
+            }
+        }
+        self.regex
+            .iter()
+            .filter(|(re, _)| re.is_match(path))
+            .find_map(|(_, list)| self.first_holding(list, req))
+    }
+
+    /// Candidate prefixes of `/a/b/c`, longest first: `/a/b/c`, `/a/b/`, `/a/b`, `/a/`,
+    /// `/a`, `/`. A prefix ending in '/' matches below it; one without matches itself and
+    /// below it.
+    fn find_prefix(&self, path: &str, req: &RequestView) -> Option<usize> {
+        let bytes = path.as_bytes();
+        let lookup = |candidate: &str| {
+            self.prefix
+                .get(candidate)
+                .and_then(|l| self.first_holding(l, req))
+        };
+        if path.len() <= self.longest_prefix {
+            if let Some(found) = lookup(path) {
+                return Some(found);
+            }
+        }
+        let mut end = bytes.len();
+        while let Some(slash) = bytes[..end].iter().rposition(|&b| b == b'/') {
+            // `path[..=slash]` (with its slash) is the whole path when the path ends in
+            // '/', which was looked up already.
+            if slash + 1 < bytes.len() && slash < self.longest_prefix {
+                if let Some(found) = lookup(&path[..=slash]) {
+                    return Some(found);
+                }
+            }
+            if slash > 0 && slash <= self.longest_prefix {
+                if let Some(found) = lookup(&path[..slash]) {
+                    return Some(found);
+                }
+            }
+            end = slash;
+        }
+        None
+    }
+}

@@ -1,0 +1,79 @@
+//! The snapshot: immutable, compiled routing state. The control plane builds one and
+//! publishes it with `ArcSwap`; the data path loads it once per request and reads nothing
+//! else. It is the only contract between the two.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+
+use crate::metrics::RouteMetrics;
+use crate::routes::{Backend, RouteDef, RouteTable, DEFAULT_ROUTE};
+use crate::upstream::{UpstreamPool, Upstreams};
+
+pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
+
+pub struct Snapshot {
+    pub generation: u64,
+    pub loaded_at: SystemTime,
+    pub table: RouteTable,
+    /// Index for index with `table.rules`.
+    pub routes: Vec<CompiledRoute>,
+    pub default_route: CompiledRoute,
+    pub upstreams: Arc<Upstreams>,
+    /// The route files this snapshot was compiled from.
+    pub files: Vec<PathBuf>,
+}
+
+/// A route as the data path needs it: where each side goes and where to count.
+pub struct CompiledRoute {
+    pub name: String,
+    /// For the `x-banyan-route` debug header, built once.
+    pub name_header: HeaderValue,
+    /// `None` for `_default`.
+    pub def: Option<Arc<RouteDef>>,
+    pub legacy: usize,
+    pub target: Option<usize>,
+    pub declared_bp: u16,
+    pub effective_bp: u16,
+    pub metrics: RouteMetrics,
+}
+
+impl CompiledRoute {
+    pub fn is_default(&self) -> bool {
+        self.def.is_none()
+    }
+
+    pub fn upstream_index(&self, backend: Backend) -> usize {
+        match backend {
+            Backend::Target => self.target.unwrap_or(self.legacy),
+            Backend::Legacy => self.legacy,
+        }
+    }
+
+    /// Whether connect failures on the target are retried on legacy.
+    pub fn falls_back(&self) -> bool {
+        self.def.as_ref().is_some_and(|d| d.fallback)
+    }
+}
+
+impl Snapshot {
+    pub fn route(&self, index: Option<usize>) -> &CompiledRoute {
+        index
+            .and_then(|i| self.routes.get(i))
+            .unwrap_or(&self.default_route)
+    }
+
+    pub fn upstream(&self, index: usize) -> &UpstreamPool {
+        self.upstreams.get(index)
+    }
+
+    pub fn route_by_name(&self, name: &str) -> Option<&CompiledRoute> {
+        if name == DEFAULT_ROUTE {
+            return Some(&self.default_route);
+        }
+        self.routes.iter().find(|r| r.name == name)
+    }
+}
