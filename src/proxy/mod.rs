@@ -192,26 +192,7 @@ impl ProxyHttp for Proxy {
             },
         };
         if code > 0 {
-            let body = error_body(code, ctx);
-            if let Ok(mut resp) = ResponseHeader::build(code, Some(4)) {
-                let ok = resp
-                    .insert_header(http::header::CONTENT_TYPE, "application/json")
-                    .is_ok()
-                    && resp
-                        .insert_header(http::header::CONTENT_LENGTH, body.len())
-                        .is_ok()
-                    && resp
-                        .insert_header(http::header::CACHE_CONTROL, "no-store")
-                        .is_ok()
-                    && resp
-                        .insert_header(headers::X_REQUEST_ID, ctx.request_id.clone())
-                        .is_ok();
-                if ok {
-                    if let Err(err) = session.write_error_response(resp, body).await {
-                        tracing::debug!("could not send the error response: {err}");
-                    }
-                }
-            }
+            respond_error(session, code, ctx).await;
         }
         FailToProxy {
             error_code: code,
@@ -230,6 +211,32 @@ impl ProxyHttp for Proxy {
             status,
             ctx.started.elapsed().as_secs_f64(),
         );
+    }
+}
+
+/// Writes the JSON error response; the connection is not reused afterwards.
+async fn respond_error(session: &mut Session, code: u16, ctx: &Ctx) {
+    let body = error_body(code, ctx);
+    let Ok(mut resp) = ResponseHeader::build(code, Some(4)) else {
+        return;
+    };
+    let ok = resp
+        .insert_header(http::header::CONTENT_TYPE, "application/json")
+        .is_ok()
+        && resp
+            .insert_header(http::header::CONTENT_LENGTH, body.len())
+            .is_ok()
+        && resp
+            .insert_header(http::header::CACHE_CONTROL, "no-store")
+            .is_ok()
+        && resp
+            .insert_header(headers::X_REQUEST_ID, ctx.request_id.clone())
+            .is_ok();
+    if ok {
+        session.set_keepalive(None);
+        if let Err(err) = session.write_error_response(resp, body).await {
+            tracing::debug!("could not send the error response: {err}");
+        }
     }
 }
 

@@ -1,9 +1,9 @@
 //! The compiled matcher: which route a request belongs to, by the contract's precedence.
 //!
-//! 1. exact `path`, 2. the longest `path_prefix`, 3. `path_regex` in order (files by
-//! name, then position). Among routes with the same path, more conditions (host,
-//! methods, each header) are tried first; a route matches only when all its conditions
-//! hold, otherwise the next candidate is tried.
+//! First an exact `path`, then the longest `path_prefix`, then `path_regex` in order
+//! (files by name, then position). Among routes with the same path, more conditions
+//! (host, methods, each header) are tried first; a route matches only when all its
+//! conditions hold, otherwise the next candidate is tried.
 //!
 //! Prefixes match whole path segments, as Gateway API's `PathPrefix` and Kubernetes
 //! Ingress's `Prefix` do: `/api/orders` matches `/api/orders` and `/api/orders/7`, not

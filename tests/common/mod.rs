@@ -1,0 +1,278 @@
+//! Test harness: the real `banyan` binary in a temporary folder with its own config and
+//! routes, on ephemeral loopback ports, stopped when the test ends.
+
+#![allow(dead_code)]
+
+pub mod upstream;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_banyan");
+
+/// How long anything in a test may take to become true before the test fails.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// A loopback port that is free now (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Polls `cond` until it holds or the deadline passes.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A minimal blocking HTTP/1.1 GET for readiness checks and admin calls.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// Sends raw bytes and returns what came back before the server closed or went quiet.
+pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let _ = s.write_all(request);
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+pub struct Banyan {
+    pub child: Option<Child>,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+/// What goes into a test's config file.
+pub struct Setup<'a> {
+    /// (name, peers) of each upstream.
+    pub upstreams: Vec<(&'a str, Vec<SocketAddr>)>,
+    pub default_upstream: &'a str,
+    /// Route files: (file name, TOML).
+    pub routes: Vec<(&'a str, String)>,
+    /// Extra lines for [server].
+    pub server_extra: &'a str,
+    /// Extra lines per upstream, by name.
+    pub upstream_extra: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> Setup<'a> {
+    pub fn new(upstreams: Vec<(&'a str, Vec<SocketAddr>)>, default_upstream: &'a str) -> Self {
+        Setup {
+            upstreams,
+            default_upstream,
+            routes: Vec::new(),
+            server_extra: "debug_headers = true",
+            upstream_extra: Vec::new(),
+        }
+    }
+
+    pub fn route_file(mut self, name: &'a str, toml: impl Into<String>) -> Self {
+        self.routes.push((name, toml.into()));
+        self
+    }
+
+    pub fn config_text(&self, proxy: SocketAddr, admin: SocketAddr) -> String {
+        let mut c = format!(
+            "[server]\nlisten = [\"{proxy}\"]\nthreads = 2\nroutes_dir = \"routes\"\nstate_dir = \"state\"\ndefault_upstream = \"{}\"\n{}\n\n[admin]\nlisten = \"{admin}\"\n\n",
+            self.default_upstream, self.server_extra
+        );
+        for (name, peers) in &self.upstreams {
+            let peers: Vec<String> = peers.iter().map(|p| format!("\"{p}\"")).collect();
+            c.push_str(&format!(
+                "[upstreams.{name}]\npeers = [{}]\n",
+                peers.join(", ")
+            ));
+            for (n, extra) in &self.upstream_extra {
+                if n == name {
+                    c.push_str(extra);
+                    c.push('\n');
+                }
+            }
+            c.push('\n');
+        }
+        c
+    }
+
+    /// Writes config and routes into a new temporary folder.
+    pub fn write(&self, proxy: SocketAddr, admin: SocketAddr) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("config")).expect("config dir");
+        std::fs::create_dir_all(dir.path().join("routes")).expect("routes dir");
+        std::fs::write(
+            dir.path().join("config/banyan.toml"),
+            self.config_text(proxy, admin),
+        )
+        .expect("config");
+        for (name, text) in &self.routes {
+            std::fs::write(dir.path().join("routes").join(name), text).expect("route file");
+        }
+        dir
+    }
+
+    pub fn start(&self) -> Banyan {
+        let proxy: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let dir = self.write(proxy, admin);
+        Banyan::spawn(dir, proxy, admin, &["run"])
+    }
+}
+
+impl Banyan {
+    pub fn spawn(
+        dir: tempfile::TempDir,
+        proxy: SocketAddr,
+        admin: SocketAddr,
+        args: &[&str],
+    ) -> Banyan {
+        let child = Command::new(BIN)
+            .args(args)
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start banyan");
+        let mut b = Banyan {
+            child: Some(child),
+            proxy,
+            admin,
+            dir,
+        };
+        b.wait_ready();
+        b
+    }
+
+    fn wait_ready(&mut self) {
+        let (proxy, admin) = (self.proxy, self.admin);
+        let child = self.child.as_mut().expect("running");
+        wait_until("banyan to serve", || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("banyan exited early: {status}");
+            }
+            http_get(admin, "/healthz").is_some_and(|(s, _)| s == 200)
+                && TcpStream::connect_timeout(&proxy, Duration::from_millis(200)).is_ok()
+        });
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.proxy)
+    }
+
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path).expect("admin answers")
+    }
+
+    /// Waits until /metrics has a line starting with `series` whose value is `value`.
+    /// Requests are counted when they finish, which may be just after the client has the
+    /// response, so a test waits for the count instead of reading it once.
+    pub fn wait_metric(&self, series: &str, value: f64) {
+        let start = Instant::now();
+        loop {
+            let (_, text) = self.admin_get("/metrics");
+            let found = text
+                .lines()
+                .find(|l| l.rsplit_once(' ').is_some_and(|(s, _)| s == series))
+                .and_then(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()));
+            if found == Some(value) {
+                return;
+            }
+            assert!(
+                start.elapsed() < DEADLINE,
+                "{series}: wanted {value}, last saw {found:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Peak resident memory of the proxy process, from /proc (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .expect("VmHWM")
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{sig} failed");
+    }
+
+    /// Waits for the process to exit, up to `limit`; returns its status and how long it took.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<(ExitStatus, Duration)> {
+        let start = Instant::now();
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some((status, start.elapsed()));
+            }
+            if start.elapsed() > limit {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Banyan {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs `banyan ARGS` in `dir` to completion.
+pub fn banyan_cmd(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run banyan")
+}
