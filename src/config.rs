@@ -39,6 +39,9 @@ pub struct Server {
     pub grace_period: Duration,
     /// After the grace period: how long runtimes get to wind down.
     pub shutdown_timeout: Duration,
+    /// Tokio work stealing between data-path threads (Pingora's default). Off saves about
+    /// 8 % CPU per request but lets a few busy connections load one thread.
+    pub work_stealing: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,6 +119,7 @@ struct RawServer {
     tls: Option<Spanned<RawServerTls>>,
     grace_period: Option<DurationText>,
     shutdown_timeout: Option<DurationText>,
+    work_stealing: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -441,6 +445,7 @@ fn validate_server(
         debug_headers: raw.debug_headers.unwrap_or(false),
         grace_period: grace_period?,
         shutdown_timeout: shutdown_timeout?,
+        work_stealing: raw.work_stealing.unwrap_or(true),
     })
 }
 

@@ -5,8 +5,10 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-/// Pingora logs every client disconnect at error level; banyan counts those in metrics.
-const DEFAULT_FILTER: &str = "info,pingora_core=warn,pingora_proxy=off,pingora=warn";
+/// Pingora's own start-up chatter stays below the default level; its proxy errors (an
+/// upstream refusing, timing out) do not. Client disconnects are not logged (see
+/// `Proxy::suppress_error_log`).
+const DEFAULT_FILTER: &str = "info,pingora_core=warn,pingora_proxy=warn,pingora=warn";
 
 pub fn init() {
     let filter =

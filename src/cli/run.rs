@@ -84,6 +84,7 @@ pub fn run(config_path: &Path, demo: bool) -> anyhow::Result<ExitCode> {
 
     let mut conf = ServerConf {
         threads: config.server.threads,
+        work_stealing: config.server.work_stealing,
         grace_period_seconds: Some(whole_seconds(config.server.grace_period)),
         graceful_shutdown_timeout_seconds: Some(whole_seconds(config.server.shutdown_timeout)),
         ..ServerConf::default()

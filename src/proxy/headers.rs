@@ -24,7 +24,9 @@ const MAX_REQUEST_ID: usize = 200;
 /// response headers (which keep header-name case in step) on the data path.
 pub trait HeaderBlock {
     fn map(&self) -> &HeaderMap;
-    fn set(&mut self, name: HeaderName, value: HeaderValue);
+    /// `wire_name` is the name as written on the wire ("X-Forwarded-For"): static, so
+    /// Pingora's case-preserving map takes it without a copy.
+    fn set(&mut self, wire_name: &'static str, value: HeaderValue);
     fn remove(&mut self, name: &HeaderName);
 }
 
@@ -32,8 +34,10 @@ impl HeaderBlock for HeaderMap {
     fn map(&self) -> &HeaderMap {
         self
     }
-    fn set(&mut self, name: HeaderName, value: HeaderValue) {
-        self.insert(name, value);
+    fn set(&mut self, wire_name: &'static str, value: HeaderValue) {
+        if let Ok(name) = HeaderName::from_bytes(wire_name.as_bytes()) {
+            self.insert(name, value);
+        }
     }
     fn remove(&mut self, name: &HeaderName) {
         HeaderMap::remove(self, name);
@@ -46,9 +50,9 @@ macro_rules! pingora_header_block {
             fn map(&self) -> &HeaderMap {
                 &self.headers
             }
-            fn set(&mut self, name: HeaderName, value: HeaderValue) {
-                // Inserting an already-valid name and value cannot fail.
-                let _ = self.insert_header(name, value);
+            fn set(&mut self, wire_name: &'static str, value: HeaderValue) {
+                // Inserting a valid name and an already-valid value cannot fail.
+                let _ = self.insert_header(wire_name, value);
             }
             fn remove(&mut self, name: &HeaderName) {
                 self.remove_header(name);
@@ -104,13 +108,13 @@ pub fn apply_forwarding(
 ) {
     if let Some(ip) = client {
         let xff = forwarded_for(headers.map().get(X_FORWARDED_FOR), ip);
-        headers.set(X_FORWARDED_FOR, xff);
+        headers.set("X-Forwarded-For", xff);
     }
-    headers.set(X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
+    headers.set("X-Forwarded-Proto", HeaderValue::from_static(scheme));
     if let Some(h) = host {
-        headers.set(X_FORWARDED_HOST, h);
+        headers.set("X-Forwarded-Host", h);
     }
-    headers.set(X_REQUEST_ID, request_id.clone());
+    headers.set("X-Request-Id", request_id.clone());
     // Only banyan marks shadow copies; a client must not pose as one.
     if headers.map().contains_key(X_BANYAN_SHADOW) {
         headers.remove(&X_BANYAN_SHADOW);

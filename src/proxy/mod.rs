@@ -200,6 +200,16 @@ impl ProxyHttp for Proxy {
         }
     }
 
+    /// A client that leaves mid-request is normal traffic, counted as status class `none`;
+    /// failures towards upstreams are still logged.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
+        error.esource() == &ErrorSource::Downstream
+            && matches!(
+                error.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
+    }
+
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         let Some((_, route)) = ctx.decided() else {
             return;

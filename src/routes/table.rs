@@ -13,10 +13,14 @@
 use std::collections::HashMap;
 
 use http::HeaderName;
-use regex::Regex;
+use regex::{Regex, RegexSet, RegexSetBuilder};
 
 use super::def::{PathMatch, RouteDef};
 use super::request::RequestView;
+
+/// Compiled size allowed for the combined regex automaton; beyond it, regexes are tried
+/// one by one.
+const REGEX_SET_SIZE_LIMIT: usize = 64 << 20;
 
 #[derive(Debug)]
 struct Conditions {
@@ -67,6 +71,9 @@ pub struct Matcher {
     exact: HashMap<Box<str>, Vec<u32>>,
     prefix: HashMap<Box<str>, Vec<u32>>,
     regex: Vec<(Regex, Vec<u32>)>,
+    /// All regexes in one automaton, so a request is tested against every pattern in one
+    /// pass; `None` when there are none or the set is too large to compile.
+    regex_set: Option<RegexSet>,
     conditions: Vec<Conditions>,
     /// Longest configured prefix: request paths are only cut at or below it.
     longest_prefix: usize,
@@ -102,6 +109,12 @@ impl Matcher {
         m.exact.values_mut().for_each(by_conditions);
         m.prefix.values_mut().for_each(by_conditions);
         m.regex.iter_mut().for_each(|(_, l)| by_conditions(l));
+        if !m.regex.is_empty() {
+            m.regex_set = RegexSetBuilder::new(m.regex.iter().map(|(r, _)| r.as_str()))
+                .size_limit(REGEX_SET_SIZE_LIMIT)
+                .build()
+                .ok();
+        }
         Ok(m)
     }
 
@@ -134,10 +147,21 @@ impl Matcher {
                 return Some(found);
             }
         }
-        self.regex
-            .iter()
-            .filter(|(re, _)| re.is_match(path))
-            .find_map(|(_, list)| self.first_holding(list, req))
+        if self.regex.is_empty() {
+            return None;
+        }
+        match &self.regex_set {
+            // Set matches come back in pattern order, which is file order.
+            Some(set) => set
+                .matches(path)
+                .iter()
+                .find_map(|i| self.first_holding(&self.regex[i].1, req)),
+            None => self
+                .regex
+                .iter()
+                .filter(|(re, _)| re.is_match(path))
+                .find_map(|(_, list)| self.first_holding(list, req)),
+        }
     }
 
     /// Candidate prefixes of `/a/b/c`, longest first: `/a/b/c`, `/a/b/`, `/a/b`, `/a/`,
@@ -172,5 +196,65 @@ impl Matcher {
             end = slash;
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes::def::Sticky;
+    use http::{HeaderMap, Method, Uri};
+    use std::path::PathBuf;
+
+    fn regex_route(name: &str, re: &str, methods: Option<&[&str]>) -> RouteDef {
+        RouteDef {
+            name: name.into(),
+            file: PathBuf::from("r.toml"),
+            line: 1,
+            column: 1,
+            path: PathMatch::Regex(re.into()),
+            host: None,
+            methods: methods.map(|m| m.iter().map(|s| s.to_string()).collect()),
+            headers: Vec::new(),
+            legacy: "m".into(),
+            target: None,
+            percent_bp: 0,
+            sticky: Sticky::None,
+            fallback: true,
+            fallback_methods: Vec::new(),
+            salt: name.into(),
+            shadow: None,
+            rate_limit: None,
+            guard: None,
+        }
+    }
+
+    /// The combined automaton and the one-by-one fallback give the same answers.
+    #[test]
+    fn regex_set_and_linear_scan_agree() {
+        let defs = vec![
+            regex_route("a", "^/v[0-9]+/orders", Some(&["POST"])),
+            regex_route("b", "^/v1/", None),
+            regex_route("c", "orders$", None),
+            regex_route("a-get", "^/v[0-9]+/orders", Some(&["GET"])),
+        ];
+        let with_set = Matcher::new(&defs).expect("compiles");
+        assert!(with_set.regex_set.is_some());
+        let mut linear = Matcher::new(&defs).expect("compiles");
+        linear.regex_set = None;
+        let headers = HeaderMap::new();
+        for (method, path, want) in [
+            (Method::POST, "/v2/orders", Some(0)),
+            (Method::GET, "/v2/orders", Some(3)),
+            (Method::GET, "/v1/orders", Some(3)),
+            (Method::GET, "/v1/users", Some(1)),
+            (Method::GET, "/x/orders", Some(2)),
+            (Method::GET, "/nothing", None),
+        ] {
+            let uri: Uri = path.parse().expect("uri");
+            let req = RequestView::new(&method, &uri, &headers, None);
+            assert_eq!(with_set.find(&req), want, "{method} {path}");
+            assert_eq!(linear.find(&req), want, "{method} {path} (linear)");
+        }
     }
 }

@@ -41,6 +41,7 @@ fn config() -> Config {
             debug_headers: false,
             grace_period: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(1),
+            work_stealing: true,
         },
         admin: Admin {
             listen: ([127, 0, 0, 1], 9090).into(),

@@ -82,6 +82,10 @@ pub struct Setup<'a> {
     pub server_extra: &'a str,
     /// Extra lines per upstream, by name.
     pub upstream_extra: Vec<(&'a str, &'a str)>,
+    /// Extra lines for [admin].
+    pub admin_extra: &'a str,
+    /// Environment variables for the process.
+    pub env: Vec<(&'a str, &'a str)>,
 }
 
 impl<'a> Setup<'a> {
@@ -92,6 +96,8 @@ impl<'a> Setup<'a> {
             routes: Vec::new(),
             server_extra: "debug_headers = true",
             upstream_extra: Vec::new(),
+            admin_extra: "",
+            env: Vec::new(),
         }
     }
 
@@ -102,8 +108,8 @@ impl<'a> Setup<'a> {
 
     pub fn config_text(&self, proxy: SocketAddr, admin: SocketAddr) -> String {
         let mut c = format!(
-            "[server]\nlisten = [\"{proxy}\"]\nthreads = 2\nroutes_dir = \"routes\"\nstate_dir = \"state\"\ndefault_upstream = \"{}\"\n{}\n\n[admin]\nlisten = \"{admin}\"\n\n",
-            self.default_upstream, self.server_extra
+            "[server]\nlisten = [\"{proxy}\"]\nthreads = 2\nroutes_dir = \"routes\"\nstate_dir = \"state\"\ndefault_upstream = \"{}\"\n{}\n\n[admin]\nlisten = \"{admin}\"\n{}\n\n",
+            self.default_upstream, self.server_extra, self.admin_extra
         );
         for (name, peers) in &self.upstreams {
             let peers: Vec<String> = peers.iter().map(|p| format!("\"{p}\"")).collect();
@@ -142,7 +148,7 @@ impl<'a> Setup<'a> {
         let proxy: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let dir = self.write(proxy, admin);
-        Banyan::spawn(dir, proxy, admin, &["run"])
+        Banyan::spawn_with_env(dir, proxy, admin, &["run"], &self.env)
     }
 }
 
@@ -153,8 +159,20 @@ impl Banyan {
         admin: SocketAddr,
         args: &[&str],
     ) -> Banyan {
+        Self::spawn_with_env(dir, proxy, admin, args, &[])
+    }
+
+    pub fn spawn_with_env(
+        dir: tempfile::TempDir,
+        proxy: SocketAddr,
+        admin: SocketAddr,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Banyan {
         let child = Command::new(BIN)
             .args(args)
+            .env_remove("BANYAN_ADMIN_TOKEN")
+            .envs(env.iter().copied())
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

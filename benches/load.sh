@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# Whole-proxy load benchmark: wrk through banyan and through nginx, both doing the same
+# 20 % sticky split on X-User-Id to the same two upstreams, in one run.
+#
+#   benches/load.sh [seconds per run, default 10] [connections, default 32] [rounds, default 3]
+#
+# Rounds alternate nginx and banyan; the table shows each figure's median.
+# Layout on a 2-core machine: the proxy under test alone on core 0; the upstreams (one
+# nginx, 1 worker) and wrk on core 1. Proxy CPU per request = (utime + stime of all the
+# proxy's processes during the run) / requests completed. Needs: nginx, wrk, taskset,
+# and a release build (the script builds one). Everything listens on 127.0.0.1 only and
+# is stopped on exit. Results go to stdout and benches/results/load-<time>.md.
+set -euo pipefail
+
+DURATION=${1:-10}
+CONNS=${2:-32}
+ROUNDS=${3:-3}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d /tmp/banyan-load.XXXXXX)
+mkdir -p "$ROOT/benches/results"
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
+  sleep 0.3
+  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+for tool in nginx wrk taskset; do
+  command -v "$tool" >/dev/null || { echo "load.sh needs $tool (apt-get install nginx-light wrk util-linux)"; exit 1; }
+done
+
+UP_MONO=18181 UP_ORDERS=18182 BANYAN=18180 BANYAN_ADMIN=18190 NGINX=18280 FLOOR=18380
+
+echo "building banyan (release)..." >&2
+(cd "$ROOT" && cargo build --release --quiet && cargo build --release --quiet --example pingora_floor)
+BIN="$ROOT/target/release/banyan"
+
+# ---- upstreams: one nginx, two servers answering a small JSON body ------------------
+mkdir -p "$WORK/up" "$WORK/px" "$WORK/banyan/config" "$WORK/banyan/routes"
+cat > "$WORK/up/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+user root;
+pid $WORK/up/nginx.pid;
+error_log $WORK/up/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$UP_MONO;   location / { default_type application/json; return 200 '{"served_by":"monolith","ok":true}'; } }
+  server { listen 127.0.0.1:$UP_ORDERS; location / { default_type application/json; return 200 '{"served_by":"orders","ok":true}'; } }
+}
+EOF
+taskset -c 1 nginx -p "$WORK/up" -c "$WORK/up/nginx.conf" & PIDS+=($!)
+
+# ---- nginx as the proxy: split_clients on X-User-Id, 20 % to orders -----------------
+cat > "$WORK/px/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+user root;
+pid $WORK/px/nginx.pid;
+error_log $WORK/px/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream monolith { server 127.0.0.1:$UP_MONO;   keepalive 64; }
+  upstream orders   { server 127.0.0.1:$UP_ORDERS; keepalive 64; }
+  split_clients "\${http_x_user_id}" \$backend { 20% orders; * monolith; }
+  server {
+    listen 127.0.0.1:$NGINX;
+    location /api/orders {
+      proxy_pass http://\$backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Forwarded-Host \$host;
+    }
+    location / {
+      proxy_pass http://monolith;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+EOF
+taskset -c 0 nginx -p "$WORK/px" -c "$WORK/px/nginx.conf" & PIDS+=($!)
+NGINX_MASTER=$!
+
+# ---- banyan: the same split, one worker thread --------------------------------------
+cat > "$WORK/banyan/config/banyan.toml" <<EOF
+[server]
+listen = ["127.0.0.1:$BANYAN"]
+threads = 1
+default_upstream = "monolith"
+[admin]
+listen = "127.0.0.1:$BANYAN_ADMIN"
+[upstreams.monolith]
+peers = ["127.0.0.1:$UP_MONO"]
+[upstreams.orders]
+peers = ["127.0.0.1:$UP_ORDERS"]
+EOF
+cat > "$WORK/banyan/routes/orders.toml" <<EOF
+[[route]]
+name = "orders"
+match.path_prefix = "/api/orders"
+legacy = "monolith"
+target = "orders"
+percent = 20
+sticky = "header:x-user-id"
+EOF
+(cd "$WORK/banyan" && BANYAN_LOG=warn taskset -c 0 "$BIN" run) & PIDS+=($!)
+BANYAN_PID=$!
+
+# ---- the least possible Pingora proxy (no split: always monolith), for reference ------
+taskset -c 0 "$ROOT/target/release/examples/pingora_floor" "127.0.0.1:$FLOOR" "127.0.0.1:$UP_MONO" 2>/dev/null & PIDS+=($!)
+FLOOR_PID=$!
+
+wait_http() {
+  for _ in $(seq 1 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
+  echo "nothing answers at $1" >&2; exit 1
+}
+wait_http "http://127.0.0.1:$UP_MONO/"
+wait_http "http://127.0.0.1:$NGINX/api/orders/1"
+wait_http "http://127.0.0.1:$BANYAN/api/orders/1"
+wait_http "http://127.0.0.1:$FLOOR/api/orders/1"
+
+# Both proxies really split: ~20 % of 500 users on orders.
+for port in $BANYAN $NGINX; do
+  n=0
+  for i in $(seq 1 500); do
+    curl -s "http://127.0.0.1:$port/api/orders/1" -H "X-User-Id: u$i" | grep -q '"orders"' && n=$((n+1))
+  done
+  echo "sanity: port $port sent $n of 500 users to orders" >&2
+done
+
+cat > "$WORK/users.lua" <<'EOF'
+-- One of 100,000 users per request, so the split sees many distinct keys.
+local counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", "/api/orders/42", { ["X-User-Id"] = "user-" .. (counter * 7919 % 100000) })
+end
+EOF
+
+cpu_ticks() { # utime+stime of a process and its children (nginx workers), in clock ticks
+  local total=0 p
+  for p in "$@" $(pgrep -P "$1" 2>/dev/null || true); do
+    [ -r "/proc/$p/stat" ] || continue
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$total"
+}
+TICKS=$(getconf CLK_TCK)
+
+run() { # name port pid: one round, appended to $WORK/<name>.rounds as "rps p50 p99 cpu"
+  local name=$1 port=$2 pid=$3 before after out reqs
+  # Warm the proxy's connection pools first.
+  taskset -c 1 wrk -t1 -c"$CONNS" -d2s -s "$WORK/users.lua" "http://127.0.0.1:$port" >/dev/null
+  before=$(cpu_ticks "$pid")
+  out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$WORK/users.lua" "http://127.0.0.1:$port")
+  after=$(cpu_ticks "$pid")
+  if echo "$out" | grep -q "Non-2xx"; then echo "$name: $(echo "$out" | grep Non-2xx)" >&2; fi
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  {
+    echo "$out" | awk '/Requests\/sec/ {printf "%.0f ", $2}'
+    echo "$out" | awk '$1=="50%" || $1=="99%" {v=$2; if (v ~ /us$/) v=v/1000; else if (v ~ /ms$/) v=v+0; else if (v ~ /s$/) v=v*1000; printf "%.3f ", v}'
+    awk -v t=$((after - before)) -v hz="$TICKS" -v n="$reqs" 'BEGIN { printf "%.1f\n", t / hz * 1e6 / n }'
+  } >> "$WORK/$name.rounds"
+}
+
+median() { # file column
+  awk -v c="$2" '{print $c}' "$1" | sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'
+}
+
+row() { # name
+  local f="$WORK/$1.rounds"
+  printf "| %s | %s | %s ms | %s ms | %s | %s |\n" "$1" "$(median "$f" 1)" "$(median "$f" 2)" "$(median "$f" 3)" "$(median "$f" 4)" \
+    "$(awk '{printf "%s%s", (NR>1 ? ", " : ""), $4}' "$f")"
+}
+
+for r in $(seq 1 "$ROUNDS"); do
+  echo "round $r of $ROUNDS..." >&2
+  run nginx "$NGINX" "$NGINX_MASTER"
+  run banyan "$BANYAN" "$BANYAN_PID"
+  run pingora-floor "$FLOOR" "$FLOOR_PID"
+done
+
+{
+  echo "pingora-floor: the least possible Pingora proxy (examples/pingora_floor.rs), no split, for reference."
+  echo "Load: wrk -t1 -c$CONNS -d${DURATION}s × $ROUNDS rounds, GET /api/orders/42 with 100,000 distinct X-User-Id, 20 % sticky split"
+  echo "Machine: $(nproc) cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo); proxy pinned to core 0, upstream nginx + wrk on core 1"
+  echo "Date: $(date -u +%Y-%m-%dT%H:%MZ), banyan $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nginx -v 2>&1)"
+  echo
+  echo "| proxy | req/s | p50 | p99 | proxy CPU µs/req | CPU per round |"
+  echo "|---|---|---|---|---|---|"
+  row nginx
+  row banyan
+  row pingora-floor
+  echo
+  awk -v b="$(median "$WORK/banyan.rounds" 4)" -v n="$(median "$WORK/nginx.rounds" 4)" 'BEGIN { printf "banyan / nginx CPU per request: %.2f× (medians of %d rounds)\n", b / n, '"$ROUNDS"' }'
+} | tee "$ROOT/benches/results/load-$(date -u +%Y%m%dT%H%M%S).md"
