@@ -37,35 +37,32 @@ echo "building banyan (release)..." >&2
 (cd "$ROOT" && cargo build --release --quiet && cargo build --release --quiet --example pingora_floor)
 BIN="$ROOT/target/release/banyan"
 
-# ---- upstreams: one nginx, two servers answering a small JSON body ------------------
-mkdir -p "$WORK/up" "$WORK/px" "$WORK/banyan/config" "$WORK/banyan/routes"
-cat > "$WORK/up/nginx.conf" <<EOF
+nginx_head() { # folder: the part both nginx configs share (one worker, no logs, foreground)
+  cat <<EOF
 worker_processes 1;
 daemon off;
 user root;
-pid $WORK/up/nginx.pid;
-error_log $WORK/up/error.log warn;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 1000000;
+EOF
+}
+
+# ---- upstreams: one nginx, two servers answering a small JSON body ------------------
+mkdir -p "$WORK/up" "$WORK/px" "$WORK/banyan/config" "$WORK/banyan/routes"
+{ nginx_head "$WORK/up"; cat <<EOF
   server { listen 127.0.0.1:$UP_MONO;   location / { default_type application/json; return 200 '{"served_by":"monolith","ok":true}'; } }
   server { listen 127.0.0.1:$UP_ORDERS; location / { default_type application/json; return 200 '{"served_by":"orders","ok":true}'; } }
 }
 EOF
+} > "$WORK/up/nginx.conf"
 taskset -c 1 nginx -p "$WORK/up" -c "$WORK/up/nginx.conf" & PIDS+=($!)
 
 # ---- nginx as the proxy: split_clients on X-User-Id, 20 % to orders -----------------
-cat > "$WORK/px/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-user root;
-pid $WORK/px/nginx.pid;
-error_log $WORK/px/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
+{ nginx_head "$WORK/px"; cat <<EOF
   upstream monolith { server 127.0.0.1:$UP_MONO;   keepalive 64; }
   upstream orders   { server 127.0.0.1:$UP_ORDERS; keepalive 64; }
   split_clients "\${http_x_user_id}" \$backend { 20% orders; * monolith; }
@@ -88,6 +85,7 @@ http {
   }
 }
 EOF
+} > "$WORK/px/nginx.conf"
 taskset -c 0 nginx -p "$WORK/px" -c "$WORK/px/nginx.conf" & PIDS+=($!)
 NGINX_MASTER=$!
 

@@ -10,7 +10,7 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 
 use crate::metrics::RouteMetrics;
-use crate::routes::{Backend, RouteDef, RouteTable, DEFAULT_ROUTE};
+use crate::routes::{Backend, RouteDef, RouteTable};
 use crate::upstream::{UpstreamPool, Upstreams};
 
 pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
@@ -42,10 +42,6 @@ pub struct CompiledRoute {
 }
 
 impl CompiledRoute {
-    pub fn is_default(&self) -> bool {
-        self.def.is_none()
-    }
-
     pub fn upstream_index(&self, backend: Backend) -> usize {
         match backend {
             Backend::Target => self.target.unwrap_or(self.legacy),
@@ -68,12 +64,5 @@ impl Snapshot {
 
     pub fn upstream(&self, index: usize) -> &UpstreamPool {
         self.upstreams.get(index)
-    }
-
-    pub fn route_by_name(&self, name: &str) -> Option<&CompiledRoute> {
-        if name == DEFAULT_ROUTE {
-            return Some(&self.default_route);
-        }
-        self.routes.iter().find(|r| r.name == name)
     }
 }

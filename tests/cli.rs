@@ -5,7 +5,6 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use banyan::routes::split;
@@ -102,12 +101,7 @@ fn run_refuses_to_start_on_broken_files() {
     let dir = setup()
         .route_file("a.toml", ORDERS.replace("percent = 25", "percent = 250"))
         .write(local(free_port()), local(free_port()));
-    let out = Command::new(common::BIN)
-        .arg("run")
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run");
+    let out = banyan_cmd(dir.path(), &["run"]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
@@ -270,12 +264,7 @@ fn a_port_in_use_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port();
     let dir = setup().write(local(port), local(free_port()));
-    let out = Command::new(common::BIN)
-        .arg("run")
-        .current_dir(dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run");
+    let out = banyan_cmd(dir.path(), &["run"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains(&format!("cannot listen on 127.0.0.1:{port} for the proxy")),

@@ -3,7 +3,6 @@
 
 pub mod build;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -20,7 +19,6 @@ pub struct Control {
     pub metrics: Arc<Metrics>,
     pub upstreams: Arc<Upstreams>,
     pub shared: SharedSnapshot,
-    generation: AtomicU64,
 }
 
 impl Control {
@@ -59,16 +57,11 @@ impl Control {
             metrics,
             upstreams,
             shared: Arc::new(ArcSwap::from_pointee(snapshot)),
-            generation: AtomicU64::new(1),
         };
         Ok((control, report))
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.shared.load_full()
-    }
-
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Acquire)
     }
 }

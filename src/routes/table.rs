@@ -118,14 +118,6 @@ impl Matcher {
         Ok(m)
     }
 
-    pub fn len(&self) -> usize {
-        self.conditions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.conditions.is_empty()
-    }
-
     fn first_holding(&self, list: &[u32], req: &RequestView) -> Option<usize> {
         list.iter()
             .map(|&i| i as usize)

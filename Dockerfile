@@ -1,0 +1,36 @@
+# Multi-stage build of banyan. Build: docker build -t banyan .
+# Run:   docker run -p 8080:8080 -p 9090:9090 \
+#          -v "$PWD/config:/srv/banyan/config:ro" -v "$PWD/routes:/srv/banyan/routes:ro" banyan
+# (the example config listens on 127.0.0.1; in a container set server.listen and
+#  admin.listen to 0.0.0.0 and give the admin API a token).
+
+FROM rust:1-bookworm AS build
+RUN apt-get update -qq \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends cmake \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+# Dependencies first, so source edits do not rebuild Pingora.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir -p src benches examples \
+ && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+ && echo 'fn main() {}' > benches/decision.rs && echo 'fn main() {}' > benches/headers.rs \
+ && cargo build --release --locked \
+ && rm -rf src benches examples
+COPY src src
+COPY benches benches
+COPY examples examples
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin banyan
+
+FROM debian:bookworm-slim
+RUN useradd --system --uid 10001 --home-dir /srv/banyan --create-home banyan
+WORKDIR /srv/banyan
+COPY --from=build /src/target/release/banyan /usr/local/bin/banyan
+COPY config config
+COPY routes routes
+RUN mkdir -p state && chown banyan:banyan state
+USER banyan
+VOLUME ["/srv/banyan/state"]
+EXPOSE 8080 9090
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["banyan"]
+CMD ["run", "--config", "config/banyan.toml"]
