@@ -111,7 +111,7 @@ target = "orders"
 percent = 20
 sticky = "header:x-user-id"
 EOF
-(cd "$WORK/banyan" && BANYAN_LOG=warn taskset -c 0 "$BIN" run) & PIDS+=($!)
+(cd "$WORK/banyan" && exec taskset -c 0 "$BIN" run > /dev/null) & PIDS+=($!)
 BANYAN_PID=$!
 
 # ---- the least possible Pingora proxy (no split: always monolith), for reference ------

@@ -42,6 +42,9 @@ pub struct Server {
     /// Tokio work stealing between data-path threads (Pingora's default). Off saves about
     /// 8 % CPU per request but lets a few busy connections load one thread.
     pub work_stealing: bool,
+    /// Quiet time after a change in the routes folder before it is reloaded, so an
+    /// editor's or a ConfigMap's several writes become one reload.
+    pub reload_debounce: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +106,7 @@ pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(1);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+pub const DEFAULT_RELOAD_DEBOUNCE: Duration = Duration::from_millis(100);
 
 // ---- the file as written -------------------------------------------------------------
 
@@ -120,6 +124,7 @@ struct RawServer {
     grace_period: Option<DurationText>,
     shutdown_timeout: Option<DurationText>,
     work_stealing: Option<bool>,
+    reload_debounce: Option<DurationText>,
 }
 
 #[derive(Deserialize)]
@@ -432,6 +437,16 @@ fn validate_server(
         .map_or(Some(DEFAULT_SHUTDOWN_TIMEOUT), |d| {
             d.parse(src, "server.shutdown_timeout")
         });
+    let reload_debounce = match &raw.reload_debounce {
+        None => Some(DEFAULT_RELOAD_DEBOUNCE),
+        Some(d) => match d.parse(src, "server.reload_debounce") {
+            Some(v) if v > Duration::from_secs(5) => {
+                src.error(Some(d.0.span()), "server.reload_debounce must be at most 5s: changes are expected live within a second");
+                None
+            }
+            v => v,
+        },
+    };
     if !ok {
         return None;
     }
@@ -446,6 +461,7 @@ fn validate_server(
         grace_period: grace_period?,
         shutdown_timeout: shutdown_timeout?,
         work_stealing: raw.work_stealing.unwrap_or(true),
+        reload_debounce: reload_debounce?,
     })
 }
 
@@ -861,5 +877,65 @@ timeout = "5s"
         assert!(!valid_name(""));
         assert!(!valid_name("orders v2"));
         assert!(!valid_name("orders/x"));
+    }
+}
+
+/// What the command line needs from the config, read leniently: only these keys, no
+/// validation and no DNS, so that `banyan rollback` works during an incident even when
+/// other parts of the config (or name resolution) are broken.
+#[derive(Debug, Clone)]
+pub struct CliSettings {
+    pub admin_listen: SocketAddr,
+    pub token_file: Option<PathBuf>,
+    pub routes_dir: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+impl CliSettings {
+    pub fn load(file: &Path, base: &Path) -> Result<CliSettings, String> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let doc: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| format!("{}: {}", file.display(), e.message().trim()))?;
+        let get = |section: &str, key: &str| {
+            doc.get(section)
+                .and_then(|s| s.get(key))
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        };
+        let admin_listen = match get("admin", "listen") {
+            None => SocketAddr::from(([127, 0, 0, 1], 9090)),
+            Some(l) => l.parse().map_err(|_| {
+                format!(
+                    "{}: admin.listen `{l}` is not an address and port",
+                    file.display()
+                )
+            })?,
+        };
+        Ok(CliSettings {
+            admin_listen,
+            token_file: get("admin", "token_file").map(|t| resolve_path(base, &t)),
+            routes_dir: resolve_path(
+                base,
+                &get("server", "routes_dir").unwrap_or_else(|| "routes".into()),
+            ),
+            state_dir: resolve_path(
+                base,
+                &get("server", "state_dir").unwrap_or_else(|| "state".into()),
+            ),
+        })
+    }
+
+    /// The admin API's base URL; a wildcard listen address is reached on loopback.
+    pub fn admin_url(&self) -> String {
+        let mut addr = self.admin_listen;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(match addr.ip() {
+                IpAddr::V4(_) => IpAddr::from([127, 0, 0, 1]),
+                IpAddr::V6(_) => IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            });
+        }
+        format!("http://{addr}")
     }
 }

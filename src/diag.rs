@@ -52,14 +52,26 @@ impl fmt::Display for Diagnostic {
 pub struct SourceFile<'a> {
     pub path: &'a Path,
     text: &'a str,
+    /// Byte offset of each line's start, so a position is a binary search, not a scan
+    /// (a 10,000-route file asks for one per route).
+    line_starts: Vec<usize>,
     pub diagnostics: Vec<Diagnostic>,
 }
 
 impl<'a> SourceFile<'a> {
     pub fn new(path: &'a Path, text: &'a str) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(
+                text.bytes()
+                    .enumerate()
+                    .filter(|&(_, b)| b == b'\n')
+                    .map(|(i, _)| i + 1),
+            )
+            .collect();
         SourceFile {
             path,
             text,
+            line_starts,
             diagnostics: Vec::new(),
         }
     }
@@ -70,10 +82,9 @@ impl<'a> SourceFile<'a> {
         while !self.text.is_char_boundary(offset) {
             offset -= 1;
         }
-        let before = &self.text[..offset];
-        let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let column = before[line_start..].chars().count() + 1;
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let line_start = self.line_starts[line - 1];
+        let column = self.text[line_start..offset].chars().count() + 1;
         (line, column)
     }
 

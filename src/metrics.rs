@@ -169,7 +169,8 @@ impl Metrics {
         out
     }
 
-    /// Handles for one route; created per snapshot, resolving each series on first use.
+    /// Handles for one route, resolving each series on first use. The control plane keeps
+    /// one per route name across snapshots.
     pub fn route(&self, route: &str) -> RouteMetrics {
         RouteMetrics {
             name: route.to_string(),
@@ -232,21 +233,12 @@ impl RouteMetrics {
             .inc();
     }
 
-    /// (requests, 5xx and unanswered) on one side since the process started.
-    pub fn totals(&self, m: &Metrics, backend: Backend) -> (u64, u64) {
-        let mut requests = 0;
-        let mut errors = 0;
-        for class in STATUS_CLASSES {
-            let n = m
-                .requests_total
-                .get_metric_with_label_values(&[&self.name, backend.as_str(), class])
-                .map_or(0, |c| c.get());
-            requests += n;
-            if class == "5xx" {
-                errors += n;
-            }
-        }
-        (requests, errors)
+    /// (requests, 5xx answers) on one side since the route first appeared.
+    pub fn totals(&self, backend: Backend) -> (u64, u64) {
+        let side = self.side(backend);
+        let count = |i: usize| side.by_class[i].get().map_or(0, IntCounter::get);
+        let requests = (0..STATUS_CLASSES.len()).map(count).sum();
+        (requests, count(status_class_index(500)))
     }
 }
 
@@ -272,12 +264,12 @@ mod tests {
         r.record(&m, Backend::Target, 200, 0.003);
         r.record(&m, Backend::Target, 502, 0.001);
         r.record(&m, Backend::Legacy, 200, 0.002);
-        // A second snapshot's handles continue the same series.
+        // Other handles for the same route continue the same series.
         m.route("orders").record(&m, Backend::Target, 200, 0.004);
         m.route_target_percent
             .with_label_values(&["orders"])
             .set(25.5);
-        assert_eq!(r.totals(&m, Backend::Target), (3, 1));
+        assert_eq!(r.totals(Backend::Target), (3, 1));
         let text = String::from_utf8(m.render()).expect("utf-8");
         assert!(
             text.contains(

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
+use crate::control::overrides::Override;
 use crate::metrics::RouteMetrics;
 use crate::routes::{Backend, RouteDef, RouteTable};
 use crate::upstream::{UpstreamPool, Upstreams};
@@ -16,7 +17,11 @@ use crate::upstream::{UpstreamPool, Upstreams};
 pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
 
 pub struct Snapshot {
+    /// Route-file loads applied so far (the first load is 1).
     pub generation: u64,
+    /// Every published snapshot: reloads and override changes alike.
+    pub version: u64,
+    /// When the route files of this generation were loaded.
     pub loaded_at: SystemTime,
     pub table: RouteTable,
     /// Index for index with `table.rules`.
@@ -38,7 +43,11 @@ pub struct CompiledRoute {
     pub target: Option<usize>,
     pub declared_bp: u16,
     pub effective_bp: u16,
-    pub metrics: RouteMetrics,
+    /// The override in force, if any.
+    pub override_: Option<Override>,
+    /// Shadow traffic paused by an override (rollback).
+    pub shadow_paused: bool,
+    pub metrics: Arc<RouteMetrics>,
 }
 
 impl CompiledRoute {

@@ -1,5 +1,6 @@
 //! The admin listener: health, Prometheus metrics and the JSON API. It runs on its own
-//! Pingora service and runtime, so nothing here can slow the data path.
+//! Pingora service and runtime, so nothing here can slow the data path; changes it asks
+//! for go through the control plane like any other.
 
 pub mod status;
 
@@ -9,86 +10,258 @@ use async_trait::async_trait;
 use http::{header, Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
+use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use crate::metrics::Metrics;
-use crate::snapshot::SharedSnapshot;
+use crate::control::audit::Source;
+use crate::control::overrides::Trigger;
+use crate::control::{Control, ControlError, Outcome, Selection};
+use crate::routes::split::percent_to_bp;
+
+/// Admin request bodies are small JSON documents.
+const MAX_BODY: usize = 64 * 1024;
+/// Sent by `banyan` commands so the audit log can tell them from other API clients.
+pub const CLIENT_HEADER: &str = "x-banyan-client";
 
 pub struct AdminApp {
-    shared: SharedSnapshot,
-    metrics: Arc<Metrics>,
+    control: Arc<Control>,
     token: Option<String>,
 }
 
+/// One admin request, as plain data.
+pub struct AdminRequest {
+    pub method: Method,
+    pub path: String,
+    pub authorization: Option<Vec<u8>>,
+    pub from_cli: bool,
+    pub body: Vec<u8>,
+}
+
 impl AdminApp {
-    pub fn new(shared: SharedSnapshot, metrics: Arc<Metrics>, token: Option<String>) -> Self {
-        AdminApp {
-            shared,
-            metrics,
-            token,
-        }
+    pub fn new(control: Arc<Control>, token: Option<String>) -> Self {
+        AdminApp { control, token }
     }
+}
 
-    /// Whether an `/api/` request carries the configured bearer token (always, without one).
-    fn authorized(&self, authorization: Option<&[u8]>) -> bool {
-        let Some(token) = &self.token else {
-            return true;
-        };
-        let Some(given) = authorization.and_then(|a| a.strip_prefix(b"Bearer ")) else {
-            return false;
-        };
-        given.trim_ascii().ct_eq(token.as_bytes()).into()
+/// Whether an `/api/` request carries the configured bearer token (always, without one).
+fn authorized(token: Option<&str>, authorization: Option<&[u8]>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    let Some(given) = authorization.and_then(|a| a.strip_prefix(b"Bearer ")) else {
+        return false;
+    };
+    given.trim_ascii().ct_eq(token.as_bytes()).into()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PercentBody {
+    percent: f64,
+    reason: Option<String>,
+}
+
+/// An optional JSON body: empty means the defaults.
+fn reason_body(raw: &[u8]) -> Result<ReasonBody, serde_json::Error> {
+    if raw.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ReasonBody::default());
     }
+    serde_json::from_slice(raw)
+}
 
-    /// Routes one request. Pure over (method, path, authorization) so it is testable.
-    pub fn handle(
-        &self,
-        method: &Method,
-        path: &str,
-        authorization: Option<&[u8]>,
-    ) -> Response<Vec<u8>> {
-        if path.starts_with("/api/") && !self.authorized(authorization) {
-            return json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+fn bad_body(e: serde_json::Error) -> Response<Vec<u8>> {
+    json_error(StatusCode::BAD_REQUEST, &format!("bad JSON body: {e}"))
+}
+
+fn outcome(result: Result<Outcome, ControlError>) -> Response<Vec<u8>> {
+    match result {
+        Ok(o) if o.persist_error.is_some() => {
+            let err = o.persist_error.clone().unwrap_or_default();
+            json(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &serde_json::json!({
+                    "error": format!("applied in this process, but not persisted: {err}"),
+                    "applied": true,
+                    "version": o.version,
+                    "changes": o.changes,
+                }),
+            )
         }
-        match (method, path) {
-            (&Method::GET | &Method::HEAD, "/healthz") => text(
+        Ok(o) => json(StatusCode::OK, &o),
+        Err(e @ ControlError::UnknownRoute(_)) => json_error(StatusCode::NOT_FOUND, &e.to_string()),
+        Err(e @ ControlError::NoTarget(_)) => json_error(StatusCode::CONFLICT, &e.to_string()),
+    }
+}
+
+/// Routes one request. Blocking (overrides are fsync'ed before the answer), so the
+/// service runs it off the async threads.
+pub fn handle(control: &Control, token: Option<&str>, req: &AdminRequest) -> Response<Vec<u8>> {
+    let path = req.path.as_str();
+    if path.starts_with("/api/") && !authorized(token, req.authorization.as_deref()) {
+        return json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+    }
+    let source = if req.from_cli {
+        Source::Cli
+    } else {
+        Source::Api
+    };
+    let get = req.method == Method::GET || req.method == Method::HEAD;
+    let post = req.method == Method::POST;
+    match path {
+        "/healthz" if get && !control.is_ready() => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain; charset=utf-8",
+            b"starting\n".to_vec(),
+        ),
+        "/healthz" if get => text(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            b"ok\n".to_vec(),
+        ),
+        "/metrics" if get => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            control.metrics.render(),
+        ),
+        "/api/v1/status" if get => json(StatusCode::OK, &status::build(control)),
+        "/api/v1/reload" if post => match control.reload(source, "reload requested") {
+            Ok(generation) => json(
                 StatusCode::OK,
-                "text/plain; charset=utf-8",
-                b"ok\n".to_vec(),
+                &serde_json::json!({ "generation": generation }),
             ),
-            (&Method::GET | &Method::HEAD, "/metrics") => text(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                self.metrics.render(),
+            Err(e) => json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &serde_json::json!({
+                    "error": "the route files have errors; the last good routes keep serving",
+                    "errors": e.errors,
+                }),
             ),
-            (&Method::GET | &Method::HEAD, "/api/v1/status") => {
-                let snap = self.shared.load_full();
-                json(StatusCode::OK, &status::build(&snap, &self.metrics))
-            }
-            (_, "/healthz" | "/metrics" | "/api/v1/status") => {
-                json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-            }
-            _ => json_error(StatusCode::NOT_FOUND, "no such endpoint"),
+        },
+        "/api/v1/rollback" if post => match reason_body(&req.body) {
+            Ok(b) => outcome(control.rollback(
+                &Selection::All,
+                &reason_or(b.reason, "rollback of all routes"),
+                source,
+                Trigger::Manual,
+            )),
+            Err(e) => bad_body(e),
+        },
+        "/api/v1/resume" if post => outcome(control.resume(&Selection::All, source)),
+        "/healthz" | "/metrics" | "/api/v1/status" | "/api/v1/reload" | "/api/v1/rollback"
+        | "/api/v1/resume" => json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        _ => route_action(control, req, source),
+    }
+}
+
+fn reason_or(reason: Option<String>, default: &str) -> String {
+    reason
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// `/api/v1/routes/{name}/{percent|rollback|resume}`.
+fn route_action(control: &Control, req: &AdminRequest, source: Source) -> Response<Vec<u8>> {
+    let Some(rest) = req.path.strip_prefix("/api/v1/routes/") else {
+        return json_error(StatusCode::NOT_FOUND, "no such endpoint");
+    };
+    let Some((name, action)) = rest.rsplit_once('/') else {
+        return json_error(StatusCode::NOT_FOUND, "no such endpoint");
+    };
+    if req.method != Method::POST {
+        return json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+    }
+    let one = Selection::Routes(vec![name.to_string()]);
+    match action {
+        "percent" => {
+            let b: PercentBody = match serde_json::from_slice(&req.body) {
+                Ok(b) => b,
+                Err(e) => {
+                    return json_error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("expected {{\"percent\": 25, \"reason\": \"...\"}}: {e}"),
+                    )
+                }
+            };
+            let Some(bp) = percent_to_bp(b.percent) else {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!(
+                        "percent {} is not between 0 and 100 with two decimals",
+                        b.percent
+                    ),
+                );
+            };
+            let reason = reason_or(b.reason, &format!("set to {}%", b.percent));
+            outcome(control.set_percent(name, bp, &reason, source))
         }
+        "rollback" => match reason_body(&req.body) {
+            Ok(b) => outcome(control.rollback(
+                &one,
+                &reason_or(b.reason, "rollback"),
+                source,
+                Trigger::Manual,
+            )),
+            Err(e) => bad_body(e),
+        },
+        "resume" => outcome(control.resume(&one, source)),
+        _ => json_error(StatusCode::NOT_FOUND, "no such endpoint"),
     }
 }
 
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let req = session.req_header();
-        let method = req.method.clone();
-        let path = req.uri.path().to_string();
-        let auth = req
-            .headers
-            .get(header::AUTHORIZATION)
-            .map(|v| v.as_bytes().to_vec());
-        // Nothing served here reads a body; drain it so the connection stays usable.
-        if let Err(e) = session.drain_request_body().await {
-            tracing::debug!("admin: could not drain a request body: {e}");
+        let h = session.req_header();
+        let mut req = AdminRequest {
+            method: h.method.clone(),
+            path: h.uri.path().to_string(),
+            authorization: h
+                .headers
+                .get(header::AUTHORIZATION)
+                .map(|v| v.as_bytes().to_vec()),
+            from_cli: h
+                .headers
+                .get(CLIENT_HEADER)
+                .is_some_and(|v| v.as_bytes() == b"cli"),
+            body: Vec::new(),
+        };
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if req.body.len() + chunk.len() > MAX_BODY {
+                        return json_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+                    }
+                    req.body.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return json_error(StatusCode::BAD_REQUEST, &format!("unreadable body: {e}"))
+                }
+            }
         }
-        let mut resp = self.handle(&method, &path, auth.as_deref());
-        if method == Method::HEAD {
+        let head = req.method == Method::HEAD;
+        let control = Arc::clone(&self.control);
+        let token = self.token.clone();
+        let mut resp = match tokio::task::spawn_blocking(move || {
+            crate::control::priority::lower_this_thread();
+            handle(&control, token.as_deref(), &req)
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(e) => json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("the request failed: {e}"),
+            ),
+        };
+        if head {
             resp.body_mut().clear();
         }
         resp
@@ -129,4 +302,20 @@ pub fn json_error(status: StatusCode, message: &str) -> Response<Vec<u8>> {
         .to_string()
         .into_bytes();
     text(status, "application/json", body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_need_the_bearer_scheme_and_an_exact_match() {
+        assert!(authorized(None, None));
+        assert!(!authorized(Some("t0k"), None));
+        assert!(!authorized(Some("t0k"), Some(b"t0k")));
+        assert!(!authorized(Some("t0k"), Some(b"Bearer t0")));
+        assert!(!authorized(Some("t0k"), Some(b"Bearer t0kk")));
+        assert!(authorized(Some("t0k"), Some(b"Bearer t0k")));
+        assert!(authorized(Some("t0k"), Some(b"Bearer t0k ")));
+    }
 }

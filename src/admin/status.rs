@@ -1,18 +1,27 @@
 //! The `/api/v1/status` document: what the proxy is doing now, per route. Typed so the
-//! CLI can read back exactly what the API writes.
+//! CLI reads back exactly what the API writes.
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::Metrics;
+use crate::control::overrides::Override;
+use crate::control::rates::RouteRates;
+use crate::control::{Control, ReloadError};
 use crate::routes::{split, Backend, PathMatch};
 use crate::snapshot::{CompiledRoute, Snapshot};
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Status {
     pub version: String,
+    /// Route-file loads applied (the first is 1).
     pub generation: u64,
+    /// Snapshots published: reloads and override changes.
+    pub snapshot: u64,
     pub loaded_at: String,
-    pub last_reload_error: Option<String>,
+    pub last_reload_ms: f64,
+    pub last_reload_error: Option<ReloadError>,
+    /// Set while `overrides.json` cannot be read; the overrides shown stay in force.
+    pub overrides_error: Option<String>,
+    pub overrides_file: String,
     pub files: Vec<String>,
     pub routes: Vec<RouteStatus>,
     pub upstreams: Vec<UpstreamStatus>,
@@ -28,7 +37,7 @@ pub struct RouteStatus {
     pub declared_percent: f64,
     pub effective_percent: f64,
     #[serde(rename = "override")]
-    pub override_: Option<serde_json::Value>,
+    pub override_: Option<OverrideStatus>,
     pub sticky: String,
     pub salt: String,
     pub fallback: bool,
@@ -36,6 +45,31 @@ pub struct RouteStatus {
     /// Where the route is written ("routes/orders.toml:3"); empty for `_default`.
     pub source: String,
     pub stats: RouteStats,
+    /// Requests per second and error rates over the last ten seconds.
+    pub rates: RouteRates,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OverrideStatus {
+    pub percent: f64,
+    pub shadow: bool,
+    pub trigger: String,
+    pub reason: String,
+    pub at: String,
+    pub age_seconds: Option<u64>,
+}
+
+impl From<&Override> for OverrideStatus {
+    fn from(o: &Override) -> Self {
+        OverrideStatus {
+            percent: split::bp_to_percent(o.percent_bp),
+            shadow: o.shadow,
+            trigger: o.trigger.as_str().to_string(),
+            reason: o.reason.clone(),
+            at: o.at.clone(),
+            age_seconds: o.age_seconds(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -57,6 +91,8 @@ pub struct ShadowStatus {
     pub methods: Vec<String>,
     pub compare: bool,
     pub noise: bool,
+    /// Paused by an override (rollback).
+    pub paused: bool,
     /// False while this version validates shadow settings without mirroring.
     pub active: bool,
 }
@@ -69,7 +105,7 @@ pub struct RouteStats {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct SideStats {
-    /// Requests answered since the process started.
+    /// Requests answered since the route first appeared in this process.
     pub requests: u64,
     /// Of those, 5xx answers.
     pub errors: u64,
@@ -81,9 +117,9 @@ pub struct UpstreamStatus {
     pub peers: Vec<String>,
 }
 
-fn route_status(r: &CompiledRoute, snap: &Snapshot, metrics: &Metrics) -> RouteStatus {
+fn route_status(r: &CompiledRoute, snap: &Snapshot, rates: Option<RouteRates>) -> RouteStatus {
     let side = |b: Backend| {
-        let (requests, errors) = r.metrics.totals(metrics, b);
+        let (requests, errors) = r.metrics.totals(b);
         SideStats { requests, errors }
     };
     let mut matcher = MatchStatus::default();
@@ -120,6 +156,7 @@ fn route_status(r: &CompiledRoute, snap: &Snapshot, metrics: &Metrics) -> RouteS
                 methods: s.methods.clone(),
                 compare: s.compare,
                 noise: s.noise,
+                paused: r.shadow_paused,
                 active: false,
             });
         }
@@ -131,7 +168,7 @@ fn route_status(r: &CompiledRoute, snap: &Snapshot, metrics: &Metrics) -> RouteS
         target: r.target.map(|t| snap.upstream(t).name.clone()),
         declared_percent: split::bp_to_percent(r.declared_bp),
         effective_percent: split::bp_to_percent(r.effective_bp),
-        override_: None,
+        override_: r.override_.as_ref().map(OverrideStatus::from),
         sticky,
         salt,
         fallback,
@@ -141,21 +178,33 @@ fn route_status(r: &CompiledRoute, snap: &Snapshot, metrics: &Metrics) -> RouteS
             legacy: side(Backend::Legacy),
             target: side(Backend::Target),
         },
+        rates: rates.unwrap_or_default(),
     }
 }
 
-pub fn build(snap: &Snapshot, metrics: &Metrics) -> Status {
+pub fn build(control: &Control) -> Status {
+    let snap = control.snapshot();
+    let health = control.health();
+    let rates = control.rates.current();
     let mut routes: Vec<RouteStatus> = snap
         .routes
         .iter()
-        .map(|r| route_status(r, snap, metrics))
+        .map(|r| route_status(r, &snap, rates.get(&r.name).copied()))
         .collect();
-    routes.push(route_status(&snap.default_route, snap, metrics));
+    routes.push(route_status(
+        &snap.default_route,
+        &snap,
+        rates.get(&snap.default_route.name).copied(),
+    ));
     Status {
         version: env!("CARGO_PKG_VERSION").to_string(),
         generation: snap.generation,
-        loaded_at: humantime::format_rfc3339_seconds(snap.loaded_at).to_string(),
-        last_reload_error: None,
+        snapshot: snap.version,
+        loaded_at: humantime::format_rfc3339_millis(snap.loaded_at).to_string(),
+        last_reload_ms: health.last_reload_ms,
+        last_reload_error: health.last_reload_error,
+        overrides_error: health.overrides_error,
+        overrides_file: health.overrides_file,
         files: snap.files.iter().map(|f| f.display().to_string()).collect(),
         routes,
         upstreams: snap

@@ -74,7 +74,7 @@ pub fn explain(args: &Args) -> anyhow::Result<ExitCode> {
     let decision = table.decide(&view);
     let backend = decision.backend();
 
-    let def = decision.route.map(|i| &set.routes[i]);
+    let def = decision.route.map(|i| &*set.routes[i]);
     let upstream_name = match (def, backend) {
         (Some(d), crate::routes::Backend::Target) => {
             d.target.clone().unwrap_or_else(|| d.legacy.clone())

@@ -2,9 +2,12 @@
 //! 1 failed (with a one-line reason), 2 usage.
 
 mod check;
+mod client;
 mod common;
 mod explain;
+mod overrides;
 mod run;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,6 +44,14 @@ enum Command {
     Check(ConfigArg),
     /// Which route, bucket and backend a request would get. Sends nothing.
     Explain(explain::Args),
+    /// Routes, percents, overrides and live rates of a running proxy.
+    Status(status::Args),
+    /// Override a route's percent until resumed.
+    Set(overrides::SetArgs),
+    /// Percent 0 and shadow paused for routes (or --all), until resumed.
+    Rollback(overrides::RollbackArgs),
+    /// Clear overrides: the route files decide again.
+    Resume(overrides::ResumeArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -61,6 +72,10 @@ pub fn main() -> ExitCode {
         Command::Demo(a) => run::run(&a.config, true),
         Command::Check(a) => check::check(&a.config),
         Command::Explain(a) => explain::explain(&a),
+        Command::Status(a) => status::status(&a),
+        Command::Set(a) => overrides::set(&a),
+        Command::Rollback(a) => overrides::rollback(&a),
+        Command::Resume(a) => overrides::resume(&a),
     };
     match result {
         Ok(code) => code,

@@ -20,10 +20,22 @@ use pingora::services::listening::Service;
 use super::common::{cwd, print_report, refuse};
 use crate::admin::AdminApp;
 use crate::config::Config;
+use crate::control::service::ControlService;
 use crate::control::Control;
 use crate::demo::DemoUpstream;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
+
+/// SIGHUP means "reload" to banyan, but its default action ends the process. Until the
+/// control service handles it, ignore it: a reload asked for that early finds nothing
+/// new, and the service re-reads any file that changed before it watched them.
+fn ignore_sighup_until_handled() {
+    // SAFETY: installs SIG_IGN, which has no handler code; done before any thread that
+    // could race on the signal disposition is started.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+    }
+}
 
 fn whole_seconds(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
@@ -49,6 +61,7 @@ fn demo_upstreams(config: &Config) -> Vec<(String, SocketAddr)> {
 
 pub fn run(config_path: &Path, demo: bool) -> anyhow::Result<ExitCode> {
     crate::logging::init();
+    ignore_sighup_until_handled();
     let (config, report) = match Config::load(config_path, &cwd()) {
         Ok(loaded) => loaded,
         Err(report) => return Err(refuse(&report, "not starting")),
@@ -61,6 +74,7 @@ pub fn run(config_path: &Path, demo: bool) -> anyhow::Result<ExitCode> {
         Err(report) => return Err(refuse(&report, "not starting")),
     };
     print_report(&report);
+    let control = Arc::new(control);
     let token = config.admin_token()?;
 
     for addr in &config.server.listen {
@@ -106,11 +120,16 @@ pub fn run(config_path: &Path, demo: bool) -> anyhow::Result<ExitCode> {
     }
     server.add_service(proxy_service);
 
-    let admin = AdminApp::new(Arc::clone(&control.shared), Arc::clone(&metrics), token);
+    let admin = AdminApp::new(Arc::clone(&control), token);
     let mut admin_service = Service::new("banyan admin".to_string(), admin);
     admin_service.add_tcp(&config.admin.listen.to_string());
     admin_service.threads = Some(1);
     server.add_service(admin_service);
+
+    server.add_service(pingora::services::background::background_service(
+        "banyan control",
+        ControlService::new(Arc::clone(&control)),
+    ));
 
     for (name, addr) in &demos {
         let mut svc = Service::new(format!("demo {name}"), DemoUpstream::new(name));

@@ -1,32 +1,73 @@
-//! Desired state → snapshot: resolve each route's upstreams to pool indexes, compile the
-//! matcher, attach metric handles, and set the per-route gauges.
+//! Desired state → snapshot: resolve each route's upstreams to pool indexes, apply the
+//! overrides, compile the matcher, attach metric handles, and set the per-route gauges.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::HeaderValue;
 
+use super::overrides::{Override, Overrides, Trigger};
 use crate::config::Config;
-use crate::metrics::Metrics;
-use crate::routes::{split, RouteSet, RouteTable, DEFAULT_ROUTE};
+use crate::metrics::{Metrics, RouteMetrics};
+use crate::routes::{split, Matcher, RouteSet, RouteTable, DEFAULT_ROUTE};
 use crate::snapshot::{CompiledRoute, Snapshot};
 use crate::upstream::Upstreams;
+
+/// What a snapshot is compiled from, besides the config.
+pub struct Inputs<'a> {
+    pub routes: &'a RouteSet,
+    /// Compiled from `routes` when they were loaded; shared by every snapshot until the
+    /// next reload.
+    pub matcher: &'a Arc<Matcher>,
+    pub overrides: &'a Overrides,
+    /// The overrides file could not be read at start: every route is held at 0 % (all
+    /// traffic to legacy, the known-good side) until the file is readable again.
+    pub hold_all_at_zero: bool,
+    pub generation: u64,
+    pub version: u64,
+    pub loaded_at: SystemTime,
+}
 
 pub fn compile(
     config: &Config,
     upstreams: &Arc<Upstreams>,
-    set: &RouteSet,
+    inputs: &Inputs,
     metrics: &Metrics,
-    generation: u64,
+    handles: &mut HashMap<String, Arc<RouteMetrics>>,
 ) -> Result<Snapshot, String> {
     let index = |name: &str| {
         upstreams
             .index_of(name)
             .ok_or_else(|| format!("unknown upstream `{name}`"))
     };
-    let mut routes = Vec::with_capacity(set.routes.len());
-    for def in &set.routes {
-        let effective_bp = def.percent_bp;
+    let mut handle = |name: &str| {
+        Arc::clone(
+            handles
+                .entry(name.to_string())
+                .or_insert_with(|| Arc::new(metrics.route(name))),
+        )
+    };
+    let held = Override {
+        percent_bp: 0,
+        shadow: false,
+        trigger: Trigger::Manual,
+        reason: "overrides.json is unreadable: holding every route at 0 % until it is repaired"
+            .to_string(),
+        at: String::new(),
+    };
+    let mut routes = Vec::with_capacity(inputs.routes.routes.len());
+    for def in &inputs.routes.routes {
+        let override_ = if inputs.hold_all_at_zero {
+            Some(held.clone())
+        } else {
+            inputs.overrides.get(&def.name).cloned()
+        };
+        let effective_bp = match (&override_, &def.target) {
+            (_, None) => 0,
+            (Some(o), _) => o.percent_bp,
+            (None, _) => def.percent_bp,
+        };
         routes.push(CompiledRoute {
             name: def.name.clone(),
             name_header: HeaderValue::from_str(&def.name).map_err(|e| e.to_string())?,
@@ -34,12 +75,15 @@ pub fn compile(
             target: def.target.as_deref().map(index).transpose()?,
             declared_bp: def.percent_bp,
             effective_bp,
-            metrics: metrics.route(&def.name),
-            def: Some(Arc::new(def.clone())),
+            shadow_paused: override_.as_ref().is_some_and(|o| !o.shadow),
+            override_,
+            metrics: handle(&def.name),
+            def: Some(Arc::clone(def)),
         });
     }
     let percents: Vec<u16> = routes.iter().map(|r| r.effective_bp).collect();
-    let table = RouteTable::new(&set.routes, &percents).map_err(|e| e.to_string())?;
+    let table =
+        RouteTable::with_matcher(Arc::clone(inputs.matcher), &inputs.routes.routes, &percents);
     let default_route = CompiledRoute {
         name: DEFAULT_ROUTE.to_string(),
         name_header: HeaderValue::from_static(DEFAULT_ROUTE),
@@ -48,25 +92,65 @@ pub fn compile(
         target: None,
         declared_bp: 0,
         effective_bp: 0,
-        metrics: metrics.route(DEFAULT_ROUTE),
+        override_: None,
+        shadow_paused: false,
+        metrics: handle(DEFAULT_ROUTE),
     };
-    for r in &routes {
-        metrics
-            .route_target_percent
-            .with_label_values(&[&r.name])
-            .set(split::bp_to_percent(r.effective_bp));
-        metrics
-            .route_override
-            .with_label_values(&[&r.name])
-            .set(i64::from(r.effective_bp != r.declared_bp));
-    }
     Ok(Snapshot {
-        generation,
-        loaded_at: SystemTime::now(),
+        generation: inputs.generation,
+        version: inputs.version,
+        loaded_at: inputs.loaded_at,
         table,
         routes,
         default_route,
         upstreams: Arc::clone(upstreams),
-        files: set.files.clone(),
+        files: inputs.routes.files.clone(),
     })
+}
+
+/// What the per-route gauges show: (effective percent, overridden), by route.
+pub type Exported = HashMap<String, (u16, bool)>;
+
+/// Sets the per-route gauges of a published snapshot where they changed, and drops the
+/// gauges and handles of routes that are gone (their counters stay: they stop growing,
+/// as Prometheus expects).
+pub fn export_gauges(
+    snapshot: &Snapshot,
+    metrics: &Metrics,
+    handles: &mut HashMap<String, Arc<RouteMetrics>>,
+    exported: &mut Exported,
+) {
+    for r in &snapshot.routes {
+        let now = (r.effective_bp, r.override_.is_some());
+        if exported.get(&r.name) == Some(&now) {
+            continue;
+        }
+        metrics
+            .route_target_percent
+            .with_label_values(&[&r.name])
+            .set(split::bp_to_percent(now.0));
+        metrics
+            .route_override
+            .with_label_values(&[&r.name])
+            .set(i64::from(now.1));
+        exported.insert(r.name.clone(), now);
+    }
+    if exported.len() == snapshot.routes.len() && handles.len() == snapshot.routes.len() + 1 {
+        return;
+    }
+    let live: std::collections::HashSet<&str> = snapshot
+        .routes
+        .iter()
+        .map(|r| r.name.as_str())
+        .chain([DEFAULT_ROUTE])
+        .collect();
+    exported.retain(|name, _| {
+        let keep = live.contains(name.as_str());
+        if !keep {
+            let _ = metrics.route_target_percent.remove_label_values(&[name]);
+            let _ = metrics.route_override.remove_label_values(&[name]);
+        }
+        keep
+    });
+    handles.retain(|name, _| live.contains(name.as_str()));
 }

@@ -165,10 +165,11 @@ impl ProxyHttp for Proxy {
             response.insert_header(headers::X_REQUEST_ID, ctx.request_id.clone())?;
         }
         if self.debug_headers {
-            if let Some((_, route)) = ctx.decided() {
+            if let Some((snap, route)) = ctx.decided() {
                 let name = route.name_header.clone();
                 response.insert_header(headers::X_BANYAN_ROUTE, name)?;
                 response.insert_header(headers::X_BANYAN_BACKEND, ctx.backend.as_str())?;
+                response.insert_header(headers::X_BANYAN_SNAPSHOT, snap.version)?;
             }
         }
         Ok(())

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use toml::de::DeValue;
 
@@ -19,7 +20,8 @@ pub const MAX_ROUTE_FILE_BYTES: u64 = 16 << 20;
 /// The routes of one folder, in precedence-relevant order: files by name, then position.
 #[derive(Debug, Clone, Default)]
 pub struct RouteSet {
-    pub routes: Vec<RouteDef>,
+    /// Shared with every snapshot compiled from this set, never copied.
+    pub routes: Vec<Arc<RouteDef>>,
     pub files: Vec<PathBuf>,
 }
 
@@ -118,6 +120,7 @@ pub fn load_sources(
         return Err(report);
     }
     let files = sources.iter().map(|(p, _)| p.clone()).collect();
+    let routes = routes.into_iter().map(Arc::new).collect();
     Ok((RouteSet { routes, files }, report))
 }
 
@@ -125,6 +128,11 @@ fn parse_file(src: &mut SourceFile, text: &str, config: &Config, out: &mut Vec<R
     let Some(doc) = tomlspan::parse_document(src, text) else {
         return;
     };
+    if doc.is_empty() {
+        // Valid, but more often a truncated ConfigMap or template than an intent.
+        src.warning(None, "the file holds no routes");
+        return;
+    }
     for (_, value) in tomlspan::split_top_level(src, doc, &["route"]) {
         let span = value.span();
         let DeValue::Array(items) = value.into_inner() else {

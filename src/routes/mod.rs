@@ -18,6 +18,8 @@ pub use request::RequestView;
 pub use split::Salt;
 pub use table::Matcher;
 
+use std::sync::Arc;
+
 use request::sticky_key;
 
 /// The name unmatched traffic is reported under.
@@ -98,25 +100,39 @@ impl Decision {
     }
 }
 
-/// The matcher and each route's split rule, index for index.
+/// The matcher and each route's split rule, index for index. The matcher depends only on
+/// the route files, so override changes share it with the snapshot before.
 #[derive(Debug)]
 pub struct RouteTable {
-    pub matcher: Matcher,
+    pub matcher: Arc<Matcher>,
     pub rules: Vec<SplitRule>,
 }
 
 impl RouteTable {
     /// `percents[i]` is route i's effective percent in basis points.
-    pub fn new(defs: &[RouteDef], percents: &[u16]) -> Result<RouteTable, regex::Error> {
+    pub fn new<D: std::ops::Deref<Target = RouteDef>>(
+        defs: &[D],
+        percents: &[u16],
+    ) -> Result<RouteTable, regex::Error> {
+        Ok(Self::with_matcher(
+            Arc::new(Matcher::new(defs)?),
+            defs,
+            percents,
+        ))
+    }
+
+    /// A table over an already compiled matcher of the same `defs`.
+    pub fn with_matcher<D: std::ops::Deref<Target = RouteDef>>(
+        matcher: Arc<Matcher>,
+        defs: &[D],
+        percents: &[u16],
+    ) -> RouteTable {
         let rules = defs
             .iter()
             .zip(percents)
             .map(|(d, &p)| SplitRule::of(d, p))
             .collect();
-        Ok(RouteTable {
-            matcher: Matcher::new(defs)?,
-            rules,
-        })
+        RouteTable { matcher, rules }
     }
 
     /// The request decision: match, then split. Pure; no allocation.

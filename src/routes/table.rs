@@ -70,7 +70,10 @@ impl Conditions {
 pub struct Matcher {
     exact: HashMap<Box<str>, Vec<u32>>,
     prefix: HashMap<Box<str>, Vec<u32>>,
-    regex: Vec<(Regex, Vec<u32>)>,
+    /// Each distinct pattern (in file order) and the routes that use it.
+    regex: Vec<(String, Vec<u32>)>,
+    /// One by one, only when the set is too large to compile as one automaton.
+    regex_each: Vec<Regex>,
     /// All regexes in one automaton, so a request is tested against every pattern in one
     /// pass; `None` when there are none or the set is too large to compile.
     regex_set: Option<RegexSet>,
@@ -81,7 +84,7 @@ pub struct Matcher {
 
 impl Matcher {
     /// Compiles validated routes; a route's index here is its index in `defs`.
-    pub fn new(defs: &[RouteDef]) -> Result<Matcher, regex::Error> {
+    pub fn new<D: std::ops::Deref<Target = RouteDef>>(defs: &[D]) -> Result<Matcher, regex::Error> {
         let mut m = Matcher::default();
         let mut regex_slot: HashMap<&str, usize> = HashMap::new();
         for (i, def) in defs.iter().enumerate() {
@@ -97,7 +100,7 @@ impl Matcher {
                     Some(&slot) => m.regex[slot].1.push(i),
                     None => {
                         regex_slot.insert(r, m.regex.len());
-                        m.regex.push((Regex::new(r)?, vec![i]));
+                        m.regex.push((r.clone(), vec![i]));
                     }
                 },
             }
@@ -110,10 +113,20 @@ impl Matcher {
         m.prefix.values_mut().for_each(by_conditions);
         m.regex.iter_mut().for_each(|(_, l)| by_conditions(l));
         if !m.regex.is_empty() {
-            m.regex_set = RegexSetBuilder::new(m.regex.iter().map(|(r, _)| r.as_str()))
+            let set = RegexSetBuilder::new(m.regex.iter().map(|(r, _)| r.as_str()))
                 .size_limit(REGEX_SET_SIZE_LIMIT)
-                .build()
-                .ok();
+                .build();
+            match set {
+                Ok(set) => m.regex_set = Some(set),
+                Err(regex::Error::CompiledTooBig(_)) => {
+                    m.regex_each = m
+                        .regex
+                        .iter()
+                        .map(|(r, _)| Regex::new(r))
+                        .collect::<Result<_, _>>()?;
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(m)
     }
@@ -149,10 +162,11 @@ impl Matcher {
                 .iter()
                 .find_map(|i| self.first_holding(&self.regex[i].1, req)),
             None => self
-                .regex
+                .regex_each
                 .iter()
+                .zip(&self.regex)
                 .filter(|(re, _)| re.is_match(path))
-                .find_map(|(_, list)| self.first_holding(list, req)),
+                .find_map(|(_, (_, list))| self.first_holding(list, req)),
         }
     }
 
@@ -224,16 +238,22 @@ mod tests {
     /// The combined automaton and the one-by-one fallback give the same answers.
     #[test]
     fn regex_set_and_linear_scan_agree() {
-        let defs = vec![
+        let defs = [
             regex_route("a", "^/v[0-9]+/orders", Some(&["POST"])),
             regex_route("b", "^/v1/", None),
             regex_route("c", "orders$", None),
             regex_route("a-get", "^/v[0-9]+/orders", Some(&["GET"])),
         ];
-        let with_set = Matcher::new(&defs).expect("compiles");
+        let refs: Vec<&RouteDef> = defs.iter().collect();
+        let with_set = Matcher::new(&refs).expect("compiles");
         assert!(with_set.regex_set.is_some());
-        let mut linear = Matcher::new(&defs).expect("compiles");
+        let mut linear = Matcher::new(&refs).expect("compiles");
         linear.regex_set = None;
+        linear.regex_each = linear
+            .regex
+            .iter()
+            .map(|(r, _)| Regex::new(r).expect("regex"))
+            .collect();
         let headers = HeaderMap::new();
         for (method, path, want) in [
             (Method::POST, "/v2/orders", Some(0)),

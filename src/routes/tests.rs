@@ -42,6 +42,7 @@ fn config() -> Config {
             grace_period: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(1),
             work_stealing: true,
+            reload_debounce: Duration::from_millis(100),
         },
         admin: Admin {
             listen: ([127, 0, 0, 1], 9090).into(),

@@ -235,6 +235,50 @@ impl Banyan {
         }
     }
 
+    /// Stops the process (SIGINT) and starts `banyan run` again in the same folder.
+    pub fn restart(&mut self) {
+        self.signal("INT");
+        self.wait_exit(DEADLINE).expect("banyan stopped");
+        self.start_again();
+    }
+
+    /// Starts `banyan run` in this folder after the process has stopped.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        let child = Command::new(BIN)
+            .arg("run")
+            .env_remove("BANYAN_ADMIN_TOKEN")
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start banyan");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    /// The admin API's status document.
+    pub fn status(&self) -> serde_json::Value {
+        let (code, body) = self.admin_get("/api/v1/status");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("status json")
+    }
+
+    /// A route's entry in the status document.
+    pub fn route_status(&self, name: &str) -> serde_json::Value {
+        let s = self.status();
+        s["routes"]
+            .as_array()
+            .and_then(|r| r.iter().find(|r| r["name"] == name).cloned())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Runs `banyan ARGS` in this instance's folder (so it finds its config).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        banyan_cmd(self.dir.path(), args)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }

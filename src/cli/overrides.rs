@@ -1,0 +1,308 @@
+//! `banyan set`, `banyan rollback`, `banyan resume`: change overrides through the admin
+//! API. When the API cannot be reached, `rollback` and `resume` write `overrides.json`
+//! themselves (the same atomic write the proxy uses) and say so: a running proxy picks
+//! the file up from its watcher, a stopped one at start.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use super::client::{Admin, AdminArgs, CallError};
+use crate::control::audit::{self, Source};
+use crate::control::overrides::{self, Override, Overrides, Trigger};
+use crate::routes::load::route_files;
+use crate::routes::split::{bp_to_text, percent_to_bp};
+
+#[derive(clap::Args)]
+pub struct SetArgs {
+    /// The route.
+    route: String,
+    /// Its new percent (0–100, two decimals).
+    percent: f64,
+    /// Why, for status and the audit log.
+    #[arg(long)]
+    reason: Option<String>,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["routes", "all"])))]
+pub struct RollbackArgs {
+    /// Routes to roll back.
+    routes: Vec<String>,
+    /// Every route.
+    #[arg(long)]
+    all: bool,
+    /// Why, for status and the audit log.
+    #[arg(long)]
+    reason: Option<String>,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["routes", "all"])))]
+pub struct ResumeArgs {
+    /// Routes to hand back to the route files.
+    routes: Vec<String>,
+    /// Every route (also resets an unreadable overrides.json).
+    #[arg(long)]
+    all: bool,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+fn print_changes(answer: &Value) {
+    for c in answer["changes"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+    {
+        println!(
+            "  {}: {}% → {}%",
+            c["route"].as_str().unwrap_or("?"),
+            c["percent_before"],
+            c["percent_after"]
+        );
+    }
+}
+
+/// The answer of an operation: printed, or the reason it failed.
+fn finish(what: &str, result: Result<Value, CallError>) -> anyhow::Result<ExitCode> {
+    match result {
+        Ok(answer) => {
+            println!("{what}");
+            print_changes(&answer);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(CallError::Refused { body, message, .. }) if body["applied"] == true => {
+            println!("{what} (in memory only)");
+            print_changes(&body);
+            bail!("{message}")
+        }
+        Err(e) => bail!("{e}"),
+    }
+}
+
+pub fn set(args: &SetArgs) -> anyhow::Result<ExitCode> {
+    if percent_to_bp(args.percent).is_none() {
+        bail!(
+            "percent {} is not between 0 and 100 with two decimals",
+            args.percent
+        );
+    }
+    let admin = Admin::new(&args.admin)?;
+    let mut body = json!({ "percent": args.percent });
+    if let Some(r) = &args.reason {
+        body["reason"] = json!(r);
+    }
+    let result = admin.call(
+        "POST",
+        &format!("/api/v1/routes/{}/percent", args.route),
+        Some(body),
+    );
+    finish(
+        &format!("{} set to {}% until resumed", args.route, args.percent),
+        result,
+    )
+}
+
+pub fn rollback(args: &RollbackArgs) -> anyhow::Result<ExitCode> {
+    let admin = Admin::new(&args.admin)?;
+    let body = args.reason.as_ref().map(|r| json!({ "reason": r }));
+    let calls: Vec<(String, String)> = if args.all {
+        vec![("/api/v1/rollback".to_string(), "all routes".to_string())]
+    } else {
+        args.routes
+            .iter()
+            .map(|r| (format!("/api/v1/routes/{r}/rollback"), r.clone()))
+            .collect()
+    };
+    let mut code = ExitCode::SUCCESS;
+    for (path, what) in calls {
+        match admin.call("POST", &path, body.clone()) {
+            Err(CallError::Unreachable(why)) => {
+                return offline(
+                    &admin,
+                    Op::Rollback,
+                    args.all,
+                    &args.routes,
+                    args.reason.as_deref(),
+                    &why,
+                )
+            }
+            result => {
+                if let Err(e) = finish(
+                    &format!("rolled back {what}: 0 %, shadow paused, until resumed"),
+                    result,
+                ) {
+                    eprintln!("banyan: {what}: {e}");
+                    code = ExitCode::from(1);
+                }
+            }
+        }
+    }
+    Ok(code)
+}
+
+pub fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
+    let admin = Admin::new(&args.admin)?;
+    let calls: Vec<(String, String)> = if args.all {
+        vec![("/api/v1/resume".to_string(), "all routes".to_string())]
+    } else {
+        args.routes
+            .iter()
+            .map(|r| (format!("/api/v1/routes/{r}/resume"), r.clone()))
+            .collect()
+    };
+    let mut code = ExitCode::SUCCESS;
+    for (path, what) in calls {
+        match admin.call("POST", &path, None) {
+            Err(CallError::Unreachable(why)) => {
+                return offline(&admin, Op::Resume, args.all, &args.routes, None, &why)
+            }
+            result => {
+                if let Err(e) = finish(
+                    &format!("resumed {what}: the route files decide again"),
+                    result,
+                ) {
+                    eprintln!("banyan: {what}: {e}");
+                    code = ExitCode::from(1);
+                }
+            }
+        }
+    }
+    Ok(code)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Rollback,
+    Resume,
+}
+
+/// Route names in the route files, read leniently (a file that does not parse is
+/// skipped): enough to check names and expand `--all` without a running proxy.
+fn route_names(dir: &Path) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for file in route_files(dir).unwrap_or_default() {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let Ok(doc) = text.parse::<toml::Table>() else {
+            continue;
+        };
+        for route in doc
+            .get("route")
+            .and_then(|r| r.as_array())
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+        {
+            if let Some(name) = route.get("name").and_then(|n| n.as_str()) {
+                names.insert(name.to_string());
+            }
+        }
+    }
+    names
+}
+
+fn offline(
+    admin: &Admin,
+    op: Op,
+    all: bool,
+    routes: &[String],
+    reason: Option<&str>,
+    why: &str,
+) -> anyhow::Result<ExitCode> {
+    let s = &admin.settings;
+    let known = route_names(&s.routes_dir);
+    for r in routes {
+        if !known.contains(r) {
+            bail!(
+                "cannot reach the admin API at {} ({why}), and no route `{r}` is in {}",
+                admin.url,
+                s.routes_dir.display()
+            );
+        }
+    }
+    let mut current = match overrides::load(&s.state_dir) {
+        Ok(o) => o,
+        Err(e) if op == Op::Rollback || all => {
+            eprintln!("banyan: {e}; replacing it");
+            Overrides::new()
+        }
+        Err(e) => bail!("{e}; `banyan resume --all` resets it"),
+    };
+    let names: Vec<String> = if all {
+        known.into_iter().collect()
+    } else {
+        routes.to_vec()
+    };
+    let reason = reason.unwrap_or("rollback while the admin API was unreachable");
+    let mut entries = Vec::new();
+    if op == Op::Resume && all {
+        for (route, o) in std::mem::take(&mut current) {
+            entries.push((route, Some(o.percent_bp), None));
+        }
+    } else {
+        for name in &names {
+            let before = current.get(name).map(|o| o.percent_bp);
+            match op {
+                Op::Rollback => {
+                    current.insert(
+                        name.clone(),
+                        Override::new(0, false, Trigger::Manual, reason),
+                    );
+                    entries.push((name.clone(), before, Some(0)));
+                }
+                Op::Resume => {
+                    if current.remove(name).is_some() {
+                        entries.push((name.clone(), before, None));
+                    }
+                }
+            }
+        }
+    }
+    overrides::store(&s.state_dir, &current).context("writing overrides.json")?;
+    let action = if op == Op::Rollback {
+        "rollback"
+    } else {
+        "resume"
+    };
+    for (route, before, after) in &entries {
+        let mut e = audit::Entry::new(
+            Source::Cli,
+            action,
+            if op == Op::Rollback { reason } else { "resume" },
+        );
+        e.route = Some(route.clone());
+        e.percent_before = before.map(crate::routes::split::bp_to_percent);
+        e.percent_after = after.map(crate::routes::split::bp_to_percent);
+        e.reason = format!("{} (admin API unreachable: {why})", e.reason);
+        if let Err(err) = audit::append(&s.state_dir, &e) {
+            eprintln!("banyan: cannot append to the audit log: {err}");
+        }
+    }
+    println!(
+        "the admin API at {} cannot be reached ({why}); wrote {} directly:",
+        admin.url,
+        overrides::path_in(&s.state_dir).display()
+    );
+    for (route, _, after) in &entries {
+        match after {
+            Some(bp) => println!("  {route}: {}% (shadow paused)", bp_to_text(*bp)),
+            None => println!("  {route}: back to the route files"),
+        }
+    }
+    if entries.is_empty() {
+        println!("  (no override changed)");
+    }
+    println!(
+        "a running proxy applies it from the file within a second; a stopped one when it starts."
+    );
+    Ok(ExitCode::SUCCESS)
+}

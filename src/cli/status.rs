@@ -1,0 +1,160 @@
+//! `banyan status`: the table a person reads during an incident — per route the match,
+//! legacy → target, declared → effective percent, the override with its reason and age,
+//! requests/s and error rate per side — or `--json`, the admin API's document as is.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+
+use super::client::{Admin, AdminArgs};
+use crate::admin::status::{RouteStatus, Status};
+use crate::control::rates::SideRate;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print the admin API's JSON document.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+fn age(seconds: Option<u64>) -> String {
+    match seconds {
+        None => String::new(),
+        Some(s) if s < 120 => format!("{s}s ago"),
+        Some(s) if s < 7200 => format!("{}m ago", s / 60),
+        Some(s) if s < 172_800 => format!("{}h ago", s / 3600),
+        Some(s) => format!("{}d ago", s / 86_400),
+    }
+}
+
+fn percent(p: f64) -> String {
+    format!("{p:.2}")
+}
+
+fn side(rate: &SideRate, present: bool) -> (String, String) {
+    if !present {
+        return ("-".into(), "-".into());
+    }
+    let rps = format!("{:.1}", rate.rps);
+    let err = rate
+        .error_rate
+        .map_or("-".to_string(), |e| format!("{:.1}%", e * 100.0));
+    (rps, err)
+}
+
+fn row(r: &RouteStatus) -> Vec<String> {
+    let sides = match &r.target {
+        Some(t) => format!("{} → {t}", r.legacy),
+        None => r.legacy.clone(),
+    };
+    let percents = match (&r.target, r.declared_percent == r.effective_percent) {
+        (None, _) => "-".to_string(),
+        (Some(_), true) => percent(r.effective_percent),
+        (Some(_), false) => format!(
+            "{} → {}",
+            percent(r.declared_percent),
+            percent(r.effective_percent)
+        ),
+    };
+    let over = r.override_.as_ref().map_or(String::new(), |o| {
+        let mut s = format!("{} {}", o.trigger, age(o.age_seconds));
+        if !o.reason.is_empty() {
+            s.push_str(&format!(": {}", o.reason));
+        }
+        s.trim().to_string()
+    });
+    let (lr, le) = side(&r.rates.legacy, true);
+    let (tr, te) = side(&r.rates.target, r.target.is_some());
+    let shadow = match &r.shadow {
+        None => "-".to_string(),
+        Some(s) if s.paused => "paused".to_string(),
+        Some(s) if !s.active => "not active".to_string(),
+        Some(_) => "-".to_string(),
+    };
+    vec![
+        r.name.clone(),
+        r.matcher.summary.clone(),
+        sides,
+        percents,
+        over,
+        lr,
+        le,
+        tr,
+        te,
+        shadow,
+    ]
+}
+
+fn print_table(status: &Status) {
+    let header: Vec<String> = [
+        "ROUTE",
+        "MATCH",
+        "LEGACY → TARGET",
+        "PERCENT",
+        "OVERRIDE",
+        "LEGACY/s",
+        "ERR",
+        "TARGET/s",
+        "ERR",
+        "SHADOW",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let rows: Vec<Vec<String>> = std::iter::once(header)
+        .chain(status.routes.iter().map(row))
+        .collect();
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in &rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell}{}", " ".repeat(w - cell.chars().count())))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
+pub fn status(args: &Args) -> anyhow::Result<ExitCode> {
+    let admin = Admin::new(&args.admin)?;
+    let value = match admin.call("GET", "/api/v1/status", None) {
+        Ok(v) => v,
+        Err(e) => bail!("{e}"),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status: Status = serde_json::from_value(value)?;
+    println!(
+        "banyan {} at {} · generation {} (loaded {}, {:.1} ms) · snapshot {}",
+        status.version,
+        admin.url,
+        status.generation,
+        status.loaded_at,
+        status.last_reload_ms,
+        status.snapshot
+    );
+    println!();
+    print_table(&status);
+    if let Some(e) = &status.last_reload_error {
+        println!();
+        println!(
+            "last reload refused ({}, {}); the routes above keep serving:",
+            e.at, e.source
+        );
+        for line in &e.errors {
+            println!("  {line}");
+        }
+    }
+    if let Some(e) = &status.overrides_error {
+        println!();
+        println!("overrides file problem: {e}");
+        println!("  the overrides above stay in force; `banyan resume --all` or any override change rewrites the file");
+    }
+    Ok(ExitCode::SUCCESS)
+}

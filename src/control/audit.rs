@@ -1,0 +1,137 @@
+//! `state/audit.jsonl`: one JSON line per change of routing state — each reload (good or
+//! bad) and each override set or cleared — with time, source, reason and the route's
+//! percent before and after. Appended with one `write` on an `O_APPEND` file, so lines of
+//! several writers (instances sharing the folder, the CLI offline) do not interleave.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::overrides::now_rfc3339;
+
+pub const FILE_NAME: &str = "audit.jsonl";
+
+/// Who changed the routing state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// Route files or overrides.json changed on disk (watcher, SIGHUP, start).
+    File,
+    /// The admin API.
+    Api,
+    /// The command line (through the API, or writing overrides.json itself).
+    Cli,
+    /// An automatic rollback.
+    Guard,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::File => "file",
+            Source::Api => "api",
+            Source::Cli => "cli",
+            Source::Guard => "guard",
+        }
+    }
+}
+
+/// A route's effective percent before and after a reload; `None` where it did not exist.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    pub route: String,
+    pub percent_before: Option<f64>,
+    pub percent_after: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Entry {
+    pub at: String,
+    pub source: Source,
+    /// "reload", "set", "rollback", "resume", "overrides".
+    pub action: &'static str,
+    /// "ok" or "error".
+    pub result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    pub reason: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percent_before: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub percent_after: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<Change>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Entry {
+    pub fn new(source: Source, action: &'static str, reason: impl Into<String>) -> Self {
+        Entry {
+            at: now_rfc3339(),
+            source,
+            action,
+            result: "ok",
+            route: None,
+            reason: reason.into(),
+            percent_before: None,
+            percent_after: None,
+            changes: Vec::new(),
+            generation: None,
+            error: None,
+        }
+    }
+}
+
+/// Appends one entry. The audit log is a record, not a gate: the caller logs a failure
+/// and carries on.
+pub fn append(state_dir: &Path, entry: &Entry) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    std::fs::create_dir_all(state_dir)?;
+    let mut f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state_dir.join(FILE_NAME))?;
+    f.write_all(&line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_one_json_line_each() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut e = Entry::new(Source::Api, "rollback", "bad deploy");
+        e.route = Some("orders".into());
+        e.percent_before = Some(25.0);
+        e.percent_after = Some(0.0);
+        append(dir.path(), &e).expect("append");
+        let mut r = Entry::new(Source::File, "reload", "routes changed");
+        r.changes.push(Change {
+            route: "users".into(),
+            percent_before: None,
+            percent_after: Some(5.0),
+        });
+        r.generation = Some(2);
+        append(dir.path(), &r).expect("append");
+        let text = std::fs::read_to_string(dir.path().join(FILE_NAME)).expect("read");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["source"], "api");
+        assert_eq!(lines[0]["route"], "orders");
+        assert_eq!(lines[0]["percent_before"], 25.0);
+        assert_eq!(lines[0]["percent_after"], 0.0);
+        assert_eq!(lines[1]["changes"][0]["percent_after"], 5.0);
+        assert!(lines[1]["changes"][0]["percent_before"].is_null());
+        assert_eq!(lines[1]["generation"], 2);
+    }
+}
