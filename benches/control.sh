@@ -16,19 +16,10 @@ CYCLES=${1:-50}
 DURATION=${2:-10}
 ROUNDS=${3:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WORK=$(mktemp -d /tmp/banyan-control.XXXXXX)
-mkdir -p "$ROOT/benches/results"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-  sleep 0.3
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-for tool in nginx wrk curl taskset python3; do
-  command -v "$tool" >/dev/null || { echo "control.sh needs $tool"; exit 1; }
-done
+NAME=control
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
+need nginx wrk curl taskset python3 bc
 
 UP=18481 PROXY=18480 ADMIN=18490
 echo "building banyan (release)..." >&2
@@ -36,19 +27,11 @@ echo "building banyan (release)..." >&2
 BIN="$ROOT/target/release/banyan"
 
 mkdir -p "$WORK/up" "$WORK/b/config" "$WORK/b/routes"
-cat > "$WORK/up/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-user root;
-pid $WORK/up/nginx.pid;
-error_log $WORK/up/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
+{ nginx_head "$WORK/up"; cat <<EOF
   server { listen 127.0.0.1:$UP; location / { default_type application/json; return 200 '{"ok":true}'; } }
 }
 EOF
+} > "$WORK/up/nginx.conf"
 taskset -c 1 nginx -p "$WORK/up" -c "$WORK/up/nginx.conf" & PIDS+=($!)
 
 cat > "$WORK/b/config/banyan.toml" <<EOF
@@ -69,7 +52,7 @@ route() { # percent
 }
 route 20 > "$WORK/b/routes/orders.toml"
 (cd "$WORK/b" && exec taskset -c 0 "$BIN" run > /dev/null 2> "$WORK/banyan.log") & PIDS+=($!)
-for _ in $(seq 1 100); do curl -sf -o /dev/null "http://127.0.0.1:$ADMIN/healthz" && break; sleep 0.1; done
+wait_http "http://127.0.0.1:$ADMIN/healthz"
 
 ms_now() { date +%s%N; }
 median_p90() { # values on stdin → "median p90"

@@ -16,40 +16,16 @@ DURATION=${1:-10}
 CONNS=${2:-32}
 ROUNDS=${3:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-WORK=$(mktemp -d /tmp/banyan-load.XXXXXX)
-mkdir -p "$ROOT/benches/results"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill -INT "$p" 2>/dev/null || true; done
-  sleep 0.3
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-for tool in nginx wrk taskset; do
-  command -v "$tool" >/dev/null || { echo "load.sh needs $tool (apt-get install nginx-light wrk util-linux)"; exit 1; }
-done
+NAME=load
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
+need nginx wrk taskset curl
 
 UP_MONO=18181 UP_ORDERS=18182 BANYAN=18180 BANYAN_ADMIN=18190 NGINX=18280 FLOOR=18380
 
 echo "building banyan (release)..." >&2
 (cd "$ROOT" && cargo build --release --quiet && cargo build --release --quiet --example pingora_floor)
 BIN="$ROOT/target/release/banyan"
-
-nginx_head() { # folder: the part both nginx configs share (one worker, no logs, foreground)
-  cat <<EOF
-worker_processes 1;
-daemon off;
-user root;
-pid $1/nginx.pid;
-error_log $1/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-EOF
-}
 
 # ---- upstreams: one nginx, two servers answering a small JSON body ------------------
 mkdir -p "$WORK/up" "$WORK/px" "$WORK/banyan/config" "$WORK/banyan/routes"
@@ -118,10 +94,6 @@ BANYAN_PID=$!
 taskset -c 0 "$ROOT/target/release/examples/pingora_floor" "127.0.0.1:$FLOOR" "127.0.0.1:$UP_MONO" 2>/dev/null & PIDS+=($!)
 FLOOR_PID=$!
 
-wait_http() {
-  for _ in $(seq 1 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
-  echo "nothing answers at $1" >&2; exit 1
-}
 wait_http "http://127.0.0.1:$UP_MONO/"
 wait_http "http://127.0.0.1:$NGINX/api/orders/1"
 wait_http "http://127.0.0.1:$BANYAN/api/orders/1"

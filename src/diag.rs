@@ -122,6 +122,19 @@ pub struct Report {
 }
 
 impl Report {
+    /// A report of one error about a whole file or folder (no line).
+    pub fn whole_file_error(file: &Path, message: impl Into<String>) -> Report {
+        Report {
+            diagnostics: vec![Diagnostic {
+                severity: Severity::Error,
+                file: file.to_path_buf(),
+                line: 0,
+                column: 0,
+                message: message.into(),
+            }],
+        }
+    }
+
     pub fn extend(&mut self, more: impl IntoIterator<Item = Diagnostic>) {
         self.diagnostics.extend(more);
     }

@@ -3,31 +3,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 
 use common::upstream::Upstream;
 use common::Setup;
 use serde_json::Value;
 
 fn request(addr: SocketAddr, method: &str, path: &str, auth: Option<&str>) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    let auth = auth
-        .map(|t| format!("Authorization: {t}\r\n"))
-        .unwrap_or_default();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n").expect("write");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read");
-    let status = out
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    common::http_request(addr, method, path, auth, "")
 }
 
 fn check_token_enforced(admin: SocketAddr, token: &str) {

@@ -17,9 +17,7 @@ use common::{wait_until, Banyan, Setup};
 use serde_json::Value;
 
 fn orders(percent: f64) -> String {
-    format!(
-        "[[route]]\nname = \"orders\"\nmatch.path_prefix = \"/api/orders\"\nlegacy = \"monolith\"\ntarget = \"orders\"\npercent = {percent}\nsticky = \"header:x-user-id\"\n"
-    )
+    common::orders_route(percent)
 }
 
 struct World {
@@ -29,21 +27,11 @@ struct World {
 }
 
 fn world(percent: f64) -> World {
-    let monolith = Upstream::start("monolith");
-    let orders_up = Upstream::start("orders");
-    let b = Setup::new(
-        vec![
-            ("monolith", vec![monolith.addr]),
-            ("orders", vec![orders_up.addr]),
-        ],
-        "monolith",
-    )
-    .route_file("orders.toml", orders(percent))
-    .start();
+    let (monolith, orders_up, setup) = common::orders_world(percent);
     World {
         _monolith: monolith,
         _orders: orders_up,
-        b,
+        b: setup.start(),
     }
 }
 
@@ -291,13 +279,12 @@ fn sighup_and_the_reload_endpoint_reload() {
     assert_eq!(v["generation"].as_u64(), Some(g1 + 1));
 }
 
-/// A tiny blocking HTTP client for admin POSTs.
+/// Admin POSTs, with an optional bearer token.
 mod admin_http {
-    use std::io::{Read, Write};
-    use std::net::{SocketAddr, TcpStream};
+    use std::net::SocketAddr;
 
     pub fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
-        post_with(addr, path, body, None)
+        super::common::http_request(addr, "POST", path, None, body)
     }
 
     pub fn post_with(
@@ -306,29 +293,8 @@ mod admin_http {
         body: &str,
         token: Option<&str>,
     ) -> (u16, String) {
-        let mut s = TcpStream::connect(addr).expect("connect");
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        write!(
-            s,
-            "POST {path} HTTP/1.1\r\nHost: a\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .expect("write");
-        let mut out = String::new();
-        s.read_to_string(&mut out).expect("read");
-        let status = out
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        (
-            status,
-            out.split_once("\r\n\r\n")
-                .map(|(_, b)| b.to_string())
-                .unwrap_or_default(),
-        )
+        let auth = token.map(|t| format!("Bearer {t}"));
+        super::common::http_request(addr, "POST", path, auth.as_deref(), body)
     }
 }
 
@@ -367,16 +333,7 @@ fn the_api_changes_overrides_and_answers_errors_in_json() {
 
 #[test]
 fn tokenless_calls_get_401_and_change_nothing() {
-    let monolith = Upstream::start("monolith");
-    let orders_up = Upstream::start("orders");
-    let mut setup = Setup::new(
-        vec![
-            ("monolith", vec![monolith.addr]),
-            ("orders", vec![orders_up.addr]),
-        ],
-        "monolith",
-    )
-    .route_file("orders.toml", orders(100.0));
+    let (_monolith, _orders, mut setup) = common::orders_world(100.0);
     setup.env = vec![("BANYAN_ADMIN_TOKEN", "tok-3")];
     let b = setup.start();
     for path in [

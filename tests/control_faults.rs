@@ -9,29 +9,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::upstream::Upstream;
-use common::{wait_until, Setup};
+use common::wait_until;
 use serde_json::Value;
-
-fn orders(percent: f64) -> String {
-    format!(
-        "[[route]]\nname = \"orders\"\nmatch.path_prefix = \"/api/orders\"\nlegacy = \"monolith\"\ntarget = \"orders\"\npercent = {percent}\nsticky = \"header:x-user-id\"\n"
-    )
-}
 
 #[test]
 fn bad_route_and_override_files_never_fail_a_request() {
-    let monolith = Upstream::start("monolith");
-    let orders_up = Upstream::start("orders");
-    let mut b = Setup::new(
-        vec![
-            ("monolith", vec![monolith.addr]),
-            ("orders", vec![orders_up.addr]),
-        ],
-        "monolith",
-    )
-    .route_file("orders.toml", orders(100.0))
-    .start();
+    let (_monolith, _orders, setup) = common::orders_world(100.0);
+    let mut b = setup.start();
     let proxy = b.proxy;
 
     // Continuous load: every answer must be a 200 from one of the two upstreams.
@@ -87,7 +71,7 @@ fn bad_route_and_override_files_never_fail_a_request() {
     };
     let file = b.path("routes/orders.toml");
     let restore = |b: &common::Banyan| {
-        std::fs::write(&file, orders(100.0)).expect("restore");
+        std::fs::write(&file, common::orders_route(100.0)).expect("restore");
         wait_until("the good file again", || {
             route(b)["effective_percent"] == 100.0 && b.status()["last_reload_error"].is_null()
         });
@@ -102,7 +86,7 @@ fn bad_route_and_override_files_never_fail_a_request() {
     };
 
     // Truncated mid-line.
-    let full = orders(100.0);
+    let full = common::orders_route(100.0);
     std::fs::write(&file, &full[..full.len() / 2]).expect("truncated");
     refused(&b, "truncated file", "orders.toml:");
     restore(&b);
@@ -147,11 +131,11 @@ fn bad_route_and_override_files_never_fail_a_request() {
     std::fs::remove_dir_all(&dir).expect("remove folder");
     refused(&b, "the missing folder", "cannot read the routes folder");
     std::fs::create_dir(&dir).expect("recreate folder");
-    std::fs::write(&file, orders(40.0)).expect("new file");
+    std::fs::write(&file, common::orders_route(40.0)).expect("new file");
     wait_until("the recreated folder", || {
         route(&b)["effective_percent"] == 40.0
     });
-    std::fs::write(&file, orders(100.0)).expect("edit in the new folder");
+    std::fs::write(&file, common::orders_route(100.0)).expect("edit in the new folder");
     wait_until("an edit in the recreated folder", || {
         route(&b)["effective_percent"] == 100.0
     });
@@ -214,16 +198,7 @@ fn bad_route_and_override_files_never_fail_a_request() {
 
 #[test]
 fn an_unreadable_overrides_file_at_start_holds_every_route_at_zero() {
-    let monolith = Upstream::start("monolith");
-    let orders_up = Upstream::start("orders");
-    let setup = Setup::new(
-        vec![
-            ("monolith", vec![monolith.addr]),
-            ("orders", vec![orders_up.addr]),
-        ],
-        "monolith",
-    )
-    .route_file("orders.toml", orders(100.0));
+    let (_monolith, _orders, setup) = common::orders_world(100.0);
     let proxy: std::net::SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
     let admin: std::net::SocketAddr = ([127, 0, 0, 1], common::free_port()).into();
     let dir = setup.write(proxy, admin);

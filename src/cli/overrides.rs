@@ -112,64 +112,55 @@ pub fn set(args: &SetArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn rollback(args: &RollbackArgs) -> anyhow::Result<ExitCode> {
-    let admin = Admin::new(&args.admin)?;
     let body = args.reason.as_ref().map(|r| json!({ "reason": r }));
-    let calls: Vec<(String, String)> = if args.all {
-        vec![("/api/v1/rollback".to_string(), "all routes".to_string())]
+    apply(
+        &args.admin,
+        Op::Rollback,
+        args.all,
+        &args.routes,
+        body,
+        args.reason.as_deref(),
+    )
+}
+
+pub fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
+    apply(&args.admin, Op::Resume, args.all, &args.routes, None, None)
+}
+
+/// A rollback or resume of some routes (one call each) or all (one call), through the
+/// API; written to the file directly when the API cannot be reached.
+fn apply(
+    admin: &AdminArgs,
+    op: Op,
+    all: bool,
+    routes: &[String],
+    body: Option<Value>,
+    reason: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let admin = Admin::new(admin)?;
+    let (action, done) = match op {
+        Op::Rollback => (
+            "rollback",
+            "rolled back {}: 0 %, shadow paused, until resumed",
+        ),
+        Op::Resume => ("resume", "resumed {}: the route files decide again"),
+    };
+    let calls: Vec<(String, String)> = if all {
+        vec![(format!("/api/v1/{action}"), "all routes".to_string())]
     } else {
-        args.routes
+        routes
             .iter()
-            .map(|r| (format!("/api/v1/routes/{r}/rollback"), r.clone()))
+            .map(|r| (format!("/api/v1/routes/{r}/{action}"), r.clone()))
             .collect()
     };
     let mut code = ExitCode::SUCCESS;
     for (path, what) in calls {
         match admin.call("POST", &path, body.clone()) {
             Err(CallError::Unreachable(why)) => {
-                return offline(
-                    &admin,
-                    Op::Rollback,
-                    args.all,
-                    &args.routes,
-                    args.reason.as_deref(),
-                    &why,
-                )
+                return offline(&admin, op, all, routes, reason, &why)
             }
             result => {
-                if let Err(e) = finish(
-                    &format!("rolled back {what}: 0 %, shadow paused, until resumed"),
-                    result,
-                ) {
-                    eprintln!("banyan: {what}: {e}");
-                    code = ExitCode::from(1);
-                }
-            }
-        }
-    }
-    Ok(code)
-}
-
-pub fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
-    let admin = Admin::new(&args.admin)?;
-    let calls: Vec<(String, String)> = if args.all {
-        vec![("/api/v1/resume".to_string(), "all routes".to_string())]
-    } else {
-        args.routes
-            .iter()
-            .map(|r| (format!("/api/v1/routes/{r}/resume"), r.clone()))
-            .collect()
-    };
-    let mut code = ExitCode::SUCCESS;
-    for (path, what) in calls {
-        match admin.call("POST", &path, None) {
-            Err(CallError::Unreachable(why)) => {
-                return offline(&admin, Op::Resume, args.all, &args.routes, None, &why)
-            }
-            result => {
-                if let Err(e) = finish(
-                    &format!("resumed {what}: the route files decide again"),
-                    result,
-                ) {
+                if let Err(e) = finish(&done.replace("{}", &what), result) {
                     eprintln!("banyan: {what}: {e}");
                     code = ExitCode::from(1);
                 }

@@ -195,17 +195,7 @@ impl Control {
         }
         let matcher = match compile_matcher(&routes) {
             Ok(m) => m,
-            Err(e) => {
-                let mut r = Report::default();
-                r.extend([Diagnostic {
-                    severity: Severity::Error,
-                    file: config.server.routes_dir.clone(),
-                    line: 0,
-                    column: 0,
-                    message: e,
-                }]);
-                return Err(r);
-            }
+            Err(e) => return Err(Report::whole_file_error(&config.server.routes_dir, e)),
         };
         let (overrides, overrides_error) = match overrides::load(&state_dir) {
             Ok(o) => (o, None),
@@ -230,17 +220,8 @@ impl Control {
             handles: HashMap::new(),
             exported: build::Exported::new(),
         };
-        let snapshot = Self::compile(&config, &upstreams, &metrics, &mut state).map_err(|e| {
-            let mut r = Report::default();
-            r.extend([Diagnostic {
-                severity: Severity::Error,
-                file: config.server.routes_dir.clone(),
-                line: 0,
-                column: 0,
-                message: e,
-            }]);
-            r
-        })?;
+        let snapshot = Self::compile(&config, &upstreams, &metrics, &mut state)
+            .map_err(|e| Report::whole_file_error(&config.server.routes_dir, e))?;
         state.last_reload_ms = started.elapsed().as_secs_f64() * 1000.0;
         build::export_gauges(&snapshot, &metrics, &mut state.handles, &mut state.exported);
         metrics

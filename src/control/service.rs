@@ -75,6 +75,12 @@ fn classify(path: &Path, routes_dir: &Path, state_dir: &Path) -> Option<Change> 
         return Some(Change::RoutesFolder);
     }
     if path.parent() == Some(routes_dir) {
+        // Hidden files are not route files (editors' swap and temporary files); the one
+        // hidden name that matters is Kubernetes' `..data` link, swapped on each update.
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') && name != "..data" {
+            return None;
+        }
         return Some(Change::Routes);
     }
     if path.parent() == Some(state_dir) && overrides::is_overrides_file(path) {
@@ -280,10 +286,9 @@ mod tests {
         let c = |p: &str| classify(Path::new(p), routes, state);
         assert_eq!(c("/srv/banyan/routes/orders.toml"), Some(Change::Routes));
         assert_eq!(c("/srv/banyan/routes/..data"), Some(Change::Routes));
-        assert_eq!(
-            c("/srv/banyan/routes/.orders.toml.swp"),
-            Some(Change::Routes)
-        );
+        assert_eq!(c("/srv/banyan/routes/.orders.toml.swp"), None);
+        assert_eq!(c("/srv/banyan/routes/..data_tmp"), None);
+        assert_eq!(c("/srv/banyan/routes/..2026_11_22_10_00_00.0001"), None);
         assert_eq!(c("/srv/banyan/routes"), Some(Change::RoutesFolder));
         assert_eq!(
             c("/srv/banyan/state/overrides.json"),

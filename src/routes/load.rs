@@ -51,15 +51,10 @@ pub fn load_dir(dir: &Path, config: &Config) -> Result<(RouteSet, Report), Repor
     let files = match route_files(dir) {
         Ok(f) => f,
         Err(e) => {
-            let mut report = Report::default();
-            report.extend([Diagnostic {
-                severity: Severity::Error,
-                file: dir.to_path_buf(),
-                line: 0,
-                column: 0,
-                message: format!("cannot read the routes folder: {e}"),
-            }]);
-            return Err(report);
+            return Err(Report::whole_file_error(
+                dir,
+                format!("cannot read the routes folder: {e}"),
+            ))
         }
     };
     let mut sources = Vec::with_capacity(files.len());
@@ -67,13 +62,7 @@ pub fn load_dir(dir: &Path, config: &Config) -> Result<(RouteSet, Report), Repor
     for path in files {
         match read_text(&path) {
             Ok(text) => sources.push((path, text)),
-            Err(message) => report.extend([Diagnostic {
-                severity: Severity::Error,
-                file: path,
-                line: 0,
-                column: 0,
-                message,
-            }]),
+            Err(message) => report.extend(Report::whole_file_error(&path, message).diagnostics),
         }
     }
     let result = load_sources(&sources, config);

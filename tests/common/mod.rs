@@ -33,13 +33,24 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-/// A minimal blocking HTTP/1.1 GET for readiness checks and admin calls.
-pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+/// One blocking HTTP/1.1 request (`Connection: close`); `authorization` is the header's
+/// whole value. `None` when the server cannot be reached or answers nothing.
+pub fn try_http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: &str,
+) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
     )
     .ok()?;
     let mut buf = Vec::new();
@@ -51,6 +62,23 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Some((status, body))
+}
+
+/// As [`try_http_request`], for a server that must answer.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    try_http_request(addr, method, path, authorization, body)
+        .unwrap_or_else(|| panic!("no answer from {addr} to {method} {path}"))
+}
+
+/// GET for readiness checks: `None` while nothing answers.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    try_http_request(addr, "GET", path, None, "")
 }
 
 /// Sends raw bytes and returns what came back before the server closed or went quiet.
@@ -328,6 +356,29 @@ impl Drop for Banyan {
             let _ = c.wait();
         }
     }
+}
+
+/// The route the control-plane tests move: `/api/orders` from monolith to orders, sticky
+/// by `x-user-id`.
+pub fn orders_route(percent: f64) -> String {
+    format!(
+        "[[route]]\nname = \"orders\"\nmatch.path_prefix = \"/api/orders\"\nlegacy = \"monolith\"\ntarget = \"orders\"\npercent = {percent}\nsticky = \"header:x-user-id\"\n"
+    )
+}
+
+/// Two real upstreams, `monolith` and `orders`, and a setup with [`orders_route`].
+pub fn orders_world(percent: f64) -> (upstream::Upstream, upstream::Upstream, Setup<'static>) {
+    let monolith = upstream::Upstream::start("monolith");
+    let orders = upstream::Upstream::start("orders");
+    let setup = Setup::new(
+        vec![
+            ("monolith", vec![monolith.addr]),
+            ("orders", vec![orders.addr]),
+        ],
+        "monolith",
+    )
+    .route_file("orders.toml", orders_route(percent));
+    (monolith, orders, setup)
 }
 
 /// Runs `banyan ARGS` in `dir` to completion.
