@@ -228,26 +228,29 @@ impl Config {
 
     /// The admin token: `BANYAN_ADMIN_TOKEN` wins over `admin.token_file`.
     pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
-        if let Ok(t) = std::env::var(TOKEN_ENV) {
-            let t = t.trim().to_string();
-            if !t.is_empty() {
-                return Ok(Some(t));
-            }
-        }
-        match &self.admin.token_file {
-            None => Ok(None),
-            Some(path) => {
-                let t = std::fs::read_to_string(path).map_err(|e| {
-                    anyhow::anyhow!("cannot read admin token file {}: {e}", path.display())
-                })?;
-                let t = t.trim().to_string();
-                if t.is_empty() {
-                    anyhow::bail!("admin token file {} is empty", path.display());
-                }
-                Ok(Some(t))
-            }
+        admin_token(self.admin.token_file.as_deref())
+    }
+}
+
+/// The admin token, for the server and the command line alike: `BANYAN_ADMIN_TOKEN` if
+/// set, else the token file's trimmed content, else none.
+pub fn admin_token(token_file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    if let Ok(t) = std::env::var(TOKEN_ENV) {
+        let t = t.trim().to_string();
+        if !t.is_empty() {
+            return Ok(Some(t));
         }
     }
+    let Some(path) = token_file else {
+        return Ok(None);
+    };
+    let t = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read admin token file {}: {e}", path.display()))?;
+    let t = t.trim().to_string();
+    if t.is_empty() {
+        anyhow::bail!("admin token file {} is empty", path.display());
+    }
+    Ok(Some(t))
 }
 
 fn parse(src: &mut SourceFile, text: &str, base: &Path) -> Option<Config> {

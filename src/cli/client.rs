@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::common::cwd;
 use crate::admin::CLIENT_HEADER;
-use crate::config::{CliSettings, DEFAULT_CONFIG_PATH, TOKEN_ENV};
+use crate::config::{CliSettings, DEFAULT_CONFIG_PATH};
 
 /// How long a command waits for the admin API before it counts as unreachable.
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -66,25 +66,9 @@ impl Admin {
             .unwrap_or_else(|| settings.admin_url())
             .trim_end_matches('/')
             .to_string();
-        let token = match (
-            &args.token,
-            std::env::var(TOKEN_ENV)
-                .ok()
-                .filter(|t| !t.trim().is_empty()),
-        ) {
-            (Some(t), _) => Some(t.clone()),
-            (None, Some(t)) => Some(t.trim().to_string()),
-            (None, None) => match &settings.token_file {
-                Some(path) => Some(
-                    std::fs::read_to_string(path)
-                        .map_err(|e| {
-                            anyhow::anyhow!("cannot read admin token file {}: {e}", path.display())
-                        })?
-                        .trim()
-                        .to_string(),
-                ),
-                None => None,
-            },
+        let token = match &args.token {
+            Some(t) => Some(t.clone()),
+            None => crate::config::admin_token(settings.token_file.as_deref())?,
         };
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(TIMEOUT))
