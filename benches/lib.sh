@@ -37,3 +37,43 @@ wait_http() { # url: until it answers, at most 10 s
   for _ in $(seq 1 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
   echo "nothing answers at $1" >&2; exit 1
 }
+
+cpu_ticks() { # utime+stime of a process and its children (nginx workers), in clock ticks
+  local total=0 p
+  for p in "$@" $(pgrep -P "$1" 2>/dev/null || true); do
+    [ -r "/proc/$p/stat" ] || continue
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$total"
+}
+TICKS=$(getconf CLK_TCK)
+
+# One round: wrk on core 1 against url, the proxy's CPU (pid and its children) measured
+# around it. Appends "rps p50 p99 cpu_us_per_req" to $WORK/<name>.rounds.
+# Needs DURATION and CONNS; extra arguments go to wrk (a script, say).
+run() { # name url pid [wrk args...]
+  local name=$1 url=$2 pid=$3 before after out reqs
+  shift 3
+  # Warm the proxy's connection pools first.
+  taskset -c 1 wrk -t1 -c"$CONNS" -d2s "$@" "$url" >/dev/null
+  before=$(cpu_ticks "$pid")
+  out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$@" "$url")
+  after=$(cpu_ticks "$pid")
+  if echo "$out" | grep -q "Non-2xx"; then echo "$name: $(echo "$out" | grep Non-2xx)" >&2; fi
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  {
+    echo "$out" | awk '/Requests\/sec/ {printf "%.0f ", $2}'
+    echo "$out" | awk '$1=="50%" || $1=="99%" {v=$2; if (v ~ /us$/) v=v/1000; else if (v ~ /ms$/) v=v+0; else if (v ~ /s$/) v=v*1000; printf "%.3f ", v}'
+    awk -v t=$((after - before)) -v hz="$TICKS" -v n="$reqs" 'BEGIN { printf "%.1f\n", t / hz * 1e6 / n }'
+  } >> "$WORK/$name.rounds"
+}
+
+median() { # file column
+  awk -v c="$2" '{print $c}' "$1" | sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'
+}
+
+row() { # name: a markdown row of medians, and each round's CPU
+  local f="$WORK/$1.rounds"
+  printf "| %s | %s | %s ms | %s ms | %s | %s |\n" "$1" "$(median "$f" 1)" "$(median "$f" 2)" "$(median "$f" 3)" "$(median "$f" 4)" \
+    "$(awk '{printf "%s%s", (NR>1 ? ", " : ""), $4}' "$f")"
+}

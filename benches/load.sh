@@ -117,47 +117,11 @@ request = function()
 end
 EOF
 
-cpu_ticks() { # utime+stime of a process and its children (nginx workers), in clock ticks
-  local total=0 p
-  for p in "$@" $(pgrep -P "$1" 2>/dev/null || true); do
-    [ -r "/proc/$p/stat" ] || continue
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
-  done
-  echo "$total"
-}
-TICKS=$(getconf CLK_TCK)
-
-run() { # name port pid: one round, appended to $WORK/<name>.rounds as "rps p50 p99 cpu"
-  local name=$1 port=$2 pid=$3 before after out reqs
-  # Warm the proxy's connection pools first.
-  taskset -c 1 wrk -t1 -c"$CONNS" -d2s -s "$WORK/users.lua" "http://127.0.0.1:$port" >/dev/null
-  before=$(cpu_ticks "$pid")
-  out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$WORK/users.lua" "http://127.0.0.1:$port")
-  after=$(cpu_ticks "$pid")
-  if echo "$out" | grep -q "Non-2xx"; then echo "$name: $(echo "$out" | grep Non-2xx)" >&2; fi
-  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
-  {
-    echo "$out" | awk '/Requests\/sec/ {printf "%.0f ", $2}'
-    echo "$out" | awk '$1=="50%" || $1=="99%" {v=$2; if (v ~ /us$/) v=v/1000; else if (v ~ /ms$/) v=v+0; else if (v ~ /s$/) v=v*1000; printf "%.3f ", v}'
-    awk -v t=$((after - before)) -v hz="$TICKS" -v n="$reqs" 'BEGIN { printf "%.1f\n", t / hz * 1e6 / n }'
-  } >> "$WORK/$name.rounds"
-}
-
-median() { # file column
-  awk -v c="$2" '{print $c}' "$1" | sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'
-}
-
-row() { # name
-  local f="$WORK/$1.rounds"
-  printf "| %s | %s | %s ms | %s ms | %s | %s |\n" "$1" "$(median "$f" 1)" "$(median "$f" 2)" "$(median "$f" 3)" "$(median "$f" 4)" \
-    "$(awk '{printf "%s%s", (NR>1 ? ", " : ""), $4}' "$f")"
-}
-
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r of $ROUNDS..." >&2
-  run nginx "$NGINX" "$NGINX_MASTER"
-  run banyan "$BANYAN" "$BANYAN_PID"
-  run pingora-floor "$FLOOR" "$FLOOR_PID"
+  run nginx "http://127.0.0.1:$NGINX" "$NGINX_MASTER" -s "$WORK/users.lua"
+  run banyan "http://127.0.0.1:$BANYAN" "$BANYAN_PID" -s "$WORK/users.lua"
+  run pingora-floor "http://127.0.0.1:$FLOOR" "$FLOOR_PID" -s "$WORK/users.lua"
 done
 
 {

@@ -99,7 +99,16 @@ pub struct ShadowLimits {
     pub max_body_bytes: usize,
     pub max_in_flight: usize,
     pub timeout: Duration,
+    /// `state/diffs.jsonl` is rotated (to `diffs.jsonl.1`) when it would grow past this.
+    pub diff_log_max_bytes: u64,
+    /// Whether the diff log keeps query strings (they may carry personal data).
+    pub log_query: bool,
+    /// Headers whose values the diff log never shows, besides Authorization,
+    /// Proxy-Authorization, Cookie and Set-Cookie.
+    pub sensitive_headers: Vec<http::HeaderName>,
 }
+
+pub const DEFAULT_DIFF_LOG_MAX_BYTES: u64 = 10 * 1024 * 1024;
 
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -187,6 +196,9 @@ struct RawShadowLimits {
     max_body_bytes: Option<Spanned<i64>>,
     max_in_flight: Option<Spanned<i64>>,
     timeout: Option<DurationText>,
+    diff_log_max_bytes: Option<Spanned<i64>>,
+    log_query: Option<bool>,
+    sensitive_headers: Option<Vec<Spanned<String>>>,
 }
 
 // ---- loading -------------------------------------------------------------------------
@@ -728,13 +740,41 @@ fn validate_shadow(src: &mut SourceFile, raw: RawShadowLimits) -> Option<ShadowL
     };
     let max_body_bytes = positive(&raw.max_body_bytes, "max_body_bytes", 1 << 20);
     let max_in_flight = positive(&raw.max_in_flight, "max_in_flight", 256);
+    let diff_log_max_bytes = positive(
+        &raw.diff_log_max_bytes,
+        "diff_log_max_bytes",
+        DEFAULT_DIFF_LOG_MAX_BYTES as usize,
+    );
     let timeout = raw.timeout.map_or(Some(Duration::from_secs(5)), |d| {
         d.parse(src, "shadow.timeout")
     });
+    let mut sensitive_headers = Vec::new();
+    let mut bad_header = false;
+    for h in raw.sensitive_headers.unwrap_or_default() {
+        match http::HeaderName::from_bytes(h.get_ref().as_bytes()) {
+            Ok(name) => sensitive_headers.push(name),
+            Err(_) => {
+                bad_header = true;
+                src.error(
+                    Some(h.span()),
+                    format!(
+                        "shadow.sensitive_headers: `{}` is not a header name",
+                        h.get_ref()
+                    ),
+                );
+            }
+        }
+    }
+    if bad_header {
+        return None;
+    }
     Some(ShadowLimits {
         max_body_bytes: max_body_bytes?,
         max_in_flight: max_in_flight?,
         timeout: timeout?,
+        diff_log_max_bytes: diff_log_max_bytes? as u64,
+        log_query: raw.log_query.unwrap_or(false),
+        sensitive_headers,
     })
 }
 

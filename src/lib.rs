@@ -13,6 +13,7 @@ pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod routes;
+pub mod shadow;
 pub mod snapshot;
 pub mod tomlspan;
 pub mod upstream;

@@ -9,6 +9,7 @@ use prometheus::{
 };
 
 use crate::routes::Backend;
+use crate::shadow::stats::RouteShadow;
 
 /// Seconds; dense below 100 ms, where a proxy's and a healthy service's latency lives.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -177,6 +178,7 @@ impl Metrics {
             legacy: SideMetrics::default(),
             target: SideMetrics::default(),
             fallback_connect: OnceLock::new(),
+            shadow: RouteShadow::new(route),
         }
     }
 }
@@ -193,6 +195,8 @@ pub struct RouteMetrics {
     legacy: SideMetrics,
     target: SideMetrics,
     fallback_connect: OnceLock<IntCounter>,
+    /// Shadow outcomes and learned noise.
+    pub shadow: RouteShadow,
 }
 
 impl RouteMetrics {

@@ -12,6 +12,7 @@ use http::HeaderValue;
 use crate::control::overrides::Override;
 use crate::metrics::RouteMetrics;
 use crate::routes::{Backend, RouteDef, RouteTable};
+use crate::shadow::ShadowPlan;
 use crate::upstream::{UpstreamPool, Upstreams};
 
 pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
@@ -47,6 +48,8 @@ pub struct CompiledRoute {
     pub override_: Option<Override>,
     /// Shadow traffic paused by an override (rollback).
     pub shadow_paused: bool,
+    /// What the route mirrors; `None` without `[route.shadow]`.
+    pub shadow: Option<Arc<ShadowPlan>>,
     pub metrics: Arc<RouteMetrics>,
 }
 

@@ -32,6 +32,8 @@ pub struct AdminApp {
 pub struct AdminRequest {
     pub method: Method,
     pub path: String,
+    /// The query string, without '?'.
+    pub query: String,
     pub authorization: Option<Vec<u8>>,
     pub from_cli: bool,
     pub body: Vec<u8>,
@@ -130,6 +132,7 @@ pub fn handle(control: &Control, token: Option<&str>, req: &AdminRequest) -> Res
             control.metrics.render(),
         ),
         "/api/v1/status" if get => json(StatusCode::OK, &status::build(control)),
+        "/api/v1/diffs" if get => diffs(control, &req.query),
         "/api/v1/reload" if post => match control.reload(source, "reload requested") {
             Ok(generation) => json(
                 StatusCode::OK,
@@ -153,10 +156,58 @@ pub fn handle(control: &Control, token: Option<&str>, req: &AdminRequest) -> Res
             Err(e) => bad_body(e),
         },
         "/api/v1/resume" if post => outcome(control.resume(&Selection::All, source)),
-        "/healthz" | "/metrics" | "/api/v1/status" | "/api/v1/reload" | "/api/v1/rollback"
-        | "/api/v1/resume" => json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        "/healthz" | "/metrics" | "/api/v1/status" | "/api/v1/diffs" | "/api/v1/reload"
+        | "/api/v1/rollback" | "/api/v1/resume" => {
+            json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
         _ => route_action(control, req, source),
     }
+}
+
+/// Mismatches answered per call unless `limit` says otherwise.
+const DEFAULT_DIFFS: usize = 50;
+
+/// `GET /api/v1/diffs?route=&limit=`: the newest mismatches first.
+fn diffs(control: &Control, query: &str) -> Response<Vec<u8>> {
+    let mut route = None;
+    let mut limit = DEFAULT_DIFFS;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "route" if !value.is_empty() => route = Some(value),
+            "route" => {}
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if n > 0 => limit = n.min(crate::shadow::difflog::RECENT),
+                _ => {
+                    return json_error(
+                        StatusCode::BAD_REQUEST,
+                        &format!("limit `{value}` is not a positive number"),
+                    )
+                }
+            },
+            other => {
+                return json_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("unknown parameter `{other}` (expected route, limit)"),
+                )
+            }
+        }
+    }
+    if let Some(name) = route {
+        let snap = control.snapshot();
+        if !snap.routes.iter().any(|r| r.name == name) {
+            return json_error(StatusCode::NOT_FOUND, &format!("no route named `{name}`"));
+        }
+    }
+    let recent = control.shadow.diffs.recent(route, limit);
+    let diffs: Vec<&crate::shadow::difflog::DiffRecord> = recent.iter().map(|d| &**d).collect();
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "diffs": diffs,
+            "file": control.shadow.diffs.path().display().to_string(),
+        }),
+    )
 }
 
 fn reason_or(reason: Option<String>, default: &str) -> String {
@@ -222,6 +273,7 @@ impl ServeHttp for AdminApp {
         let mut req = AdminRequest {
             method: h.method.clone(),
             path: h.uri.path().to_string(),
+            query: h.uri.query().unwrap_or("").to_string(),
             authorization: h
                 .headers
                 .get(header::AUTHORIZATION)

@@ -7,6 +7,7 @@ use crate::control::overrides::Override;
 use crate::control::rates::RouteRates;
 use crate::control::{Control, ReloadError};
 use crate::routes::{split, Backend, PathMatch};
+use crate::shadow::stats::ShadowStats;
 use crate::snapshot::{CompiledRoute, Snapshot};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -25,6 +26,17 @@ pub struct Status {
     pub files: Vec<String>,
     pub routes: Vec<RouteStatus>,
     pub upstreams: Vec<UpstreamStatus>,
+    pub shadow: ShadowOverview,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ShadowOverview {
+    /// Shadow exchanges running now, and the most allowed (`shadow.max_in_flight`).
+    pub in_flight: usize,
+    pub max_in_flight: usize,
+    pub diff_log: String,
+    /// Mismatches that could not be queued for the diff log file (kept in memory only).
+    pub diff_log_lost: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -93,8 +105,12 @@ pub struct ShadowStatus {
     pub noise: bool,
     /// Paused by an override (rollback).
     pub paused: bool,
-    /// False while this version validates shadow settings without mirroring.
+    /// Mirroring now: a share above 0 and not paused.
     pub active: bool,
+    pub ignore: Vec<String>,
+    pub compare_headers: Vec<String>,
+    /// Outcomes since the route first appeared, match rate and learned noisy fields.
+    pub stats: ShadowStats,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -157,7 +173,10 @@ fn route_status(r: &CompiledRoute, snap: &Snapshot, rates: Option<RouteRates>) -
                 compare: s.compare,
                 noise: s.noise,
                 paused: r.shadow_paused,
-                active: false,
+                active: !r.shadow_paused && s.percent_bp > 0,
+                ignore: s.ignore.clone(),
+                compare_headers: s.compare_headers.iter().map(|h| h.to_string()).collect(),
+                stats: r.metrics.shadow.summary(),
             });
         }
     }
@@ -215,5 +234,11 @@ pub fn build(control: &Control) -> Status {
                 peers: u.config.peers.iter().map(|p| p.spec.clone()).collect(),
             })
             .collect(),
+        shadow: ShadowOverview {
+            in_flight: control.shadow.in_flight(),
+            max_in_flight: control.shadow.limits.max_in_flight,
+            diff_log: control.shadow.diffs.path().display().to_string(),
+            diff_log_lost: control.shadow.diffs.lost(),
+        },
     }
 }

@@ -4,6 +4,7 @@
 mod check;
 mod client;
 mod common;
+mod diffs;
 mod explain;
 mod overrides;
 mod run;
@@ -52,6 +53,8 @@ enum Command {
     Rollback(overrides::RollbackArgs),
     /// Clear overrides: the route files decide again.
     Resume(overrides::ResumeArgs),
+    /// Recent shadow mismatches: what differed between legacy and the new service.
+    Diffs(diffs::Args),
 }
 
 pub fn main() -> ExitCode {
@@ -76,6 +79,7 @@ pub fn main() -> ExitCode {
         Command::Set(a) => overrides::set(&a),
         Command::Rollback(a) => overrides::rollback(&a),
         Command::Resume(a) => overrides::resume(&a),
+        Command::Diffs(a) => diffs::diffs(&a),
     };
     match result {
         Ok(code) => code,

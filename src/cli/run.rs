@@ -25,6 +25,7 @@ use crate::control::Control;
 use crate::demo::DemoUpstream;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
+use crate::shadow::Shadower;
 
 /// SIGHUP means "reload" to banyan, but its default action ends the process. Until the
 /// control service handles it, ignore it: a reload asked for that early finds nothing
@@ -108,9 +109,14 @@ pub fn run(config_path: &Path, demo: bool) -> anyhow::Result<ExitCode> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
+    let shadower = Arc::new(Shadower::new(
+        Arc::clone(&control.shadow),
+        Arc::clone(&metrics),
+    ));
     let proxy = Proxy::new(
         Arc::clone(&control.shared),
         Arc::clone(&metrics),
+        shadower,
         config.server.debug_headers,
     );
     let mut proxy_service =

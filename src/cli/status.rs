@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 
 use super::client::{Admin, AdminArgs};
-use crate::admin::status::{RouteStatus, Status};
+use crate::admin::status::{RouteStatus, ShadowStatus, Status};
 use crate::control::rates::SideRate;
 
 #[derive(clap::Args)]
@@ -44,6 +44,30 @@ fn side(rate: &SideRate, present: bool) -> (String, String) {
     (rps, err)
 }
 
+/// "98.5% match (1200), 3 noisy" — or what stops comparisons.
+fn shadow_cell(s: &ShadowStatus) -> String {
+    let st = &s.stats;
+    let mut cell = match st.match_rate {
+        Some(rate) => format!(
+            "{:.1}% match ({})",
+            rate * 100.0,
+            st.matched + st.mismatched
+        ),
+        None if !s.compare => "mirroring".to_string(),
+        None => "no comparisons yet".to_string(),
+    };
+    if !st.noisy_fields.is_empty() {
+        cell.push_str(&format!(", {} noisy", st.noisy_fields.len()));
+    }
+    if st.errors > 0 {
+        cell.push_str(&format!(", {} errors", st.errors));
+    }
+    if st.dropped > 0 {
+        cell.push_str(&format!(", {} dropped", st.dropped));
+    }
+    cell
+}
+
 fn row(r: &RouteStatus) -> Vec<String> {
     let sides = match &r.target {
         Some(t) => format!("{} → {t}", r.legacy),
@@ -70,8 +94,8 @@ fn row(r: &RouteStatus) -> Vec<String> {
     let shadow = match &r.shadow {
         None => "-".to_string(),
         Some(s) if s.paused => "paused".to_string(),
-        Some(s) if !s.active => "not active".to_string(),
-        Some(_) => "-".to_string(),
+        Some(s) if !s.active => "off".to_string(),
+        Some(s) => shadow_cell(s),
     };
     vec![
         r.name.clone(),
@@ -141,6 +165,28 @@ pub fn status(args: &Args) -> anyhow::Result<ExitCode> {
     );
     println!();
     print_table(&status);
+    let noisy: Vec<String> = status
+        .routes
+        .iter()
+        .filter_map(|r| r.shadow.as_ref().map(|s| (r, s)))
+        .filter(|(_, s)| !s.stats.noisy_fields.is_empty())
+        .map(|(r, s)| {
+            let fields: Vec<String> = s
+                .stats
+                .noisy_fields
+                .iter()
+                .map(|f| format!("{} ({})", f.field, f.count))
+                .collect();
+            format!("  {}: {}", r.name, fields.join(", "))
+        })
+        .collect();
+    if !noisy.is_empty() {
+        println!();
+        println!("noisy fields (differ between two answers of legacy; left out of comparisons):");
+        for line in noisy {
+            println!("{line}");
+        }
+    }
     if let Some(e) = &status.last_reload_error {
         println!();
         println!(

@@ -11,6 +11,7 @@ use super::overrides::{Override, Overrides, Trigger};
 use crate::config::Config;
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::routes::{split, Matcher, RouteSet, RouteTable, DEFAULT_ROUTE};
+use crate::shadow::ShadowPlan;
 use crate::snapshot::{CompiledRoute, Snapshot};
 use crate::upstream::Upstreams;
 
@@ -76,6 +77,21 @@ pub fn compile(
             declared_bp: def.percent_bp,
             effective_bp,
             shadow_paused: override_.as_ref().is_some_and(|o| !o.shadow),
+            shadow: def
+                .shadow
+                .as_ref()
+                .map(|s| {
+                    index(&s.upstream).map(|u| {
+                        Arc::new(ShadowPlan::new(
+                            s,
+                            &def.salt,
+                            &def.sticky,
+                            u,
+                            config.shadow.max_body_bytes,
+                        ))
+                    })
+                })
+                .transpose()?,
             override_,
             metrics: handle(&def.name),
             def: Some(Arc::clone(def)),
@@ -94,6 +110,7 @@ pub fn compile(
         effective_bp: 0,
         override_: None,
         shadow_paused: false,
+        shadow: None,
         metrics: handle(DEFAULT_ROUTE),
     };
     Ok(Snapshot {

@@ -13,6 +13,7 @@ pub mod priority;
 pub mod rates;
 pub mod service;
 
+use crate::shadow::ShadowShared;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -112,6 +113,8 @@ pub struct Control {
     watching: AtomicBool,
     /// The route files and overrides file as they were when last read.
     seen: Mutex<Fingerprint>,
+    /// Shadow limits, in-flight count and the mismatch log, shared with the data path.
+    pub shadow: Arc<ShadowShared>,
 }
 
 /// Names, sizes and modification times of the files the desired state was read from.
@@ -243,6 +246,7 @@ impl Control {
         if let Err(e) = audit::append(&state_dir, &entry) {
             tracing::warn!("cannot append to the audit log: {e}");
         }
+        let config_shadow = config.shadow.clone();
         let control = Control {
             config,
             metrics,
@@ -253,6 +257,7 @@ impl Control {
             retired: Mutex::new(Vec::new()),
             watching: AtomicBool::new(false),
             seen: Mutex::new(seen),
+            shadow: Arc::new(ShadowShared::new(config_shadow, &state_dir)),
         };
         Ok((control, report))
     }

@@ -18,23 +18,60 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::metrics::Metrics;
 use crate::routes::{Backend, RequestView};
+use crate::shadow::compare::{Answer, SkipReason};
+use crate::shadow::{Job, ShadowCtx, Shadower};
 use crate::snapshot::{CompiledRoute, SharedSnapshot, Snapshot};
 
 pub struct Proxy {
     shared: SharedSnapshot,
     metrics: Arc<Metrics>,
+    shadower: Arc<Shadower>,
     debug_headers: bool,
     scheme: &'static str,
 }
 
 impl Proxy {
-    pub fn new(shared: SharedSnapshot, metrics: Arc<Metrics>, debug_headers: bool) -> Self {
+    pub fn new(
+        shared: SharedSnapshot,
+        metrics: Arc<Metrics>,
+        shadower: Arc<Shadower>,
+        debug_headers: bool,
+    ) -> Self {
         Proxy {
             shared,
             metrics,
+            shadower,
             debug_headers,
             scheme: "http",
         }
+    }
+
+    /// Starts capturing for a shadow copy when the route mirrors this request.
+    fn sample_shadow(
+        &self,
+        session: &Session,
+        route: &CompiledRoute,
+        view: &RequestView,
+    ) -> Option<Box<ShadowCtx>> {
+        let plan = route.shadow.as_deref()?;
+        if route.shadow_paused || !plan.samples(view) || session.is_upgrade_req() {
+            return None;
+        }
+        let req = session.req_header();
+        let cap = self.shadower.limits().max_body_bytes;
+        let declared = req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > cap as u64) {
+            route
+                .metrics
+                .shadow
+                .record_skip(&self.metrics, SkipReason::RequestTooLarge);
+            return None;
+        }
+        Some(ShadowCtx::new(req.clone(), cap))
     }
 }
 
@@ -49,6 +86,8 @@ pub struct Ctx {
     started: Instant,
     fell_back: bool,
     connect_failures: usize,
+    /// Present when this request is mirrored.
+    shadow: Option<Box<ShadowCtx>>,
 }
 
 impl Ctx {
@@ -80,6 +119,7 @@ impl ProxyHttp for Proxy {
             started: Instant::now(),
             fell_back: false,
             connect_failures: 0,
+            shadow: None,
         }
     }
 
@@ -94,6 +134,9 @@ impl ProxyHttp for Proxy {
         let decision = snap.table.decide(&view);
         let route = snap.route(decision.route);
         ctx.backend = decision.backend();
+        if ctx.backend == Backend::Legacy && decision.route.is_some() {
+            ctx.shadow = self.sample_shadow(session, route, &view);
+        }
         ctx.upstream = route.upstream_index(ctx.backend);
         ctx.route = decision.route;
         ctx.client = client;
@@ -103,6 +146,12 @@ impl ProxyHttp for Proxy {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        if ctx.connect_failures > 0 {
+            // A retry replays the request body through `request_body_filter`.
+            if let Some(sh) = ctx.shadow.as_mut() {
+                sh.request_body.reset();
+            }
+        }
         let (snap, _) = ctx.decided().ok_or_else(no_decision)?;
         Ok(Box::new(snap.upstream(ctx.upstream).pick().clone()))
     }
@@ -152,6 +201,53 @@ impl ProxyHttp for Proxy {
             upstream_request.insert_header(http::header::HOST, h.clone())?;
         }
         Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let (Some(sh), Some(chunk)) = (ctx.shadow.as_mut(), body.as_ref()) {
+            sh.request_body.push(chunk);
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(sh) = ctx.shadow.as_mut() {
+            let status = upstream_response.status.as_u16();
+            if !(100..200).contains(&status) {
+                sh.response = Some(Answer {
+                    status,
+                    headers: upstream_response.headers.clone(),
+                    body: Bytes::new(),
+                    complete: true,
+                });
+                sh.response_body.reset();
+            }
+        }
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let (Some(sh), Some(chunk)) = (ctx.shadow.as_mut(), body.as_ref()) {
+            sh.response_body.push(chunk);
+        }
+        Ok(None)
     }
 
     async fn response_filter(
@@ -211,7 +307,8 @@ impl ProxyHttp for Proxy {
             )
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let shadow = ctx.shadow.take();
         let Some((_, route)) = ctx.decided() else {
             return;
         };
@@ -222,6 +319,22 @@ impl ProxyHttp for Proxy {
             status,
             ctx.started.elapsed().as_secs_f64(),
         );
+        if let Some(shadow) = shadow {
+            if e.is_some() {
+                route
+                    .metrics
+                    .shadow
+                    .record_skip(&self.metrics, SkipReason::NoPrimary);
+            } else if let (Some(snapshot), Some(index)) = (ctx.snapshot.clone(), ctx.route) {
+                self.shadower.dispatch(Job {
+                    snapshot,
+                    route: index,
+                    client: ctx.client,
+                    request_id: ctx.request_id.clone(),
+                    ctx: shadow,
+                });
+            }
+        }
     }
 }
 

@@ -227,13 +227,10 @@ pub fn validate(src: &mut SourceFile, spec: RouteSpec, config: &Config) -> Optio
         Some(s) => s.get_ref().clone(),
     };
 
-    let shadow = spec.shadow.as_ref().and_then(|s| {
-        src.warning(
-            Some(s.span()),
-            "[route.shadow] is validated but not mirrored by this version yet",
-        );
-        validate_shadow(src, s.get_ref(), target.as_deref(), config)
-    });
+    let shadow = spec
+        .shadow
+        .as_ref()
+        .and_then(|s| validate_shadow(src, s.get_ref(), target.as_deref(), config));
     let rate_limit = spec.rate_limit.as_ref().and_then(|r| {
         src.warning(
             Some(r.span()),

@@ -53,6 +53,9 @@ fn config() -> Config {
             max_body_bytes: 1 << 20,
             max_in_flight: 256,
             timeout: Duration::from_secs(5),
+            diff_log_max_bytes: 1 << 20,
+            log_query: false,
+            sensitive_headers: Vec::new(),
         },
     }
 }

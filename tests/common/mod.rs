@@ -65,6 +65,32 @@ pub fn try_http_request(
 }
 
 /// As [`try_http_request`], for a server that must answer.
+/// A GET-style request (no body) with extra header lines.
+pub fn try_http_request_with_headers(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let extra: String = headers
+        .iter()
+        .map(|(n, v)| format!("{n}: {v}\r\n"))
+        .collect();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
 pub fn http_request(
     addr: SocketAddr,
     method: &str,
@@ -114,6 +140,8 @@ pub struct Setup<'a> {
     pub admin_extra: &'a str,
     /// Environment variables for the process.
     pub env: Vec<(&'a str, &'a str)>,
+    /// Extra top-level tables at the end, e.g. `[shadow]`.
+    pub tail: &'a str,
 }
 
 impl<'a> Setup<'a> {
@@ -126,6 +154,7 @@ impl<'a> Setup<'a> {
             upstream_extra: Vec::new(),
             admin_extra: "",
             env: Vec::new(),
+            tail: "",
         }
     }
 
@@ -153,6 +182,7 @@ impl<'a> Setup<'a> {
             }
             c.push('\n');
         }
+        c.push_str(self.tail);
         c
     }
 
@@ -247,7 +277,8 @@ impl Banyan {
     pub fn wait_metric(&self, series: &str, value: f64) {
         let start = Instant::now();
         loop {
-            let (_, text) = self.admin_get("/metrics");
+            // A busy machine may drop one poll; only the deadline fails the test.
+            let text = http_get(self.admin, "/metrics").map_or_else(String::new, |(_, t)| t);
             let found = text
                 .lines()
                 .find(|l| l.rsplit_once(' ').is_some_and(|(s, _)| s == series))

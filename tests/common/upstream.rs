@@ -5,11 +5,17 @@
 //! - `/download?bytes=N`: N bytes of a fixed pattern, streamed in 64 KiB chunks;
 //! - `/chunked`: a chunked response in five parts;
 //! - `/ws`: a WebSocket echo.
+//! - `/catalog/ID`: a deterministic JSON document (the same from every server, unless its
+//!   [`Behavior`] changes the price or the key order);
+//! - `/noisy/ID`: the same document plus fields random in every answer.
+//!
+//! [`Silent`] is a server that accepts connections and never answers.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -42,6 +48,27 @@ pub fn pattern(offset: u64, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// How a test server deviates from the deterministic answers.
+#[derive(Debug, Clone)]
+pub struct Behavior {
+    /// The `price` in `/catalog` and `/noisy` documents.
+    pub price: f64,
+    /// Writes document keys in another order (the same document to a JSON reader).
+    pub reorder: bool,
+    /// Waits this long before answering anything.
+    pub delay: Duration,
+}
+
+impl Default for Behavior {
+    fn default() -> Self {
+        Behavior {
+            price: 12.5,
+            reorder: false,
+            delay: Duration::ZERO,
+        }
+    }
+}
+
 pub struct Upstream {
     pub name: String,
     pub addr: SocketAddr,
@@ -52,6 +79,11 @@ pub struct Upstream {
 impl Upstream {
     /// Starts serving on 127.0.0.1:0.
     pub fn start(name: &str) -> Upstream {
+        Self::start_with(name, Behavior::default())
+    }
+
+    pub fn start_with(name: &str, behavior: Behavior) -> Upstream {
+        let behavior = Arc::new(behavior);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("local addr");
@@ -66,10 +98,11 @@ impl Upstream {
                 };
                 let name = name_owned.clone();
                 let counter = Arc::clone(&counter);
+                let behavior = Arc::clone(&behavior);
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         counter.fetch_add(1, Ordering::Relaxed);
-                        handle(name.clone(), req)
+                        handle(name.clone(), Arc::clone(&behavior), req)
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -105,8 +138,50 @@ fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
     r
 }
 
-async fn handle(name: String, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+/// The `/catalog` document for one id; `/noisy` adds random fields.
+fn document(id: &str, b: &Behavior, noisy: bool) -> String {
+    let price = b.price;
+    let noise = if noisy {
+        format!(
+            ",\"nonce\":\"{:016x}\",\"served_at\":{}",
+            fastrand::u64(..),
+            fastrand::u32(..)
+        )
+    } else {
+        String::new()
+    };
+    if b.reorder {
+        format!(
+            "{{\"stock\":{{\"count\":7.0,\"warehouse\":\"north\"}}{noise},\"tags\":[\"new\",\"sale\"],\"price\":{price:?},\"name\":\"item {id}\",\"id\":\"{id}\"}}"
+        )
+    } else {
+        format!(
+            "{{\"id\":\"{id}\",\"name\":\"item {id}\",\"price\":{price:?},\"tags\":[\"new\",\"sale\"]{noise},\"stock\":{{\"warehouse\":\"north\",\"count\":7}}}}"
+        )
+    }
+}
+
+async fn handle(
+    name: String,
+    behavior: Arc<Behavior>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    if !behavior.delay.is_zero() {
+        tokio::time::sleep(behavior.delay).await;
+    }
     let path = req.uri().path().to_string();
+    for (prefix, noisy) in [("/catalog/", false), ("/noisy/", true)] {
+        if let Some(id) = path.strip_prefix(prefix) {
+            let id: String = id.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+            // Drain any body so keep-alive stays usable.
+            let _ = req.into_body().collect().await;
+            return Ok(full(
+                StatusCode::OK,
+                "application/json",
+                document(&id, &behavior, noisy),
+            ));
+        }
+    }
     let query = req.uri().query().unwrap_or("").to_string();
     if path == "/ws" {
         return Ok(websocket(req));
@@ -202,6 +277,42 @@ async fn handle(name: String, req: Request<Incoming>) -> Result<Response<Body>, 
     r.headers_mut()
         .insert("keep-alive", "timeout=30".parse().expect("v"));
     Ok(r)
+}
+
+/// Accepts connections and never answers; holds them until dropped.
+pub struct Silent {
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Silent {
+    pub fn start() -> Silent {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind silent");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("local addr");
+        let accepted = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&accepted);
+        let task = RUNTIME.spawn(async move {
+            let listener = TcpListener::from_std(listener).expect("tokio listener");
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::Relaxed);
+                held.push(stream);
+            }
+        });
+        Silent {
+            addr,
+            accepted,
+            task,
+        }
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 fn websocket(req: Request<Incoming>) -> Response<Body> {

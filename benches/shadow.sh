@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# What mirroring costs: wrk through banyan with shadow at 0 % and at 100 % (compare on),
+# and through nginx without and with `mirror`, in one run. The upstreams answer the same
+# JSON document, so every banyan comparison is a real parse-free match or a full compare
+# (set BODY=large for a 20 KB document that differs in key order, which forces a parse).
+#
+#   benches/shadow.sh [seconds per run, default 10] [connections, default 32] [rounds, default 3]
+#
+# Layout as benches/load.sh: the proxy alone on core 0; upstream nginx and wrk on core 1.
+# Proxy CPU per request = (utime + stime of the proxy's processes) / client requests, so
+# the shadow's work is included. Results go to stdout and benches/results/shadow-<time>.md.
+set -euo pipefail
+
+DURATION=${1:-10}
+CONNS=${2:-32}
+ROUNDS=${3:-3}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+NAME=shadow
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
+need nginx wrk taskset curl
+
+UP_MONO=18481 UP_ORDERS=18482 BANYAN=18480 BANYAN_ADMIN=18490 NGINX=18580
+
+echo "building banyan (release)..." >&2
+(cd "$ROOT" && cargo build --release --quiet)
+BIN="$ROOT/target/release/banyan"
+
+mkdir -p "$WORK/up" "$WORK/px" "$WORK/banyan/config" "$WORK/banyan/routes"
+if [ "${BODY:-small}" = large ]; then
+  items=$(for i in $(seq 1 120); do printf '{"id":%d,"name":"item %d","price":%d.5,"tags":["a","b"]},' "$i" "$i" "$i"; done)
+  DOC_MONO="{\"items\":[${items%,}],\"page\":1}"
+  DOC_ORDERS="{\"page\":1,\"items\":[${items%,}]}"
+else
+  DOC_MONO='{"id":42,"status":"shipped","total":12.5}'
+  DOC_ORDERS=$DOC_MONO
+fi
+{ nginx_head "$WORK/up"; cat <<EOF
+  server { listen 127.0.0.1:$UP_MONO;   location / { default_type application/json; return 200 '$DOC_MONO'; } }
+  server { listen 127.0.0.1:$UP_ORDERS; location / { default_type application/json; return 200 '$DOC_ORDERS'; } }
+}
+EOF
+} > "$WORK/up/nginx.conf"
+taskset -c 1 nginx -p "$WORK/up" -c "$WORK/up/nginx.conf" & PIDS+=($!)
+
+# nginx: /plain proxied, /mirrored proxied and mirrored to orders (it cannot compare).
+{ nginx_head "$WORK/px"; cat <<EOF
+  upstream monolith { server 127.0.0.1:$UP_MONO;   keepalive 64; }
+  upstream orders   { server 127.0.0.1:$UP_ORDERS; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGINX;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    location /plain { proxy_pass http://monolith; }
+    location /mirrored { mirror /_mirror; proxy_pass http://monolith; }
+    location = /_mirror { internal; proxy_pass http://orders\$request_uri; }
+  }
+}
+EOF
+} > "$WORK/px/nginx.conf"
+taskset -c 0 nginx -p "$WORK/px" -c "$WORK/px/nginx.conf" & PIDS+=($!)
+NGINX_MASTER=$!
+
+cat > "$WORK/banyan/config/banyan.toml" <<EOF
+[server]
+listen = ["127.0.0.1:$BANYAN"]
+threads = 1
+default_upstream = "monolith"
+[admin]
+listen = "127.0.0.1:$BANYAN_ADMIN"
+[upstreams.monolith]
+peers = ["127.0.0.1:$UP_MONO"]
+[upstreams.orders]
+peers = ["127.0.0.1:$UP_ORDERS"]
+EOF
+cat > "$WORK/banyan/routes/r.toml" <<EOF
+[[route]]
+name = "plain"
+match.path_prefix = "/plain"
+target = "orders"
+percent = 0
+[route.shadow]
+percent = 0
+
+[[route]]
+name = "mirrored"
+match.path_prefix = "/mirrored"
+target = "orders"
+percent = 0
+[route.shadow]
+percent = 100
+compare = true
+EOF
+(cd "$WORK/banyan" && exec taskset -c 0 "$BIN" run > /dev/null) & PIDS+=($!)
+BANYAN_PID=$!
+
+wait_http "http://127.0.0.1:$UP_MONO/"
+wait_http "http://127.0.0.1:$NGINX/plain/1"
+wait_http "http://127.0.0.1:$BANYAN/plain/1"
+
+# Paced runs: each connection waits PACE_MS between requests (32 connections, 4 ms:
+# at most 8,000 req/s), below every proxy's saturation, so p99 shows what mirroring adds
+# to a client's wait at a given load rather than how much sooner the CPU runs out.
+PACE_MS=${PACE_MS:-4}
+printf 'function delay() return %d end\n' "$PACE_MS" > "$WORK/paced.lua"
+
+for r in $(seq 1 "$ROUNDS"); do
+  echo "round $r of $ROUNDS..." >&2
+  run nginx "http://127.0.0.1:$NGINX/plain/42" "$NGINX_MASTER"
+  run nginx-mirror "http://127.0.0.1:$NGINX/mirrored/42" "$NGINX_MASTER"
+  run banyan-shadow-0 "http://127.0.0.1:$BANYAN/plain/42" "$BANYAN_PID"
+  run banyan-shadow-100 "http://127.0.0.1:$BANYAN/mirrored/42" "$BANYAN_PID"
+  run paced-nginx-mirror "http://127.0.0.1:$NGINX/mirrored/42" "$NGINX_MASTER" -s "$WORK/paced.lua"
+  run paced-banyan-shadow-0 "http://127.0.0.1:$BANYAN/plain/42" "$BANYAN_PID" -s "$WORK/paced.lua"
+  run paced-banyan-shadow-100 "http://127.0.0.1:$BANYAN/mirrored/42" "$BANYAN_PID" -s "$WORK/paced.lua"
+done
+
+outcomes=$(curl -s "http://127.0.0.1:$BANYAN_ADMIN/metrics" | grep '^banyan_shadow_requests_total{.*route="mirrored"' | sed 's/.*outcome="\([a-z]*\)".* \([0-9]*\)$/\1 \2/' | tr '\n' ' ')
+{
+  echo "Load: wrk -t1 -c$CONNS -d${DURATION}s × $ROUNDS rounds, GET; body: ${BODY:-small} ($(printf %s "$DOC_MONO" | wc -c) bytes)"
+  echo "Machine: $(nproc) cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo); proxy pinned to core 0, upstream nginx + wrk on core 1"
+  echo "Date: $(date -u +%Y-%m-%dT%H:%MZ), banyan $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nginx -v 2>&1)"
+  echo "banyan shadow outcomes on the mirrored route, all rounds and warm-ups: $outcomes"
+  echo
+  echo "| proxy | req/s | p50 | p99 | proxy CPU µs/req | CPU per round |"
+  echo "|---|---|---|---|---|---|"
+  row nginx
+  row nginx-mirror
+  row banyan-shadow-0
+  row banyan-shadow-100
+  echo
+  echo "Paced, each connection ${PACE_MS} ms between requests:"
+  echo
+  echo "| proxy | req/s | p50 | p99 | proxy CPU µs/req | CPU per round |"
+  echo "|---|---|---|---|---|---|"
+  row paced-nginx-mirror
+  row paced-banyan-shadow-0
+  row paced-banyan-shadow-100
+  echo
+  m() { median "$WORK/$1.rounds" "$2"; }
+  awk -v p0="$(m paced-banyan-shadow-0 3)" -v p1="$(m paced-banyan-shadow-100 3)" -v s0="$(m banyan-shadow-0 3)" -v s1="$(m banyan-shadow-100 3)" -v c0="$(m banyan-shadow-0 4)" -v c1="$(m banyan-shadow-100 4)" \
+      -v n0="$(m nginx 4)" -v n1="$(m nginx-mirror 4)" -v np="$(m nginx-mirror 3)" 'BEGIN {
+    printf "banyan client p99 at 100 %% / at 0 %%, paced: %.2f× (target ≤ 1.10); saturated: %.2f×\n", p1 / p0, s1 / s0
+    printf "banyan CPU per request at 100 %% / at 0 %%: %.2f× (target ≤ 1.8)\n", c1 / c0
+    printf "mirroring cost per client request: banyan %.1f µs, nginx mirror %.1f µs (nginx mirror p99 %.3f ms)\n", c1 - c0, n1 - n0, np
+  }'
+} | tee "$ROOT/benches/results/shadow-$(date -u +%Y%m%dT%H%M%S).md"

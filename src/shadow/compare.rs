@@ -1,0 +1,443 @@
+//! Does the shadow answer like the primary? A pure function over two captured answers:
+//! status, the configured headers, and the body (JSON structurally, otherwise bytes),
+//! minus what the route ignores and what banyan learned to be noise.
+
+use bytes::Bytes;
+use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName};
+
+use super::decode::{decode, Decoded};
+use super::json::{self, Json};
+use super::pattern::{pointer_text, OwnedSeg, Patterns, Seg};
+
+/// Values quoted in a difference are cut to this many bytes.
+pub const VALUE_PREVIEW: usize = 200;
+/// Differences listed per comparison; the rest are only counted.
+pub const MAX_DIFFERENCES: usize = 32;
+
+/// One side's answer as captured: the body up to the cap.
+#[derive(Debug, Clone, Default)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// False when the body was longer than the cap and only its start was kept.
+    pub complete: bool,
+}
+
+/// What a route compares, compiled from its `[route.shadow]`.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    pub compare_headers: Vec<HeaderName>,
+    pub ignore_headers: Vec<HeaderName>,
+    pub ignore: Patterns,
+    /// Bodies (after decoding) larger than this are not compared.
+    pub max_body: usize,
+}
+
+/// Fields known to differ between two answers of the monolith itself.
+#[derive(Debug, Clone, Default)]
+pub struct Noise {
+    pub status: bool,
+    pub headers: Vec<HeaderName>,
+    /// A non-JSON body that differs between two legacy answers.
+    pub body: bool,
+    pub json: Patterns,
+}
+
+/// Where two answers differ.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Field {
+    Status,
+    Header(String),
+    /// A JSON value, by path.
+    Json(Vec<OwnedSeg>),
+    /// A non-JSON body, or JSON on one side only.
+    Body,
+}
+
+impl Field {
+    /// "status", "header:content-type", "/items/0/price" or "body".
+    pub fn name(&self) -> String {
+        match self {
+            Field::Status => "status".to_string(),
+            Field::Header(h) => format!("header:{h}"),
+            Field::Json(p) => pointer_text(p),
+            Field::Body => "body".to_string(),
+        }
+    }
+
+    /// The field as noise: array positions generalized, so a per-item timestamp learned
+    /// at one position covers every item.
+    pub fn as_noise(&self) -> Field {
+        match self {
+            Field::Json(p) => Field::Json(
+                p.iter()
+                    .map(|s| match s {
+                        OwnedSeg::Index(_) => OwnedSeg::Any,
+                        other => other.clone(),
+                    })
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    pub field: Field,
+    /// Shortened; `None` when the value is absent on that side.
+    pub legacy: Option<String>,
+    pub shadow: Option<String>,
+}
+
+/// Why an answer pair could not be compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SkipReason {
+    /// A request body over `shadow.max_body_bytes`: the copy was not sent.
+    RequestTooLarge,
+    /// A response body over the cap, on either side (before or after decoding).
+    ResponseTooLarge,
+    /// A content encoding banyan does not decode (zstd, compress, ...), or a body that
+    /// does not decode.
+    Encoding,
+    /// The primary request failed before an answer, so there is nothing to compare with.
+    NoPrimary,
+    /// The route mirrors with `compare = false`: the answer is timed, not compared.
+    NotCompared,
+}
+
+impl SkipReason {
+    pub const ALL: [SkipReason; 5] = [
+        SkipReason::RequestTooLarge,
+        SkipReason::ResponseTooLarge,
+        SkipReason::Encoding,
+        SkipReason::NoPrimary,
+        SkipReason::NotCompared,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::RequestTooLarge => "request_body_over_cap",
+            SkipReason::ResponseTooLarge => "response_body_over_cap",
+            SkipReason::Encoding => "content_encoding",
+            SkipReason::NoPrimary => "no_primary_answer",
+            SkipReason::NotCompared => "compare_off",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Match,
+    /// The differences listed (at most [`MAX_DIFFERENCES`]) and how many there were.
+    Mismatch {
+        differences: Vec<Difference>,
+        total: usize,
+    },
+    Skipped(SkipReason),
+}
+
+/// Collects differences up to the listing cap, counting all.
+#[derive(Default)]
+struct Found {
+    list: Vec<Difference>,
+    total: usize,
+}
+
+impl Found {
+    fn push(&mut self, field: Field, legacy: Option<String>, shadow: Option<String>) {
+        self.total += 1;
+        if self.list.len() < MAX_DIFFERENCES {
+            self.list.push(Difference {
+                field,
+                legacy,
+                shadow,
+            });
+        }
+    }
+}
+
+/// Compares a legacy (primary) answer with a shadow answer. `head` is true for HEAD
+/// requests, whose answers carry no body.
+pub fn compare(
+    legacy: &Answer,
+    shadow: &Answer,
+    head: bool,
+    rules: &Rules,
+    noise: &Noise,
+) -> Verdict {
+    let mut found = Found::default();
+    if legacy.status != shadow.status && !noise.status {
+        found.push(
+            Field::Status,
+            Some(legacy.status.to_string()),
+            Some(shadow.status.to_string()),
+        );
+    }
+    for name in &rules.compare_headers {
+        if rules.ignore_headers.contains(name) || noise.headers.contains(name) {
+            continue;
+        }
+        let l = header_text(&legacy.headers, name);
+        let s = header_text(&shadow.headers, name);
+        if l != s {
+            found.push(Field::Header(name.to_string()), l, s);
+        }
+    }
+    // Bodies of answers with different statuses say the same thing twice (an error page
+    // against a document), so the status difference stands alone.
+    let skipped = if legacy.status == shadow.status && has_body(legacy.status, head) {
+        compare_bodies(legacy, shadow, rules, noise, &mut found)
+    } else {
+        None
+    };
+    match (found.total, skipped) {
+        (0, Some(reason)) => Verdict::Skipped(reason),
+        (0, None) => Verdict::Match,
+        (total, _) => Verdict::Mismatch {
+            differences: found.list,
+            total,
+        },
+    }
+}
+
+fn has_body(status: u16, head: bool) -> bool {
+    !(head || (100..200).contains(&status) || status == 204 || status == 304)
+}
+
+/// Header values joined with ", " (so repeated headers compare as a list); `None` when
+/// absent.
+fn header_text(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let mut values = headers.get_all(name).iter().peekable();
+    values.peek()?;
+    let joined = values
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(shorten(&joined))
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|ct| {
+            let mime = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            mime == "application/json" || mime.ends_with("+json")
+        })
+        .unwrap_or(false)
+}
+
+fn compare_bodies(
+    legacy: &Answer,
+    shadow: &Answer,
+    rules: &Rules,
+    noise: &Noise,
+    found: &mut Found,
+) -> Option<SkipReason> {
+    if !legacy.complete || !shadow.complete {
+        return Some(SkipReason::ResponseTooLarge);
+    }
+    let enc = |a: &Answer| a.headers.get(CONTENT_ENCODING).cloned();
+    // Identical bytes in the same encoding are identical documents: no need to parse.
+    if legacy.body == shadow.body && enc(legacy) == enc(shadow) {
+        return None;
+    }
+    let l = match decode(
+        legacy.headers.get(CONTENT_ENCODING),
+        &legacy.body,
+        rules.max_body,
+    ) {
+        Decoded::Body(b) => b,
+        Decoded::TooLarge => return Some(SkipReason::ResponseTooLarge),
+        Decoded::Unsupported => return Some(SkipReason::Encoding),
+    };
+    let s = match decode(
+        shadow.headers.get(CONTENT_ENCODING),
+        &shadow.body,
+        rules.max_body,
+    ) {
+        Decoded::Body(b) => b,
+        Decoded::TooLarge => return Some(SkipReason::ResponseTooLarge),
+        Decoded::Unsupported => return Some(SkipReason::Encoding),
+    };
+    if l == s {
+        return None;
+    }
+    if is_json(&legacy.headers) || is_json(&shadow.headers) {
+        match (json::parse(&l), json::parse(&s)) {
+            (Some(lv), Some(sv)) => {
+                let mut path = Vec::new();
+                json_diff(&lv, &sv, &mut path, rules, noise, found);
+                return None;
+            }
+            // JSON on one side only: a difference of the whole body, not noise.
+            (Some(_), None) | (None, Some(_)) => {
+                if !rules.ignore.selects(&[]) {
+                    found.push(Field::Body, Some(body_preview(&l)), Some(body_preview(&s)));
+                }
+                return None;
+            }
+            (None, None) => {}
+        }
+    }
+    if !noise.body && !rules.ignore.selects(&[]) {
+        found.push(Field::Body, Some(body_preview(&l)), Some(body_preview(&s)));
+    }
+    None
+}
+
+fn skip(path: &[Seg], rules: &Rules, noise: &Noise) -> bool {
+    rules.ignore.selects(path) || noise.json.selects(path)
+}
+
+fn json_diff<'a>(
+    l: &'a Json<'a>,
+    s: &'a Json<'a>,
+    path: &mut Vec<Seg<'a>>,
+    rules: &Rules,
+    noise: &Noise,
+    found: &mut Found,
+) {
+    if skip(path, rules, noise) {
+        return;
+    }
+    match (l, s) {
+        (Json::Obj(lo), Json::Obj(so)) => {
+            // Both sorted by key: one merge pass.
+            let (mut i, mut j) = (0, 0);
+            while i < lo.len() || j < so.len() {
+                let order = match (lo.get(i), so.get(j)) {
+                    (Some(a), Some(b)) => a.0.cmp(&b.0),
+                    (Some(_), None) => std::cmp::Ordering::Less,
+                    _ => std::cmp::Ordering::Greater,
+                };
+                match order {
+                    std::cmp::Ordering::Equal => {
+                        path.push(Seg::Key(&lo[i].0));
+                        json_diff(&lo[i].1, &so[j].1, path, rules, noise, found);
+                        path.pop();
+                        i += 1;
+                        j += 1;
+                    }
+                    std::cmp::Ordering::Less => {
+                        path.push(Seg::Key(&lo[i].0));
+                        if !skip(path, rules, noise) {
+                            found.push(field(path), Some(value_preview(&lo[i].1)), None);
+                        }
+                        path.pop();
+                        i += 1;
+                    }
+                    std::cmp::Ordering::Greater => {
+                        path.push(Seg::Key(&so[j].0));
+                        if !skip(path, rules, noise) {
+                            found.push(field(path), None, Some(value_preview(&so[j].1)));
+                        }
+                        path.pop();
+                        j += 1;
+                    }
+                }
+            }
+        }
+        (Json::Arr(la), Json::Arr(sa)) => {
+            for i in 0..la.len().max(sa.len()) {
+                path.push(Seg::Index(i));
+                match (la.get(i), sa.get(i)) {
+                    (Some(lv), Some(sv)) => json_diff(lv, sv, path, rules, noise, found),
+                    (lv, sv) if !skip(path, rules, noise) => {
+                        found.push(field(path), lv.map(value_preview), sv.map(value_preview))
+                    }
+                    _ => {}
+                }
+                path.pop();
+            }
+        }
+        (Json::Num(a), Json::Num(b)) => {
+            if !a.equals(*b) {
+                found.push(field(path), Some(value_preview(l)), Some(value_preview(s)));
+            }
+        }
+        _ => {
+            if l != s {
+                found.push(field(path), Some(value_preview(l)), Some(value_preview(s)));
+            }
+        }
+    }
+}
+
+fn field(path: &[Seg]) -> Field {
+    Field::Json(path.iter().copied().map(OwnedSeg::from).collect())
+}
+
+/// Stops writing after a limit, so previewing a huge subtree costs only the preview.
+struct Capped {
+    out: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = self.limit.saturating_sub(self.out.len());
+        if room == 0 {
+            return Err(std::io::Error::other("preview full"));
+        }
+        let n = room.min(buf.len());
+        self.out.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Compact JSON text of a value, cut to [`VALUE_PREVIEW`] bytes.
+pub fn value_preview(v: &Json) -> String {
+    let mut w = Capped {
+        out: Vec::new(),
+        limit: VALUE_PREVIEW + 4,
+    };
+    // A full buffer ends serialization early; the text so far is the preview.
+    let _ = serde_json::to_writer(&mut w, v);
+    shorten(&String::from_utf8_lossy(&w.out))
+}
+
+/// A body as text for a person, or its size when it is not text.
+fn body_preview(body: &[u8]) -> String {
+    let head = &body[..body.len().min(VALUE_PREVIEW + 4)];
+    match std::str::from_utf8(head) {
+        Ok(t) => shorten(t),
+        // A multi-byte character cut at the end is still text.
+        Err(e) if e.valid_up_to() + 4 > head.len() && e.error_len().is_none() => {
+            shorten(&String::from_utf8_lossy(&head[..e.valid_up_to()]))
+        }
+        Err(_) => format!("({} bytes, not text)", body.len()),
+    }
+}
+
+/// Cuts text to [`VALUE_PREVIEW`] bytes at a character boundary, marking the cut.
+pub fn shorten(text: &str) -> String {
+    if text.len() <= VALUE_PREVIEW {
+        return text.to_string();
+    }
+    let mut end = VALUE_PREVIEW;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+#[path = "compare_tests.rs"]
+mod tests;

@@ -1,0 +1,426 @@
+//! Shadow traffic: a sampled copy of legacy-served requests goes to the new service in
+//! the background, and its answer is compared with legacy's. The client never waits for
+//! it: the copy is sent after the client has its answer, from a spawned task, with a
+//! bounded body capture, a bounded number in flight (beyond it, dropped and counted) and
+//! its own timeout.
+//!
+//! - `plan.rs`: what a route mirrors, compiled into the snapshot; the sampling decision.
+//! - `capture.rs`: capped copies of the request and primary response bodies.
+//! - `compare.rs`, `pattern.rs`, `decode.rs`: the comparison, pure.
+//! - `noise.rs`, `stats.rs`: learned noise and per-route outcomes.
+//! - `difflog.rs`: `state/diffs.jsonl` and the recent mismatches for the API.
+//! - `client.rs`, `request.rs`: the copy and its HTTP exchange.
+
+pub mod capture;
+pub mod client;
+pub mod compare;
+pub mod decode;
+pub mod difflog;
+pub mod json;
+pub mod noise;
+pub mod pattern;
+pub mod plan;
+pub mod request;
+pub mod stats;
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderName, HeaderValue, Method};
+use pingora::connectors::http::Connector;
+use pingora::http::RequestHeader;
+
+use crate::config::ShadowLimits;
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+use capture::BodyCapture;
+use compare::{Answer, Difference, Field, SkipReason, Verdict};
+use difflog::{DiffEntry, DiffLog, DiffRecord};
+use stats::Outcome;
+
+pub use plan::ShadowPlan;
+
+/// Headers whose values never reach the diff log, whatever the config says.
+pub const ALWAYS_SENSITIVE: [HeaderName; 4] = [
+    http::header::AUTHORIZATION,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::COOKIE,
+    http::header::SET_COOKIE,
+];
+
+/// State shared between the data path's shadow tasks and the admin API.
+pub struct ShadowShared {
+    pub limits: ShadowLimits,
+    pub diffs: DiffLog,
+    in_flight: AtomicUsize,
+}
+
+impl ShadowShared {
+    pub fn new(limits: ShadowLimits, state_dir: &std::path::Path) -> Self {
+        let diffs = DiffLog::open(state_dir, limits.diff_log_max_bytes);
+        ShadowShared {
+            limits,
+            diffs,
+            in_flight: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    fn is_sensitive(&self, name: &str) -> bool {
+        ALWAYS_SENSITIVE.iter().any(|h| h.as_str() == name)
+            || self
+                .limits
+                .sensitive_headers
+                .iter()
+                .any(|h| h.as_str() == name)
+    }
+}
+
+/// Gives back an in-flight slot however the task ends.
+struct Slot(Arc<ShadowShared>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Per-request shadow state, present only for sampled requests.
+pub struct ShadowCtx {
+    pub request: RequestHeader,
+    pub request_body: BodyCapture,
+    pub response: Option<Answer>,
+    pub response_body: BodyCapture,
+}
+
+impl ShadowCtx {
+    pub fn new(request: RequestHeader, cap: usize) -> Box<Self> {
+        Box::new(ShadowCtx {
+            request,
+            request_body: BodyCapture::new(cap),
+            response: None,
+            response_body: BodyCapture::new(cap),
+        })
+    }
+}
+
+/// What a finished request hands to the background.
+pub struct Job {
+    pub snapshot: Arc<Snapshot>,
+    pub route: usize,
+    pub client: Option<IpAddr>,
+    pub request_id: HeaderValue,
+    pub ctx: Box<ShadowCtx>,
+}
+
+/// The data path's side of shadowing: one shared connector (it owns the pool of shadow
+/// connections) and the limits.
+pub struct Shadower {
+    connector: Connector,
+    shared: Arc<ShadowShared>,
+    metrics: Arc<Metrics>,
+    scheme: &'static str,
+}
+
+impl Shadower {
+    pub fn new(shared: Arc<ShadowShared>, metrics: Arc<Metrics>) -> Self {
+        Shadower {
+            connector: Connector::new(None),
+            shared,
+            metrics,
+            scheme: "http",
+        }
+    }
+
+    pub fn limits(&self) -> &ShadowLimits {
+        &self.shared.limits
+    }
+
+    /// Starts the shadow exchange in the background, or counts why it cannot.
+    pub fn dispatch(self: &Arc<Self>, job: Job) {
+        let Some(route) = job.snapshot.routes.get(job.route) else {
+            return;
+        };
+        let stats = &route.metrics.shadow;
+        if job.ctx.request_body.overflowed() {
+            stats.record_skip(&self.metrics, SkipReason::RequestTooLarge);
+            return;
+        }
+        if job.ctx.response.is_none() {
+            stats.record_skip(&self.metrics, SkipReason::NoPrimary);
+            return;
+        }
+        let limit = self.shared.limits.max_in_flight;
+        if self.shared.in_flight.fetch_add(1, Ordering::Relaxed) >= limit {
+            self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+            stats.record(&self.metrics, Outcome::Dropped);
+            return;
+        }
+        let slot = Slot(Arc::clone(&self.shared));
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let _slot = slot;
+            this.run(job).await;
+        });
+    }
+
+    async fn run(&self, job: Job) {
+        let Job {
+            snapshot,
+            route: index,
+            client,
+            request_id,
+            ctx,
+        } = job;
+        let Some(route) = snapshot.routes.get(index) else {
+            return;
+        };
+        let Some(plan) = route.shadow.as_deref() else {
+            return;
+        };
+        let m = &*self.metrics;
+        let stats = &route.metrics.shadow;
+        let ShadowCtx {
+            request,
+            request_body,
+            response,
+            response_body,
+        } = *ctx;
+        let Some(mut primary) = response else {
+            return;
+        };
+        let (body, complete) = response_body.finish();
+        primary.body = body;
+        primary.complete = complete;
+        let (req_body, _) = request_body.finish();
+        let limits = &self.shared.limits;
+        let head = request.method == Method::HEAD;
+
+        let shadow_pool = snapshot.upstream(plan.upstream);
+        let copy = request::prepare(
+            &request,
+            client,
+            self.scheme,
+            &request_id,
+            req_body.len(),
+            shadow_pool.host.as_ref(),
+        );
+        let learn = plan.compare
+            && plan.noise
+            && plan::is_safe(&request.method)
+            && stats.take_learning_sample();
+        let shadow_call = async {
+            let started = Instant::now();
+            let r = tokio::time::timeout(
+                limits.timeout,
+                client::exchange(
+                    &self.connector,
+                    shadow_pool.pick(),
+                    copy,
+                    req_body.clone(),
+                    limits.max_body_bytes,
+                ),
+            )
+            .await;
+            (r, started.elapsed())
+        };
+        let legacy_call = async {
+            if !learn {
+                return None;
+            }
+            let pool = snapshot.upstream(route.legacy);
+            let again = request::prepare(
+                &request,
+                client,
+                self.scheme,
+                &request_id,
+                req_body.len(),
+                pool.host.as_ref(),
+            );
+            let r = tokio::time::timeout(
+                limits.timeout,
+                client::exchange(
+                    &self.connector,
+                    pool.pick(),
+                    again,
+                    req_body.clone(),
+                    limits.max_body_bytes,
+                ),
+            )
+            .await;
+            match r {
+                Ok(Ok(answer)) => Some(answer),
+                _ => None,
+            }
+        };
+        let ((result, took), second) = tokio::join!(shadow_call, legacy_call);
+        let answer = match result {
+            Ok(Ok(a)) => {
+                stats.observe_duration(m, took.as_secs_f64());
+                a
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(route = %route.name, "shadow request failed: {e}");
+                stats.record(m, Outcome::Error);
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(route = %route.name, "shadow request timed out after {:?}", limits.timeout);
+                stats.record(m, Outcome::Error);
+                return;
+            }
+        };
+        if !plan.compare {
+            stats.record_skip(m, SkipReason::NotCompared);
+            return;
+        }
+        if let Some(second) = second {
+            let noise = stats.noise();
+            if let Verdict::Mismatch { differences, .. } =
+                compare::compare(&primary, &second, head, &plan.rules, &noise)
+            {
+                stats.learn(&differences);
+            }
+        }
+        let noise = stats.noise();
+        match compare::compare(&primary, &answer, head, &plan.rules, &noise) {
+            Verdict::Match => stats.record(m, Outcome::Match),
+            Verdict::Skipped(reason) => stats.record_skip(m, reason),
+            Verdict::Mismatch { differences, total } => {
+                stats.record(m, Outcome::Mismatch);
+                let record = diff_record(
+                    &self.shared,
+                    &route.name,
+                    &request,
+                    &request_id,
+                    &primary,
+                    &answer,
+                    differences,
+                    total,
+                );
+                self.shared.diffs.append(record);
+            }
+        }
+    }
+}
+
+/// The diff-log line for a mismatch: no request body or headers, no query string unless
+/// configured, sensitive header values redacted.
+#[allow(clippy::too_many_arguments)]
+fn diff_record(
+    shared: &ShadowShared,
+    route: &str,
+    request: &RequestHeader,
+    request_id: &HeaderValue,
+    primary: &Answer,
+    shadow: &Answer,
+    differences: Vec<Difference>,
+    total: usize,
+) -> DiffRecord {
+    let path = if shared.limits.log_query {
+        request.uri.path_and_query().map_or_else(
+            || request.uri.path().to_string(),
+            |p| p.as_str().to_string(),
+        )
+    } else {
+        request.uri.path().to_string()
+    };
+    let listed = differences.len();
+    DiffRecord {
+        time: crate::control::overrides::now_rfc3339(),
+        route: route.to_string(),
+        method: request.method.to_string(),
+        path,
+        request_id: String::from_utf8_lossy(request_id.as_bytes()).into_owned(),
+        legacy_status: primary.status,
+        shadow_status: shadow.status,
+        differences: differences
+            .into_iter()
+            .map(|d| {
+                let redact = matches!(&d.field, Field::Header(h) if shared.is_sensitive(h));
+                let hide = |v: Option<String>| {
+                    if redact {
+                        v.map(|_| "(redacted)".to_string())
+                    } else {
+                        v
+                    }
+                };
+                DiffEntry {
+                    field: d.field.name(),
+                    legacy: hide(d.legacy),
+                    shadow: hide(d.shadow),
+                }
+            })
+            .collect(),
+        more: total.saturating_sub(listed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn diff_records_redact_sensitive_headers_and_drop_query_strings() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let limits = ShadowLimits {
+            max_body_bytes: 1024,
+            max_in_flight: 1,
+            timeout: Duration::from_secs(1),
+            diff_log_max_bytes: 1 << 20,
+            log_query: false,
+            sensitive_headers: vec![HeaderName::from_static("x-api-key")],
+        };
+        let shared = ShadowShared::new(limits, dir.path());
+        let req = RequestHeader::build("GET", b"/a/b?token=secret", None).expect("req");
+        let id = HeaderValue::from_static("r-1");
+        let diff = |field: Field| Difference {
+            field,
+            legacy: Some("secret-l".into()),
+            shadow: Some("secret-s".into()),
+        };
+        let differences = vec![
+            diff(Field::Header("set-cookie".into())),
+            diff(Field::Header("x-api-key".into())),
+            diff(Field::Header("content-type".into())),
+            diff(Field::Status),
+        ];
+        let answer = Answer {
+            status: 200,
+            ..Answer::default()
+        };
+        let r = diff_record(
+            &shared,
+            "orders",
+            &req,
+            &id,
+            &answer,
+            &answer,
+            differences,
+            40,
+        );
+        assert_eq!(r.path, "/a/b");
+        assert_eq!(r.request_id, "r-1");
+        assert_eq!(r.more, 36);
+        let text = serde_json::to_string(&r).expect("json");
+        assert_eq!(text.matches("(redacted)").count(), 4, "{text}");
+        assert_eq!(
+            text.matches("secret").count(),
+            4,
+            "only the two unredacted fields: {text}"
+        );
+        assert_eq!(r.differences[2].legacy.as_deref(), Some("secret-l"));
+
+        let mut with_query = shared.limits.clone();
+        with_query.log_query = true;
+        let shared = ShadowShared::new(with_query, dir.path());
+        let r = diff_record(&shared, "orders", &req, &id, &answer, &answer, vec![], 0);
+        assert_eq!(r.path, "/a/b?token=secret");
+    }
+}

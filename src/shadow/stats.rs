@@ -1,0 +1,180 @@
+//! Per-route shadow state that outlives snapshots: outcome counters (the contract's
+//! `banyan_shadow_requests_total` and `banyan_shadow_duration_seconds`), skip reasons, and
+//! the learned noise. The control plane keeps one per route name, like the route's metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use prometheus::{Histogram, IntCounter};
+use serde::{Deserialize, Serialize};
+
+use super::compare::{Noise, SkipReason};
+use super::noise::NoiseTable;
+use crate::metrics::Metrics;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Match,
+    Mismatch,
+    Error,
+    Dropped,
+    Skipped,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Match,
+        Outcome::Mismatch,
+        Outcome::Error,
+        Outcome::Dropped,
+        Outcome::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Match => "match",
+            Outcome::Mismatch => "mismatch",
+            Outcome::Error => "error",
+            Outcome::Dropped => "dropped",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+/// Pairs of legacy answers compared for every route before sampling thins out: enough to
+/// meet most noisy fields early, when people first look at the match rate.
+const LEARN_ALWAYS: u64 = 100;
+/// After that, one request in this many is also sent to legacy a second time.
+const LEARN_EVERY: u64 = 10;
+
+pub struct RouteShadow {
+    name: String,
+    outcomes: [OnceLock<IntCounter>; 5],
+    duration: OnceLock<Histogram>,
+    skipped: [AtomicU64; 5],
+    /// Legacy-twice samples taken, for the learning schedule.
+    learn_ticks: AtomicU64,
+    noise: Mutex<NoiseTable>,
+}
+
+impl RouteShadow {
+    pub fn new(route: &str) -> Self {
+        RouteShadow {
+            name: route.to_string(),
+            outcomes: Default::default(),
+            duration: OnceLock::new(),
+            skipped: Default::default(),
+            learn_ticks: AtomicU64::new(0),
+            noise: Mutex::new(NoiseTable::default()),
+        }
+    }
+
+    fn outcome(&self, m: &Metrics, o: Outcome) -> &IntCounter {
+        self.outcomes[o as usize].get_or_init(|| {
+            m.shadow_requests_total
+                .with_label_values(&[&self.name, o.as_str()])
+        })
+    }
+
+    pub fn record(&self, m: &Metrics, o: Outcome) {
+        self.outcome(m, o).inc();
+    }
+
+    pub fn record_skip(&self, m: &Metrics, reason: SkipReason) {
+        self.skipped[reason.index()].fetch_add(1, Ordering::Relaxed);
+        self.record(m, Outcome::Skipped);
+    }
+
+    pub fn observe_duration(&self, m: &Metrics, seconds: f64) {
+        self.duration
+            .get_or_init(|| m.shadow_duration_seconds.with_label_values(&[&self.name]))
+            .observe(seconds);
+    }
+
+    /// Whether this request is also one of the noise samples.
+    pub fn take_learning_sample(&self) -> bool {
+        let n = self.learn_ticks.fetch_add(1, Ordering::Relaxed);
+        n < LEARN_ALWAYS || n % LEARN_EVERY == 0
+    }
+
+    pub fn noise(&self) -> Arc<Noise> {
+        match self.noise.lock() {
+            Ok(t) => t.current(),
+            Err(poisoned) => poisoned.into_inner().current(),
+        }
+    }
+
+    pub fn learn(&self, differences: &[super::compare::Difference]) {
+        let mut t = match self.noise.lock() {
+            Ok(t) => t,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if t.learn(differences) {
+            tracing::info!(
+                route = %self.name,
+                fields = ?t.fields().iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(),
+                "learned noisy fields from two answers of legacy"
+            );
+        }
+    }
+
+    /// What `/api/v1/status` shows about the route's shadow traffic.
+    pub fn summary(&self) -> ShadowStats {
+        let count = |o: Outcome| self.outcomes[o as usize].get().map_or(0, IntCounter::get);
+        let (matched, mismatched) = (count(Outcome::Match), count(Outcome::Mismatch));
+        let compared = matched + mismatched;
+        let (noisy_fields, noise_samples) = match self.noise.lock() {
+            Ok(t) => (t.fields(), t.samples()),
+            Err(poisoned) => {
+                let t = poisoned.into_inner();
+                (t.fields(), t.samples())
+            }
+        };
+        ShadowStats {
+            matched,
+            mismatched,
+            errors: count(Outcome::Error),
+            dropped: count(Outcome::Dropped),
+            skipped: count(Outcome::Skipped),
+            skipped_by_reason: SkipReason::ALL
+                .iter()
+                .map(|r| {
+                    (
+                        r.as_str().to_string(),
+                        self.skipped[r.index()].load(Ordering::Relaxed),
+                    )
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+            match_rate: (compared > 0).then(|| matched as f64 / compared as f64),
+            noisy_fields: noisy_fields
+                .into_iter()
+                .map(|(field, count)| NoisyField { field, count })
+                .collect(),
+            noise_samples,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct ShadowStats {
+    #[serde(rename = "match")]
+    pub matched: u64,
+    #[serde(rename = "mismatch")]
+    pub mismatched: u64,
+    pub errors: u64,
+    pub dropped: u64,
+    pub skipped: u64,
+    pub skipped_by_reason: Vec<(String, u64)>,
+    /// matches / (matches + mismatches); `None` before the first comparison.
+    pub match_rate: Option<f64>,
+    pub noisy_fields: Vec<NoisyField>,
+    /// Pairs of legacy answers compared to learn noise.
+    pub noise_samples: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NoisyField {
+    pub field: String,
+    pub count: u64,
+}
