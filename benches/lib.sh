@@ -72,6 +72,26 @@ median() { # file column
   awk -v c="$2" '{print $c}' "$1" | sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2] + v[NR/2+1]) / 2}'
 }
 
+banyan_config() { # folder proxy_port admin_port monolith_port orders_port: one data-path thread
+  cat > "$1/config/banyan.toml" <<CONF
+[server]
+listen = ["127.0.0.1:$2"]
+threads = 1
+default_upstream = "monolith"
+[admin]
+listen = "127.0.0.1:$3"
+[upstreams.monolith]
+peers = ["127.0.0.1:$4"]
+[upstreams.orders]
+peers = ["127.0.0.1:$5"]
+CONF
+}
+
+table_head() { # the header of the tables `row` fills
+  echo "| proxy | req/s | p50 | p99 | proxy CPU µs/req | CPU per round |"
+  echo "|---|---|---|---|---|---|"
+}
+
 row() { # name: a markdown row of medians, and each round's CPU
   local f="$WORK/$1.rounds"
   printf "| %s | %s | %s ms | %s ms | %s | %s |\n" "$1" "$(median "$f" 1)" "$(median "$f" 2)" "$(median "$f" 3)" "$(median "$f" 4)" \

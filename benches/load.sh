@@ -66,18 +66,7 @@ taskset -c 0 nginx -p "$WORK/px" -c "$WORK/px/nginx.conf" & PIDS+=($!)
 NGINX_MASTER=$!
 
 # ---- banyan: the same split, one worker thread --------------------------------------
-cat > "$WORK/banyan/config/banyan.toml" <<EOF
-[server]
-listen = ["127.0.0.1:$BANYAN"]
-threads = 1
-default_upstream = "monolith"
-[admin]
-listen = "127.0.0.1:$BANYAN_ADMIN"
-[upstreams.monolith]
-peers = ["127.0.0.1:$UP_MONO"]
-[upstreams.orders]
-peers = ["127.0.0.1:$UP_ORDERS"]
-EOF
+banyan_config "$WORK/banyan" "$BANYAN" "$BANYAN_ADMIN" "$UP_MONO" "$UP_ORDERS"
 cat > "$WORK/banyan/routes/orders.toml" <<EOF
 [[route]]
 name = "orders"
@@ -130,8 +119,7 @@ done
   echo "Machine: $(nproc) cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo); proxy pinned to core 0, upstream nginx + wrk on core 1"
   echo "Date: $(date -u +%Y-%m-%dT%H:%MZ), banyan $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nginx -v 2>&1)"
   echo
-  echo "| proxy | req/s | p50 | p99 | proxy CPU µs/req | CPU per round |"
-  echo "|---|---|---|---|---|---|"
+  table_head
   row nginx
   row banyan
   row pingora-floor

@@ -61,18 +61,7 @@ EOF
 taskset -c 0 nginx -p "$WORK/px" -c "$WORK/px/nginx.conf" & PIDS+=($!)
 NGINX_MASTER=$!
 
-cat > "$WORK/banyan/config/banyan.toml" <<EOF
-[server]
-listen = ["127.0.0.1:$BANYAN"]
-threads = 1
-default_upstream = "monolith"
-[admin]
-listen = "127.0.0.1:$BANYAN_ADMIN"
-[upstreams.monolith]
-peers = ["127.0.0.1:$UP_MONO"]
-[upstreams.orders]
-peers = ["127.0.0.1:$UP_ORDERS"]
-EOF
+banyan_config "$WORK/banyan" "$BANYAN" "$BANYAN_ADMIN" "$UP_MONO" "$UP_ORDERS"
 cat > "$WORK/banyan/routes/r.toml" <<EOF
 [[route]]
 name = "plain"
@@ -122,8 +111,7 @@ outcomes=$(curl -s "http://127.0.0.1:$BANYAN_ADMIN/metrics" | grep '^banyan_shad
   echo "Date: $(date -u +%Y-%m-%dT%H:%MZ), banyan $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nginx -v 2>&1)"
   echo "banyan shadow outcomes on the mirrored route, all rounds and warm-ups: $outcomes"
   echo
-  echo "| proxy | req/s | p50 | p99 | proxy CPU µs/req | CPU per round |"
-  echo "|---|---|---|---|---|---|"
+  table_head
   row nginx
   row nginx-mirror
   row banyan-shadow-0
@@ -131,8 +119,7 @@ outcomes=$(curl -s "http://127.0.0.1:$BANYAN_ADMIN/metrics" | grep '^banyan_shad
   echo
   echo "Paced, each connection ${PACE_MS} ms between requests:"
   echo
-  echo "| proxy | req/s | p50 | p99 | proxy CPU µs/req | CPU per round |"
-  echo "|---|---|---|---|---|---|"
+  table_head
   row paced-nginx-mirror
   row paced-banyan-shadow-0
   row paced-banyan-shadow-100

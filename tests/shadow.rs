@@ -15,6 +15,21 @@ fn route(name: &str, prefix: &str, shadow: &str) -> String {
     )
 }
 
+/// `monolith` (deterministic) and `orders` (as `orders` says) servers, and a setup naming
+/// them.
+fn services(orders: Behavior) -> (Upstream, Upstream, Setup<'static>) {
+    let monolith = Upstream::start("monolith");
+    let orders = Upstream::start_with("orders", orders);
+    let setup = Setup::new(
+        vec![
+            ("monolith", vec![monolith.addr]),
+            ("orders", vec![orders.addr]),
+        ],
+        "monolith",
+    );
+    (monolith, orders, setup)
+}
+
 fn shadow_stats(b: &Banyan, route: &str) -> Value {
     b.route_status(route)["shadow"]["stats"].clone()
 }
@@ -40,23 +55,12 @@ fn get(b: &Banyan, path: &str) -> (u16, String) {
 
 #[test]
 fn identical_answers_match_and_clients_never_see_the_shadow() {
-    let monolith = Upstream::start("monolith");
     // Same documents, keys in another order and 7.0 for 7: equal as JSON.
-    let orders = Upstream::start_with(
-        "orders",
-        Behavior {
-            reorder: true,
-            ..Behavior::default()
-        },
-    );
-    let setup = Setup::new(
-        vec![
-            ("monolith", vec![monolith.addr]),
-            ("orders", vec![orders.addr]),
-        ],
-        "monolith",
-    )
-    .route_file(
+    let (_monolith, orders, setup) = services(Behavior {
+        reorder: true,
+        ..Behavior::default()
+    });
+    let setup = setup.route_file(
         "catalog.toml",
         route("catalog", "/catalog", "methods = [\"GET\", \"HEAD\"]")
             + &route("chunked", "/chunked", ""),
@@ -112,22 +116,11 @@ fn identical_answers_match_and_clients_never_see_the_shadow() {
 
 #[test]
 fn a_changed_field_is_named_in_the_diff_log_api_and_cli() {
-    let monolith = Upstream::start("monolith");
-    let orders = Upstream::start_with(
-        "orders",
-        Behavior {
-            price: 13.0,
-            ..Behavior::default()
-        },
-    );
-    let setup = Setup::new(
-        vec![
-            ("monolith", vec![monolith.addr]),
-            ("orders", vec![orders.addr]),
-        ],
-        "monolith",
-    )
-    .route_file("catalog.toml", route("catalog", "/catalog", ""));
+    let (_monolith, _orders, setup) = services(Behavior {
+        price: 13.0,
+        ..Behavior::default()
+    });
+    let setup = setup.route_file("catalog.toml", route("catalog", "/catalog", ""));
     let b = setup.start();
     for i in 0..50 {
         let (code, _) = common::try_http_request_with_headers(
@@ -199,16 +192,8 @@ fn a_changed_field_is_named_in_the_diff_log_api_and_cli() {
 
 #[test]
 fn noise_learned_from_legacy_is_left_out() {
-    let monolith = Upstream::start("monolith");
-    let orders = Upstream::start("orders");
-    let setup = Setup::new(
-        vec![
-            ("monolith", vec![monolith.addr]),
-            ("orders", vec![orders.addr]),
-        ],
-        "monolith",
-    )
-    .route_file("noisy.toml", route("noisy", "/noisy", "noise = true"));
+    let (monolith, _orders, setup) = services(Behavior::default());
+    let setup = setup.route_file("noisy.toml", route("noisy", "/noisy", "noise = true"));
     let b = setup.start();
     for i in 0..300 {
         assert_eq!(get(&b, &format!("/noisy/{i}")).0, 200);
@@ -239,17 +224,9 @@ fn noise_learned_from_legacy_is_left_out() {
 
 #[test]
 fn writes_are_mirrored_only_when_listed_and_upgrades_never() {
-    let monolith = Upstream::start("monolith");
-    let orders = Upstream::start("orders");
+    let (_monolith, orders, setup) = services(Behavior::default());
     let echo_ignore = "ignore = [\"/upstream\"]";
-    let mut setup = Setup::new(
-        vec![
-            ("monolith", vec![monolith.addr]),
-            ("orders", vec![orders.addr]),
-        ],
-        "monolith",
-    )
-    .route_file(
+    let mut setup = setup.route_file(
         "r.toml",
         route("reads", "/reads", echo_ignore)
             + &route(

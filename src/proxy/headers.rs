@@ -145,8 +145,16 @@ pub fn strip_response_hop_by_hop(headers: &mut impl HeaderBlock) {
     if !headers.map().contains_key(CONNECTION) {
         return;
     }
-    let nominated: Vec<HeaderName> = headers
-        .map()
+    let nominated = connection_nominated(headers.map());
+    for name in nominated {
+        headers.remove(&name);
+    }
+}
+
+/// The fields a `Connection` header names as hop-by-hop, besides its own tokens `close`,
+/// `keep-alive` and `upgrade`.
+pub fn connection_nominated(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(CONNECTION)
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
@@ -158,10 +166,7 @@ pub fn strip_response_hop_by_hop(headers: &mut impl HeaderBlock) {
                 && !t.eq_ignore_ascii_case(b"upgrade")
         })
         .filter_map(|t| HeaderName::from_bytes(t).ok())
-        .collect();
-    for name in nominated {
-        headers.remove(&name);
-    }
+        .collect()
 }
 
 #[cfg(test)]

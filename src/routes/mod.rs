@@ -40,6 +40,15 @@ impl Backend {
     }
 }
 
+/// A request's bucket under a salt, by its sticky key; a request without the key gets a
+/// random bucket (`false`: not reproducible). Used by the split and by shadow sampling.
+pub fn sticky_bucket(salt: &Salt, sticky: &Sticky, req: &RequestView) -> (u16, bool) {
+    match sticky_key(sticky, req).bytes() {
+        Some(k) => (salt.bucket(k), true),
+        None => (split::random_bucket(), false),
+    }
+}
+
 /// What the split of one route needs: who is sticky by what, and the effective percent.
 #[derive(Debug, Clone)]
 pub struct SplitRule {
@@ -61,11 +70,7 @@ impl SplitRule {
     }
 
     pub fn decide(&self, req: &RequestView) -> Split {
-        let key = sticky_key(&self.sticky, req);
-        let (bucket, keyed) = match key.bytes() {
-            Some(k) => (self.salt.bucket(k), true),
-            None => (split::random_bucket(), false),
-        };
+        let (bucket, keyed) = sticky_bucket(&self.salt, &self.sticky, req);
         let backend = if self.has_target && split::in_target(bucket, self.percent_bp) {
             Backend::Target
         } else {

@@ -254,23 +254,12 @@ fn compare_bodies(
     if legacy.body == shadow.body && enc(legacy) == enc(shadow) {
         return None;
     }
-    let l = match decode(
-        legacy.headers.get(CONTENT_ENCODING),
-        &legacy.body,
-        rules.max_body,
+    let (l, s) = match (
+        decoded(legacy, rules.max_body),
+        decoded(shadow, rules.max_body),
     ) {
-        Decoded::Body(b) => b,
-        Decoded::TooLarge => return Some(SkipReason::ResponseTooLarge),
-        Decoded::Unsupported => return Some(SkipReason::Encoding),
-    };
-    let s = match decode(
-        shadow.headers.get(CONTENT_ENCODING),
-        &shadow.body,
-        rules.max_body,
-    ) {
-        Decoded::Body(b) => b,
-        Decoded::TooLarge => return Some(SkipReason::ResponseTooLarge),
-        Decoded::Unsupported => return Some(SkipReason::Encoding),
+        (Ok(l), Ok(s)) => (l, s),
+        (Err(reason), _) | (_, Err(reason)) => return Some(reason),
     };
     if l == s {
         return None;
@@ -296,6 +285,15 @@ fn compare_bodies(
         found.push(Field::Body, Some(body_preview(&l)), Some(body_preview(&s)));
     }
     None
+}
+
+/// An answer's body without its content encoding, or why it cannot be compared.
+fn decoded(a: &Answer, cap: usize) -> Result<std::borrow::Cow<'_, [u8]>, SkipReason> {
+    match decode(a.headers.get(CONTENT_ENCODING), &a.body, cap) {
+        Decoded::Body(b) => Ok(b),
+        Decoded::TooLarge => Err(SkipReason::ResponseTooLarge),
+        Decoded::Unsupported => Err(SkipReason::Encoding),
+    }
 }
 
 fn skip(path: &[Seg], rules: &Rules, noise: &Noise) -> bool {

@@ -170,6 +170,16 @@ fn write_loop(path: &Path, max_bytes: u64, rx: Receiver<Vec<u8>>) {
     let mut file: Option<(File, u64)> = None;
     let mut warned = false;
     while let Ok(line) = rx.recv() {
+        // The line that would overflow the file goes to a fresh one, opened below.
+        if file
+            .as_ref()
+            .is_some_and(|(_, len)| *len > 0 && *len + line.len() as u64 > max_bytes)
+        {
+            if let Err(e) = std::fs::rename(path, rotated(path)) {
+                tracing::warn!("cannot rotate {}: {e}", path.display());
+            }
+            file = None;
+        }
         if file.is_none() {
             file = match open_append(path) {
                 Ok(f) => Some(f),
@@ -188,25 +198,10 @@ fn write_loop(path: &Path, max_bytes: u64, rx: Receiver<Vec<u8>>) {
         let Some((f, len)) = file.as_mut() else {
             continue;
         };
-        if *len > 0 && *len + line.len() as u64 > max_bytes {
-            if let Err(e) = std::fs::rename(path, rotated(path)) {
-                tracing::warn!("cannot rotate {}: {e}", path.display());
-            }
-            file = open_append(path).ok();
-            let Some((f, len)) = file.as_mut() else {
-                continue;
-            };
-            write_line(f, len, &line, path);
-            continue;
+        match f.write_all(&line) {
+            Ok(()) => *len += line.len() as u64,
+            Err(e) => tracing::warn!("cannot append to {}: {e}", path.display()),
         }
-        write_line(f, len, &line, path);
-    }
-}
-
-fn write_line(f: &mut File, len: &mut u64, line: &[u8], path: &Path) {
-    match f.write_all(line) {
-        Ok(()) => *len += line.len() as u64,
-        Err(e) => tracing::warn!("cannot append to {}: {e}", path.display()),
     }
 }
 

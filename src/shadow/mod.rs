@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
 use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
@@ -35,6 +36,7 @@ use pingora::http::RequestHeader;
 use crate::config::ShadowLimits;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
+use crate::upstream::UpstreamPool;
 use capture::BodyCapture;
 use compare::{Answer, Difference, Field, SkipReason, Verdict};
 use difflog::{DiffEntry, DiffLog, DiffRecord};
@@ -169,6 +171,38 @@ impl Shadower {
         });
     }
 
+    /// Sends a copy of `original` to one upstream, bounded by the shadow timeout.
+    async fn fetch(
+        &self,
+        upstream: &UpstreamPool,
+        original: &RequestHeader,
+        client: Option<IpAddr>,
+        request_id: &HeaderValue,
+        body: &Bytes,
+    ) -> Result<Answer, String> {
+        let limits = &self.shared.limits;
+        let copy = request::prepare(
+            original,
+            client,
+            self.scheme,
+            request_id,
+            body.len(),
+            upstream.host.as_ref(),
+        );
+        let exchange = client::exchange(
+            &self.connector,
+            upstream.pick(),
+            copy,
+            body.clone(),
+            limits.max_body_bytes,
+        );
+        match tokio::time::timeout(limits.timeout, exchange).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", limits.timeout)),
+        }
+    }
+
     async fn run(&self, job: Job) {
         let Job {
             snapshot,
@@ -198,79 +232,36 @@ impl Shadower {
         primary.body = body;
         primary.complete = complete;
         let (req_body, _) = request_body.finish();
-        let limits = &self.shared.limits;
         let head = request.method == Method::HEAD;
-
-        let shadow_pool = snapshot.upstream(plan.upstream);
-        let copy = request::prepare(
-            &request,
-            client,
-            self.scheme,
-            &request_id,
-            req_body.len(),
-            shadow_pool.host.as_ref(),
-        );
         let learn = plan.compare
             && plan.noise
             && plan::is_safe(&request.method)
             && stats.take_learning_sample();
         let shadow_call = async {
             let started = Instant::now();
-            let r = tokio::time::timeout(
-                limits.timeout,
-                client::exchange(
-                    &self.connector,
-                    shadow_pool.pick(),
-                    copy,
-                    req_body.clone(),
-                    limits.max_body_bytes,
-                ),
-            )
-            .await;
+            let upstream = snapshot.upstream(plan.upstream);
+            let r = self
+                .fetch(upstream, &request, client, &request_id, &req_body)
+                .await;
             (r, started.elapsed())
         };
         let legacy_call = async {
             if !learn {
                 return None;
             }
-            let pool = snapshot.upstream(route.legacy);
-            let again = request::prepare(
-                &request,
-                client,
-                self.scheme,
-                &request_id,
-                req_body.len(),
-                pool.host.as_ref(),
-            );
-            let r = tokio::time::timeout(
-                limits.timeout,
-                client::exchange(
-                    &self.connector,
-                    pool.pick(),
-                    again,
-                    req_body.clone(),
-                    limits.max_body_bytes,
-                ),
-            )
-            .await;
-            match r {
-                Ok(Ok(answer)) => Some(answer),
-                _ => None,
-            }
+            let upstream = snapshot.upstream(route.legacy);
+            self.fetch(upstream, &request, client, &request_id, &req_body)
+                .await
+                .ok()
         };
         let ((result, took), second) = tokio::join!(shadow_call, legacy_call);
         let answer = match result {
-            Ok(Ok(a)) => {
+            Ok(a) => {
                 stats.observe_duration(m, took.as_secs_f64());
                 a
             }
-            Ok(Err(e)) => {
-                tracing::debug!(route = %route.name, "shadow request failed: {e}");
-                stats.record(m, Outcome::Error);
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(route = %route.name, "shadow request timed out after {:?}", limits.timeout);
+            Err(why) => {
+                tracing::debug!(route = %route.name, "shadow request failed: {why}");
                 stats.record(m, Outcome::Error);
                 return;
             }

@@ -7,8 +7,7 @@ use http::{HeaderName, Method};
 use super::compare::Rules;
 use super::pattern::Patterns;
 use crate::routes::def::ShadowDef;
-use crate::routes::request::sticky_key;
-use crate::routes::{split, RequestView, Salt, Sticky};
+use crate::routes::{split, sticky_bucket, RequestView, Salt, Sticky};
 
 #[derive(Debug)]
 pub struct ShadowPlan {
@@ -81,10 +80,7 @@ impl ShadowPlan {
         if self.percent_bp == 0 {
             return false;
         }
-        let bucket = match sticky_key(&self.sticky, req).bytes() {
-            Some(k) => self.salt.bucket(k),
-            None => split::random_bucket(),
-        };
+        let (bucket, _) = sticky_bucket(&self.salt, &self.sticky, req);
         split::in_target(bucket, self.percent_bp)
     }
 }

@@ -4,9 +4,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{
-    CONNECTION, CONTENT_LENGTH, EXPECT, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
-};
+use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
 
@@ -26,14 +24,7 @@ pub fn prepare(
     host: Option<&HeaderValue>,
 ) -> RequestHeader {
     let mut req = original.clone();
-    let nominated: Vec<HeaderName> = req
-        .headers
-        .get_all(CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter_map(|t| HeaderName::from_bytes(t).ok())
-        .collect();
+    let nominated = headers::connection_nominated(&req.headers);
     for name in nominated.iter().chain(&[
         CONNECTION,
         KEEP_ALIVE,
@@ -50,17 +41,14 @@ pub fn prepare(
         }
     }
     let original_host = headers::original_host(&original.headers, &original.uri);
-    headers::apply_forwarding(&mut req, client, scheme, original_host, request_id);
+    headers::apply_forwarding(&mut req, client, scheme, original_host.clone(), request_id);
     req.set("X-Banyan-Shadow", HeaderValue::from_static("1"));
     if body_len > 0 || original.headers.contains_key(CONTENT_LENGTH) {
         req.set("Content-Length", HeaderValue::from(body_len));
     }
-    if let Some(h) = host {
-        req.set("Host", h.clone());
-    } else if !req.headers.contains_key(HOST) {
-        if let Some(h) = headers::original_host(&original.headers, &original.uri) {
-            req.set("Host", h);
-        }
+    // The client's Host (or HTTP/2 authority) unless the upstream sets its own.
+    if let Some(h) = host.cloned().or(original_host) {
+        req.set("Host", h);
     }
     req
 }

@@ -3,7 +3,7 @@
 //! the learned noise. The control plane keeps one per route name, like the route's metrics.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use prometheus::{Histogram, IntCounter};
 use serde::{Deserialize, Serialize};
@@ -97,18 +97,17 @@ impl RouteShadow {
         n < LEARN_ALWAYS || n % LEARN_EVERY == 0
     }
 
+    /// The noise table; a panic while it was held leaves it whole, so carry on with it.
+    fn table(&self) -> MutexGuard<'_, NoiseTable> {
+        self.noise.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub fn noise(&self) -> Arc<Noise> {
-        match self.noise.lock() {
-            Ok(t) => t.current(),
-            Err(poisoned) => poisoned.into_inner().current(),
-        }
+        self.table().current()
     }
 
     pub fn learn(&self, differences: &[super::compare::Difference]) {
-        let mut t = match self.noise.lock() {
-            Ok(t) => t,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut t = self.table();
         if t.learn(differences) {
             tracing::info!(
                 route = %self.name,
@@ -123,12 +122,9 @@ impl RouteShadow {
         let count = |o: Outcome| self.outcomes[o as usize].get().map_or(0, IntCounter::get);
         let (matched, mismatched) = (count(Outcome::Match), count(Outcome::Mismatch));
         let compared = matched + mismatched;
-        let (noisy_fields, noise_samples) = match self.noise.lock() {
-            Ok(t) => (t.fields(), t.samples()),
-            Err(poisoned) => {
-                let t = poisoned.into_inner();
-                (t.fields(), t.samples())
-            }
+        let (noisy_fields, noise_samples) = {
+            let t = self.table();
+            (t.fields(), t.samples())
         };
         ShadowStats {
             matched,

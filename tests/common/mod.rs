@@ -42,15 +42,44 @@ pub fn try_http_request(
     authorization: Option<&str>,
     body: &str,
 ) -> Option<(u16, String)> {
+    let length = body.len().to_string();
+    let mut headers = vec![
+        ("Content-Type", "application/json"),
+        ("Content-Length", &length),
+    ];
+    if let Some(a) = authorization {
+        headers.insert(0, ("Authorization", a));
+    }
+    exchange(addr, method, path, &headers, body)
+}
+
+/// A request without a body, with extra header lines.
+pub fn try_http_request_with_headers(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<(u16, String)> {
+    exchange(addr, method, path, headers, "")
+}
+
+/// Writes one request with `Connection: close` and reads the whole answer.
+fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let auth = authorization
-        .map(|a| format!("Authorization: {a}\r\n"))
-        .unwrap_or_default();
+    let extra: String = headers
+        .iter()
+        .map(|(n, v)| format!("{n}: {v}\r\n"))
+        .collect();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n{body}"
     )
     .ok()?;
     let mut buf = Vec::new();
@@ -65,32 +94,6 @@ pub fn try_http_request(
 }
 
 /// As [`try_http_request`], for a server that must answer.
-/// A GET-style request (no body) with extra header lines.
-pub fn try_http_request_with_headers(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let extra: String = headers
-        .iter()
-        .map(|(n, v)| format!("{n}: {v}\r\n"))
-        .collect();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text.split(' ').nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
-}
-
 pub fn http_request(
     addr: SocketAddr,
     method: &str,
