@@ -82,16 +82,33 @@ pub struct Peer {
     pub addr: SocketAddr,
 }
 
+/// Active health checks: `GET path` on every peer each `interval`; any 2xx within
+/// `timeout` passes. `failures` consecutive failed checks take a peer out of rotation,
+/// `successes` consecutive passed ones bring it back.
 #[derive(Debug, Clone)]
 pub struct HealthCheck {
     pub path: String,
     pub interval: Duration,
+    pub timeout: Duration,
+    pub failures: u32,
+    pub successes: u32,
 }
 
+/// The circuit breaker: `failures` consecutive failed requests (connection errors,
+/// timeouts, 5xx) open it for `cooldown`; then one request probes the upstream.
 #[derive(Debug, Clone)]
 pub struct Circuit {
     pub failures: u32,
     pub cooldown: Duration,
+}
+
+impl Default for Circuit {
+    fn default() -> Self {
+        Circuit {
+            failures: 5,
+            cooldown: Duration::from_secs(10),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +129,7 @@ pub const DEFAULT_DIFF_LOG_MAX_BYTES: u64 = 10 * 1024 * 1024;
 
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(1);
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
@@ -181,6 +199,9 @@ struct RawUpstreamTls {
 struct RawHealth {
     path: Option<Spanned<String>>,
     interval: Option<DurationText>,
+    timeout: Option<DurationText>,
+    failures: Option<Spanned<i64>>,
+    successes: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -422,20 +443,11 @@ fn validate_server(
     };
     let access_log = match raw.access_log {
         None => AccessLog::Off,
-        Some(a) => {
-            let log = match a.get_ref().as_str() {
-                "off" | "" => AccessLog::Off,
-                "stdout" => AccessLog::Stdout,
-                p => AccessLog::File(resolve_path(base, p)),
-            };
-            if log != AccessLog::Off {
-                src.warning(
-                    Some(a.span()),
-                    "server.access_log is not written by this version yet; requests are counted in /metrics",
-                );
-            }
-            log
-        }
+        Some(a) => match a.get_ref().as_str() {
+            "off" | "" => AccessLog::Off,
+            "stdout" => AccessLog::Stdout,
+            p => AccessLog::File(resolve_path(base, p)),
+        },
     };
     if let Some(tls) = &raw.tls {
         src.error(
@@ -583,53 +595,14 @@ fn validate_upstreams(
             );
             ok = false;
         }
-        let health = up.health.as_ref().and_then(|h| {
-            src.warning(
-                Some(h.span()),
-                format!(
-                    "upstreams.{name}.health: active health checks are not run by this version yet"
-                ),
-            );
-            let h = h.get_ref();
-            let path = h
-                .path
-                .as_ref()
-                .map_or("/healthz".to_string(), |p| p.get_ref().clone());
-            if !path.starts_with('/') {
-                let span = h.path.as_ref().map(|p| p.span());
-                src.error(
-                    span,
-                    format!("upstreams.{name}.health.path must start with '/'"),
-                );
-            }
-            let interval = h
-                .interval
-                .as_ref()
-                .map_or(Some(Duration::from_secs(5)), |d| {
-                    d.parse(src, "health.interval")
-                })?;
-            Some(HealthCheck { path, interval })
-        });
-        let circuit = up.circuit.as_ref().and_then(|c| {
-            src.warning(
-                Some(c.span()),
-                format!("upstreams.{name}.circuit: the circuit breaker is not active in this version yet"),
-            );
-            let c = c.get_ref();
-            let failures = match &c.failures {
-                None => 5,
-                Some(f) if (1..=1_000_000).contains(f.get_ref()) => *f.get_ref() as u32,
-                Some(f) => {
-                    src.error(Some(f.span()), "circuit.failures must be between 1 and 1000000");
-                    return None;
-                }
-            };
-            let cooldown = c
-                .cooldown
-                .as_ref()
-                .map_or(Some(Duration::from_secs(10)), |d| d.parse(src, "circuit.cooldown"))?;
-            Some(Circuit { failures, cooldown })
-        });
+        let health = up
+            .health
+            .as_ref()
+            .and_then(|h| health_check(src, &name, h.get_ref()));
+        let circuit = match &up.circuit {
+            None => Some(Some(Circuit::default())),
+            Some(c) => circuit(src, c.get_ref()),
+        };
         let mut timeout = |d: &Option<DurationText>, what: &str, default: Option<Duration>| match d
         {
             None => Some(default),
@@ -653,12 +626,6 @@ fn validate_upstreams(
         let read_timeout = timeout(&up.read_timeout, "read_timeout", Some(DEFAULT_READ_TIMEOUT));
         let total_timeout = timeout(&up.total_timeout, "total_timeout", None);
         let idle_timeout = timeout(&up.idle_timeout, "idle_timeout", Some(DEFAULT_IDLE_TIMEOUT));
-        if let Some(t) = &up.total_timeout {
-            src.warning(
-                Some(t.0.span()),
-                format!("upstreams.{name}.total_timeout is not enforced by this version yet"),
-            );
-        }
         let host = match &up.host {
             Some(h)
                 if http::HeaderValue::from_str(h.get_ref()).is_err() || h.get_ref().is_empty() =>
@@ -677,7 +644,14 @@ fn validate_upstreams(
             Some(Some(read_timeout)),
             Some(total_timeout),
             Some(Some(idle_timeout)),
-        ) = (connect_timeout, read_timeout, total_timeout, idle_timeout)
+            Some(circuit),
+        ) = (
+            connect_timeout,
+            read_timeout,
+            total_timeout,
+            idle_timeout,
+            circuit,
+        )
         else {
             continue;
         };
@@ -699,6 +673,95 @@ fn validate_upstreams(
         }
     }
     out
+}
+
+/// A count between 1 and 1,000,000, or the default when absent.
+fn count(src: &mut SourceFile, v: &Option<Spanned<i64>>, what: &str, default: u32) -> Option<u32> {
+    match v {
+        None => Some(default),
+        Some(f) if (1..=1_000_000).contains(f.get_ref()) => Some(*f.get_ref() as u32),
+        Some(f) => {
+            src.error(
+                Some(f.span()),
+                format!("{what} must be between 1 and 1000000"),
+            );
+            None
+        }
+    }
+}
+
+fn health_check(src: &mut SourceFile, upstream: &str, h: &RawHealth) -> Option<HealthCheck> {
+    let path = h
+        .path
+        .as_ref()
+        .map_or("/healthz".to_string(), |p| p.get_ref().clone());
+    if !path.starts_with('/') || http::uri::PathAndQuery::try_from(path.as_str()).is_err() {
+        let span = h.path.as_ref().map(|p| p.span());
+        src.error(
+            span,
+            format!("upstreams.{upstream}.health.path must be a path starting with '/'"),
+        );
+        return None;
+    }
+    let interval = h
+        .interval
+        .as_ref()
+        .map_or(Some(Duration::from_secs(5)), |d| {
+            d.parse(src, "health.interval")
+        })?;
+    if interval < Duration::from_millis(10) {
+        src.error(
+            None,
+            format!("upstreams.{upstream}.health.interval must be at least 10ms"),
+        );
+        return None;
+    }
+    let timeout = h
+        .timeout
+        .as_ref()
+        .map_or(Some(interval.min(DEFAULT_HEALTH_TIMEOUT)), |d| {
+            d.parse(src, "health.timeout")
+        })?;
+    if timeout.is_zero() {
+        src.error(
+            None,
+            format!("upstreams.{upstream}.health.timeout must be greater than zero"),
+        );
+        return None;
+    }
+    let failures = count(src, &h.failures, "health.failures", 1)?;
+    let successes = count(src, &h.successes, "health.successes", 1)?;
+    Some(HealthCheck {
+        path,
+        interval,
+        timeout,
+        failures,
+        successes,
+    })
+}
+
+/// `None` on an error; `Some(None)` when `failures = 0` turns the breaker off.
+fn circuit(src: &mut SourceFile, c: &RawCircuit) -> Option<Option<Circuit>> {
+    if c.failures.as_ref().is_some_and(|f| *f.get_ref() == 0) {
+        return Some(None);
+    }
+    let failures = count(
+        src,
+        &c.failures,
+        "circuit.failures",
+        Circuit::default().failures,
+    )?;
+    let cooldown = c
+        .cooldown
+        .as_ref()
+        .map_or(Some(Circuit::default().cooldown), |d| {
+            d.parse(src, "circuit.cooldown")
+        })?;
+    if cooldown.is_zero() {
+        src.error(None, "circuit.cooldown must be greater than zero");
+        return None;
+    }
+    Some(Some(Circuit { failures, cooldown }))
 }
 
 /// Resolves "host:port" once, at load: the data path never does DNS. A name with both

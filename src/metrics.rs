@@ -41,6 +41,52 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     pub upstream_healthy: IntGaugeVec,
     pub circuit_open: IntGaugeVec,
+    pub rate_limited_total: IntCounterVec,
+    pub access_log_dropped_total: IntCounter,
+}
+
+/// Why a target-bound request was served by legacy: the `reason` label of
+/// `banyan_fallbacks_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FallbackReason {
+    /// The connection to the target failed; nothing was sent.
+    Connect,
+    /// The target answered 502, 503 or 504 before anything went to the client.
+    Status,
+    /// The target did not answer within its timeout.
+    Timeout,
+    /// The exchange with the target broke before an answer (reset, invalid response).
+    Error,
+    /// The target's circuit breaker is open.
+    CircuitOpen,
+    /// Health checks have every target peer out of rotation.
+    Unhealthy,
+}
+
+impl FallbackReason {
+    pub const ALL: [FallbackReason; 6] = [
+        FallbackReason::Connect,
+        FallbackReason::Status,
+        FallbackReason::Timeout,
+        FallbackReason::Error,
+        FallbackReason::CircuitOpen,
+        FallbackReason::Unhealthy,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FallbackReason::Connect => "connect",
+            FallbackReason::Status => "status",
+            FallbackReason::Timeout => "timeout",
+            FallbackReason::Error => "error",
+            FallbackReason::CircuitOpen => "circuit_open",
+            FallbackReason::Unhealthy => "unhealthy",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
 }
 
 fn counter(
@@ -158,6 +204,20 @@ impl Metrics {
                 "1 while the upstream's circuit is open",
                 &["upstream"],
             )?,
+            rate_limited_total: counter(
+                &r,
+                "banyan_rate_limited_total",
+                "Requests refused with 429 by the route's rate limit",
+                &["route"],
+            )?,
+            access_log_dropped_total: {
+                let c = IntCounter::new(
+                    "banyan_access_log_dropped_total",
+                    "Access log lines dropped because the writer fell behind",
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
             registry: r,
         })
     }
@@ -177,7 +237,8 @@ impl Metrics {
             name: route.to_string(),
             legacy: SideMetrics::default(),
             target: SideMetrics::default(),
-            fallback_connect: OnceLock::new(),
+            fallbacks: Default::default(),
+            rate_limited: OnceLock::new(),
             shadow: RouteShadow::new(route),
         }
     }
@@ -194,7 +255,8 @@ pub struct RouteMetrics {
     name: String,
     legacy: SideMetrics,
     target: SideMetrics,
-    fallback_connect: OnceLock<IntCounter>,
+    fallbacks: [OnceLock<IntCounter>; 6],
+    rate_limited: OnceLock<IntCounter>,
     /// Shadow outcomes and learned noise.
     pub shadow: RouteShadow,
 }
@@ -228,13 +290,35 @@ impl RouteMetrics {
             .observe(seconds);
     }
 
-    pub fn record_fallback_connect(&self, m: &Metrics) {
-        self.fallback_connect
+    pub fn record_fallback(&self, m: &Metrics, reason: FallbackReason) {
+        self.fallbacks[reason.index()]
             .get_or_init(|| {
                 m.fallbacks_total
-                    .with_label_values(&[&self.name, "connect"])
+                    .with_label_values(&[&self.name, reason.as_str()])
             })
             .inc();
+    }
+
+    /// Fallbacks by reason since the route first appeared, for status.
+    pub fn fallback_counts(&self) -> Vec<(&'static str, u64)> {
+        FallbackReason::ALL
+            .iter()
+            .filter_map(|r| {
+                self.fallbacks[r.index()]
+                    .get()
+                    .map(|c| (r.as_str(), c.get()))
+            })
+            .collect()
+    }
+
+    pub fn record_rate_limited(&self, m: &Metrics) {
+        self.rate_limited
+            .get_or_init(|| m.rate_limited_total.with_label_values(&[&self.name]))
+            .inc();
+    }
+
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited.get().map_or(0, IntCounter::get)
     }
 
     /// (requests, 5xx answers) on one side since the route first appeared.

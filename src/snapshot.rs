@@ -10,7 +10,9 @@ use arc_swap::ArcSwap;
 use http::HeaderValue;
 
 use crate::control::overrides::Override;
+use crate::guard::Window;
 use crate::metrics::RouteMetrics;
+use crate::ratelimit::Limiter;
 use crate::routes::{Backend, RouteDef, RouteTable};
 use crate::shadow::ShadowPlan;
 use crate::upstream::{UpstreamPool, Upstreams};
@@ -51,6 +53,10 @@ pub struct CompiledRoute {
     /// What the route mirrors; `None` without `[route.shadow]`.
     pub shadow: Option<Arc<ShadowPlan>>,
     pub metrics: Arc<RouteMetrics>,
+    /// The guard's window of target outcomes, with `[route.guard]`.
+    pub guard: Option<Arc<Window>>,
+    /// With `[route.rate_limit]`.
+    pub limiter: Option<Arc<Limiter>>,
 }
 
 impl CompiledRoute {
@@ -61,9 +67,17 @@ impl CompiledRoute {
         }
     }
 
-    /// Whether connect failures on the target are retried on legacy.
+    /// Whether target-bound requests may be served by legacy when the target cannot.
     pub fn falls_back(&self) -> bool {
         self.def.as_ref().is_some_and(|d| d.fallback)
+    }
+
+    /// Whether a target answer of 502/503/504 (or a timeout) is retried on legacy for this
+    /// method: the route falls back and lists the method.
+    pub fn retries_method(&self, method: &http::Method) -> bool {
+        self.def
+            .as_ref()
+            .is_some_and(|d| d.fallback && d.fallback_methods.iter().any(|m| m == method.as_str()))
     }
 }
 

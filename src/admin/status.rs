@@ -1,12 +1,15 @@
 //! The `/api/v1/status` document: what the proxy is doing now, per route. Typed so the
 //! CLI reads back exactly what the API writes.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
+use crate::clock::now_ms;
 use crate::control::overrides::Override;
 use crate::control::rates::RouteRates;
 use crate::control::{Control, ReloadError};
-use crate::routes::{split, Backend, PathMatch};
+use crate::routes::{split, Backend, PathMatch, RateKey};
 use crate::shadow::stats::ShadowStats;
 use crate::snapshot::{CompiledRoute, Snapshot};
 
@@ -59,6 +62,37 @@ pub struct RouteStatus {
     pub stats: RouteStats,
     /// Requests per second and error rates over the last ten seconds.
     pub rates: RouteRates,
+    /// Target-bound requests served by legacy, by reason, since the route appeared.
+    #[serde(default)]
+    pub fallbacks: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub guard: Option<GuardStatus>,
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitStatus>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GuardStatus {
+    pub max_error_rate: Option<f64>,
+    pub max_p99_ms: Option<f64>,
+    pub min_requests: u64,
+    pub window_seconds: f64,
+    /// The target's outcomes in the window now.
+    pub requests: u64,
+    pub errors: u64,
+    pub error_rate: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RateLimitStatus {
+    pub rate: f64,
+    pub burst: u32,
+    pub key: String,
+    /// Requests refused with 429 since the route appeared.
+    pub limited: u64,
+    /// Client keys with a bucket in memory.
+    pub keys: usize,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -131,6 +165,20 @@ pub struct SideStats {
 pub struct UpstreamStatus {
     pub name: String,
     pub peers: Vec<String>,
+    /// Each peer and whether it is in rotation.
+    #[serde(default)]
+    pub health: Vec<PeerStatus>,
+    /// Active health checks run (else peers are judged by proxy errors).
+    #[serde(default)]
+    pub health_checks: bool,
+    #[serde(default)]
+    pub circuit_open: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub peer: String,
+    pub healthy: bool,
 }
 
 fn route_status(r: &CompiledRoute, snap: &Snapshot, rates: Option<RouteRates>) -> RouteStatus {
@@ -198,7 +246,43 @@ fn route_status(r: &CompiledRoute, snap: &Snapshot, rates: Option<RouteRates>) -
             target: side(Backend::Target),
         },
         rates: rates.unwrap_or_default(),
+        fallbacks: r
+            .metrics
+            .fallback_counts()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        guard: guard_status(r),
+        rate_limit: r.limiter.as_ref().map(|l| RateLimitStatus {
+            rate: l.def.rate,
+            burst: l.def.burst,
+            key: match &l.def.key {
+                RateKey::Ip => "ip".to_string(),
+                RateKey::Header(h) => format!("header:{h}"),
+            },
+            limited: r.metrics.rate_limited(),
+            keys: l.keys(),
+        }),
     }
+}
+
+fn guard_status(r: &CompiledRoute) -> Option<GuardStatus> {
+    let g = r.def.as_ref()?.guard.as_ref()?;
+    let stats = r
+        .guard
+        .as_ref()
+        .map(|w| w.stats(now_ms()))
+        .unwrap_or_default();
+    Some(GuardStatus {
+        max_error_rate: g.max_error_rate,
+        max_p99_ms: g.max_p99_ms,
+        min_requests: g.min_requests,
+        window_seconds: g.window.as_secs_f64(),
+        requests: stats.requests,
+        errors: stats.errors,
+        error_rate: (stats.requests > 0).then(|| stats.errors as f64 / stats.requests as f64),
+        p99_ms: stats.p99_ms,
+    })
 }
 
 pub fn build(control: &Control) -> Status {
@@ -232,6 +316,13 @@ pub fn build(control: &Control) -> Status {
             .map(|u| UpstreamStatus {
                 name: u.name.clone(),
                 peers: u.config.peers.iter().map(|p| p.spec.clone()).collect(),
+                health: u
+                    .peer_states()
+                    .into_iter()
+                    .map(|(peer, healthy)| PeerStatus { peer, healthy })
+                    .collect(),
+                health_checks: u.config.health.is_some(),
+                circuit_open: u.circuit_open(),
             })
             .collect(),
         shadow: ShadowOverview {

@@ -24,8 +24,10 @@ use crate::control::service::ControlService;
 use crate::control::Control;
 use crate::demo::DemoUpstream;
 use crate::metrics::Metrics;
+use crate::proxy::access_log::AccessLog;
 use crate::proxy::Proxy;
 use crate::shadow::Shadower;
+use crate::upstream::checks::HealthChecks;
 
 /// SIGHUP means "reload" to banyan, but its default action ends the process. Until the
 /// control service handles it, ignore it: a reload asked for that early finds nothing
@@ -113,10 +115,15 @@ pub fn run(config_path: &Path, demo: bool) -> anyhow::Result<ExitCode> {
         Arc::clone(&control.shadow),
         Arc::clone(&metrics),
     ));
+    let access_log = AccessLog::start(
+        &config.server.access_log,
+        metrics.access_log_dropped_total.clone(),
+    )?;
     let proxy = Proxy::new(
         Arc::clone(&control.shared),
         Arc::clone(&metrics),
         shadower,
+        access_log,
         config.server.debug_headers,
     );
     let mut proxy_service =
@@ -136,6 +143,13 @@ pub fn run(config_path: &Path, demo: bool) -> anyhow::Result<ExitCode> {
         "banyan control",
         ControlService::new(Arc::clone(&control)),
     ));
+
+    if HealthChecks::any(&control.upstreams) {
+        server.add_service(pingora::services::background::background_service(
+            "banyan health checks",
+            HealthChecks::new(Arc::clone(&control.upstreams)),
+        ));
+    }
 
     for (name, addr) in &demos {
         let mut svc = Service::new(format!("demo {name}"), DemoUpstream::new(name));

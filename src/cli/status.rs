@@ -143,6 +143,73 @@ fn print_table(status: &Status) {
     }
 }
 
+/// What is wrong or has been worked around: peers out of rotation, open breakers,
+/// fallbacks and the guard's windows.
+fn fault_lines(status: &Status) -> Vec<String> {
+    let mut out = Vec::new();
+    for u in &status.upstreams {
+        if u.circuit_open {
+            out.push(format!(
+                "{}: circuit open (target-bound traffic goes to legacy)",
+                u.name
+            ));
+        }
+        let down: Vec<&str> = u
+            .health
+            .iter()
+            .filter(|p| !p.healthy)
+            .map(|p| p.peer.as_str())
+            .collect();
+        if !down.is_empty() {
+            out.push(format!(
+                "{}: out of rotation ({}): {}",
+                u.name,
+                if u.health_checks {
+                    "health checks"
+                } else {
+                    "proxy errors"
+                },
+                down.join(", ")
+            ));
+        }
+    }
+    for r in &status.routes {
+        if !r.fallbacks.is_empty() {
+            let by: Vec<String> = r
+                .fallbacks
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            out.push(format!(
+                "{}: fallbacks to legacy: {}",
+                r.name,
+                by.join(", ")
+            ));
+        }
+        if let Some(g) = &r.guard {
+            if g.requests > 0 {
+                out.push(format!(
+                    "{}: guard window {} requests, {} errors{}",
+                    r.name,
+                    g.requests,
+                    g.errors,
+                    g.p99_ms
+                        .map_or(String::new(), |p| format!(", p99 {p:.0} ms"))
+                ));
+            }
+        }
+        if let Some(l) = &r.rate_limit {
+            if l.limited > 0 {
+                out.push(format!(
+                    "{}: {} requests refused by the rate limit",
+                    r.name, l.limited
+                ));
+            }
+        }
+    }
+    out
+}
+
 pub fn status(args: &Args) -> anyhow::Result<ExitCode> {
     let admin = Admin::new(&args.admin)?;
     let value = match admin.call("GET", "/api/v1/status", None) {
@@ -185,6 +252,14 @@ pub fn status(args: &Args) -> anyhow::Result<ExitCode> {
         println!("noisy fields (differ between two answers of legacy; left out of comparisons):");
         for line in noisy {
             println!("{line}");
+        }
+    }
+    let faults = fault_lines(&status);
+    if !faults.is_empty() {
+        println!();
+        println!("upstreams and fallbacks:");
+        for line in faults {
+            println!("  {line}");
         }
     }
     if let Some(e) = &status.last_reload_error {

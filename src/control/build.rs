@@ -9,7 +9,9 @@ use http::HeaderValue;
 
 use super::overrides::{Override, Overrides, Trigger};
 use crate::config::Config;
+use crate::guard::Window;
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::ratelimit::Limiter;
 use crate::routes::{split, Matcher, RouteSet, RouteTable, DEFAULT_ROUTE};
 use crate::shadow::ShadowPlan;
 use crate::snapshot::{CompiledRoute, Snapshot};
@@ -30,24 +32,26 @@ pub struct Inputs<'a> {
     pub loaded_at: SystemTime,
 }
 
+/// Per-route state that outlives snapshots: metric handles, guard windows (kept while the
+/// window's length is unchanged) and rate limiters (kept while the limits are unchanged).
+#[derive(Default)]
+pub struct Kept {
+    pub handles: HashMap<String, Arc<RouteMetrics>>,
+    pub guards: HashMap<String, Arc<Window>>,
+    pub limiters: HashMap<String, Arc<Limiter>>,
+}
+
 pub fn compile(
     config: &Config,
     upstreams: &Arc<Upstreams>,
     inputs: &Inputs,
     metrics: &Metrics,
-    handles: &mut HashMap<String, Arc<RouteMetrics>>,
+    kept: &mut Kept,
 ) -> Result<Snapshot, String> {
     let index = |name: &str| {
         upstreams
             .index_of(name)
             .ok_or_else(|| format!("unknown upstream `{name}`"))
-    };
-    let mut handle = |name: &str| {
-        Arc::clone(
-            handles
-                .entry(name.to_string())
-                .or_insert_with(|| Arc::new(metrics.route(name))),
-        )
     };
     let held = Override {
         percent_bp: 0,
@@ -69,7 +73,35 @@ pub fn compile(
             (Some(o), _) => o.percent_bp,
             (None, _) => def.percent_bp,
         };
+        let guard = def.guard.as_ref().map(|g| {
+            let w = kept
+                .guards
+                .entry(def.name.clone())
+                .or_insert_with(|| Arc::new(Window::new(g.window)));
+            if w.length != g.window {
+                *w = Arc::new(Window::new(g.window));
+            }
+            Arc::clone(w)
+        });
+        let limiter = match &def.rate_limit {
+            None => None,
+            Some(r) => match kept.limiters.get(&def.name) {
+                Some(l) if l.enforces(r) => Some(Arc::clone(l)),
+                _ => {
+                    let l = Arc::new(Limiter::new(r).ok_or_else(|| {
+                        format!(
+                            "route `{}`: rate_limit.rate {} cannot be enforced",
+                            def.name, r.rate
+                        )
+                    })?);
+                    kept.limiters.insert(def.name.clone(), Arc::clone(&l));
+                    Some(l)
+                }
+            },
+        };
         routes.push(CompiledRoute {
+            guard,
+            limiter,
             name: def.name.clone(),
             name_header: HeaderValue::from_str(&def.name).map_err(|e| e.to_string())?,
             legacy: index(&def.legacy)?,
@@ -93,7 +125,11 @@ pub fn compile(
                 })
                 .transpose()?,
             override_,
-            metrics: handle(&def.name),
+            metrics: Arc::clone(
+                kept.handles
+                    .entry(def.name.clone())
+                    .or_insert_with(|| Arc::new(metrics.route(&def.name))),
+            ),
             def: Some(Arc::clone(def)),
         });
     }
@@ -111,8 +147,28 @@ pub fn compile(
         override_: None,
         shadow_paused: false,
         shadow: None,
-        metrics: handle(DEFAULT_ROUTE),
+        metrics: Arc::clone(
+            kept.handles
+                .entry(DEFAULT_ROUTE.to_string())
+                .or_insert_with(|| Arc::new(metrics.route(DEFAULT_ROUTE))),
+        ),
+        guard: None,
+        limiter: None,
     };
+    let live: std::collections::HashSet<&str> = inputs
+        .routes
+        .routes
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    kept.guards.retain(|name, _| {
+        inputs
+            .routes
+            .routes
+            .iter()
+            .any(|r| &r.name == name && r.guard.is_some())
+    });
+    kept.limiters.retain(|name, _| live.contains(name.as_str()));
     Ok(Snapshot {
         generation: inputs.generation,
         version: inputs.version,

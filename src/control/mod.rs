@@ -14,7 +14,7 @@ pub mod rates;
 pub mod service;
 
 use crate::shadow::ShadowShared;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::diag::{Diagnostic, Report, Severity};
-use crate::metrics::{Metrics, RouteMetrics};
+use crate::metrics::Metrics;
 use crate::routes::{self, split, Matcher, RouteSet};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use crate::upstream::Upstreams;
@@ -94,7 +94,7 @@ struct State {
     last_reload_error: Option<ReloadError>,
     overrides_error: Option<String>,
     last_reload_ms: f64,
-    handles: HashMap<String, Arc<RouteMetrics>>,
+    kept: build::Kept,
     exported: build::Exported,
 }
 
@@ -171,7 +171,7 @@ impl Control {
     /// route is then held at 0 % (all traffic to legacy) until the file is repaired.
     pub fn start(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<(Control, Report), Report> {
         let started = Instant::now();
-        let upstreams = Arc::new(Upstreams::new(&config));
+        let upstreams = Arc::new(Upstreams::new(&config, &metrics));
         let state_dir = config.server.state_dir.clone();
         // Taken before reading, so a write in between shows as a difference later.
         let seen = Fingerprint::take(&config.server.routes_dir, &state_dir);
@@ -220,13 +220,18 @@ impl Control {
             last_reload_error: None,
             overrides_error,
             last_reload_ms: 0.0,
-            handles: HashMap::new(),
+            kept: build::Kept::default(),
             exported: build::Exported::new(),
         };
         let snapshot = Self::compile(&config, &upstreams, &metrics, &mut state)
             .map_err(|e| Report::whole_file_error(&config.server.routes_dir, e))?;
         state.last_reload_ms = started.elapsed().as_secs_f64() * 1000.0;
-        build::export_gauges(&snapshot, &metrics, &mut state.handles, &mut state.exported);
+        build::export_gauges(
+            &snapshot,
+            &metrics,
+            &mut state.kept.handles,
+            &mut state.exported,
+        );
         metrics
             .config_reloads_total
             .with_label_values(&["ok"])
@@ -285,7 +290,7 @@ impl Control {
             version: st.version,
             loaded_at: st.loaded_at,
         };
-        build::compile(config, upstreams, &inputs, metrics, &mut st.handles)
+        build::compile(config, upstreams, &inputs, metrics, &mut st.kept)
     }
 
     /// Compiles the state and swaps it in.
@@ -302,7 +307,12 @@ impl Control {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(old);
-        build::export_gauges(&snapshot, &self.metrics, &mut st.handles, &mut st.exported);
+        build::export_gauges(
+            &snapshot,
+            &self.metrics,
+            &mut st.kept.handles,
+            &mut st.exported,
+        );
         self.metrics.config_generation.set(st.generation as i64);
         Ok(snapshot)
     }
@@ -553,6 +563,15 @@ impl Control {
             }
         }
         let names = changed;
+        // Outcomes from before an override changed must not trip the guard after it.
+        let old_snap = self.shared.load_full();
+        for r in &old_snap.routes {
+            if names.contains(&r.name) {
+                if let Some(w) = &r.guard {
+                    w.reset();
+                }
+            }
+        }
         let persist_error = overrides::store(&self.config.server.state_dir, &next)
             .err()
             .map(|e| e.to_string());
@@ -598,6 +617,49 @@ impl Control {
             changes,
             persist_error,
         })
+    }
+
+    /// Reads each guarded route's window and rolls back every route whose target is past
+    /// its limits. Routes at 0 % and routes the guard already rolled back are skipped.
+    /// Returns the routes rolled back.
+    pub fn check_guards(&self) -> Vec<String> {
+        let snap = self.shared.load_full();
+        let now = crate::clock::now_ms();
+        let mut tripped = Vec::new();
+        for r in &snap.routes {
+            let (Some(window), Some(def)) = (&r.guard, &r.def) else {
+                continue;
+            };
+            let Some(limits) = &def.guard else { continue };
+            if r.effective_bp == 0
+                || r.target.is_none()
+                || r.override_
+                    .as_ref()
+                    .is_some_and(|o| o.trigger == Trigger::Guard)
+            {
+                continue;
+            }
+            let Some(reason) = crate::guard::verdict(limits, &window.stats(now)) else {
+                continue;
+            };
+            tracing::error!(route = %r.name, "rolling back: {reason}");
+            let sel = Selection::Routes(vec![r.name.clone()]);
+            match self.rollback(&sel, &reason, Source::Guard, Trigger::Guard) {
+                Ok(_) => tripped.push(r.name.clone()),
+                Err(e) => tracing::error!(route = %r.name, "the guard could not roll back: {e}"),
+            }
+            window.reset();
+        }
+        tripped
+    }
+
+    /// Lets rate limiters forget clients whose buckets are full again.
+    pub fn forget_idle_clients(&self) {
+        for r in &self.shared.load().routes {
+            if let Some(l) = &r.limiter {
+                l.forget_idle();
+            }
+        }
     }
 
     /// `overrides.json` changed on disk (another instance, the CLI offline, a person).

@@ -49,6 +49,8 @@ fn is_settled(kind: &EventKind) -> bool {
     )
 }
 
+const GUARD_INTERVAL: Duration = Duration::from_millis(250);
+
 pub struct ControlService {
     control: Arc<Control>,
 }
@@ -198,6 +200,11 @@ impl BackgroundService for ControlService {
             .await;
         }
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut ticks = 0u64;
+        // The guard reads its windows often, so a failing target is rolled back within a
+        // fraction of a second of crossing its limits.
+        let mut guard_tick = tokio::time::interval(GUARD_INTERVAL);
+        guard_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (mut routes_pending, mut overrides_pending) = (false, false);
         let mut first_pending: Option<Instant> = None;
         let mut deadline: Option<Instant> = None;
@@ -257,9 +264,19 @@ impl BackgroundService for ControlService {
                     })
                     .await;
                 }
+                _ = guard_tick.tick() => {
+                    if control.snapshot().routes.iter().any(|r| r.guard.is_some()) {
+                        let c = Arc::clone(control);
+                        let _ = tokio::task::spawn_blocking(move || c.check_guards()).await;
+                    }
+                }
                 _ = tick.tick() => {
                     control.rates.sample(&control.snapshot());
                     control.release_retired();
+                    ticks += 1;
+                    if ticks % 10 == 0 {
+                        control.forget_idle_clients();
+                    }
                     if let Some(w) = watches.as_mut() {
                         if w.routes_watched && !cfg.routes_dir.is_dir() {
                             w.routes_watched = false;

@@ -18,6 +18,7 @@ pub const X_BANYAN_SHADOW: HeaderName = HeaderName::from_static("x-banyan-shadow
 pub const X_BANYAN_ROUTE: HeaderName = HeaderName::from_static("x-banyan-route");
 pub const X_BANYAN_BACKEND: HeaderName = HeaderName::from_static("x-banyan-backend");
 pub const X_BANYAN_SNAPSHOT: HeaderName = HeaderName::from_static("x-banyan-snapshot");
+pub const X_BANYAN_FALLBACK: HeaderName = HeaderName::from_static("x-banyan-fallback");
 
 const MAX_REQUEST_ID: usize = 200;
 

@@ -2,30 +2,37 @@
 //! `request_filter`, from one load of the snapshot; later callbacks read it from the
 //! request context. Bodies stream through Pingora untouched.
 
+pub mod access_log;
 pub mod headers;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
-use crate::metrics::Metrics;
+use crate::clock::now_ms;
+use crate::metrics::{FallbackReason, Metrics};
+use crate::ratelimit;
 use crate::routes::{Backend, RequestView};
 use crate::shadow::compare::{Answer, SkipReason};
 use crate::shadow::{Job, ShadowCtx, Shadower};
 use crate::snapshot::{CompiledRoute, SharedSnapshot, Snapshot};
+use crate::upstream::circuit::Admit;
+use crate::upstream::UpstreamPool;
+use access_log::{AccessLog, Line};
 
 pub struct Proxy {
     shared: SharedSnapshot,
     metrics: Arc<Metrics>,
     shadower: Arc<Shadower>,
+    access_log: AccessLog,
     debug_headers: bool,
     scheme: &'static str,
 }
@@ -35,12 +42,14 @@ impl Proxy {
         shared: SharedSnapshot,
         metrics: Arc<Metrics>,
         shadower: Arc<Shadower>,
+        access_log: AccessLog,
         debug_headers: bool,
     ) -> Self {
         Proxy {
             shared,
             metrics,
             shadower,
+            access_log,
             debug_headers,
             scheme: "http",
         }
@@ -73,6 +82,27 @@ impl Proxy {
         }
         Some(ShadowCtx::new(req.clone(), cap))
     }
+
+    /// Moves a target-bound request to legacy and counts why.
+    fn fall_back(&self, ctx: &mut Ctx, route: &CompiledRoute, reason: FallbackReason) {
+        route.metrics.record_fallback(&self.metrics, reason);
+        ctx.target_failed = Some(ctx.started.elapsed());
+        ctx.backend = Backend::Legacy;
+        ctx.upstream = route.legacy;
+        ctx.fallback = Some(reason);
+    }
+
+    /// Whether the target can take a request now: `Err(reason)` when its circuit is open
+    /// or health checks have every peer out of rotation.
+    fn target_unavailable(pool: &UpstreamPool) -> Option<FallbackReason> {
+        if pool.all_checked_down() {
+            return Some(FallbackReason::Unhealthy);
+        }
+        match pool.admit() {
+            Admit::Open => Some(FallbackReason::CircuitOpen),
+            Admit::Closed | Admit::Probe => None,
+        }
+    }
 }
 
 /// Per-request state: the snapshot the request started with and the decision taken on it.
@@ -84,10 +114,27 @@ pub struct Ctx {
     client: Option<IpAddr>,
     request_id: HeaderValue,
     started: Instant,
-    fell_back: bool,
+    /// Why a target-bound request is served by legacy.
+    fallback: Option<FallbackReason>,
+    /// When the target failed this request (time since start), if it did.
+    target_failed: Option<Duration>,
+    /// Answered by banyan itself without asking the target (circuit open, fallback off).
+    refused_target: bool,
+    /// Refused by the rate limit.
+    limited: bool,
+    /// Attempts so far (connections tried), for retries and body replay.
+    attempts: usize,
     connect_failures: usize,
+    /// The peer of the current attempt, and when the attempt started.
+    peer: usize,
+    attempt_started: Instant,
+    /// Time from sending the request to the upstream's response header.
+    upstream_ms: Option<f64>,
+    /// Set when `upstream_response_filter` turned a target's 502/503/504 into a retry.
+    retry_on_legacy: bool,
     /// Present when this request is mirrored.
     shadow: Option<Box<ShadowCtx>>,
+    shadowed: bool,
 }
 
 impl Ctx {
@@ -104,11 +151,19 @@ fn no_decision() -> Box<Error> {
     )
 }
 
+fn is_timeout(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+    )
+}
+
 #[async_trait]
 impl ProxyHttp for Proxy {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
+        let now = Instant::now();
         Ctx {
             snapshot: None,
             route: None,
@@ -116,10 +171,19 @@ impl ProxyHttp for Proxy {
             upstream: 0,
             client: None,
             request_id: HeaderValue::from_static(""),
-            started: Instant::now(),
-            fell_back: false,
+            started: now,
+            fallback: None,
+            target_failed: None,
+            refused_target: false,
+            limited: false,
+            attempts: 0,
             connect_failures: 0,
+            peer: 0,
+            attempt_started: now,
+            upstream_ms: None,
+            retry_on_legacy: false,
             shadow: None,
+            shadowed: false,
         }
     }
 
@@ -130,30 +194,57 @@ impl ProxyHttp for Proxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let req = session.req_header();
+        ctx.request_id = headers::request_id(req.headers.get(headers::X_REQUEST_ID));
+        ctx.client = client;
         let view = RequestView::new(&req.method, &req.uri, &req.headers, client);
         let decision = snap.table.decide(&view);
         let route = snap.route(decision.route);
+        ctx.route = decision.route;
+        if let Some(limiter) = &route.limiter {
+            if let Err(wait) = limiter.check(limiter.key(&req.headers, client)) {
+                ctx.limited = true;
+                ctx.snapshot = Some(snap);
+                let retry = ratelimit::retry_after_seconds(wait);
+                respond_error(session, 429, ctx, Some(retry)).await;
+                return Ok(true);
+            }
+        }
         ctx.backend = decision.backend();
-        if ctx.backend == Backend::Legacy && decision.route.is_some() {
+        ctx.upstream = route.upstream_index(ctx.backend);
+        if ctx.backend == Backend::Target {
+            if let Some(reason) = Self::target_unavailable(snap.upstream(ctx.upstream)) {
+                if route.falls_back() {
+                    self.fall_back(ctx, route, reason);
+                } else {
+                    ctx.refused_target = true;
+                    ctx.snapshot = Some(snap);
+                    respond_error(session, 503, ctx, None).await;
+                    return Ok(true);
+                }
+            }
+        } else if decision.route.is_some() {
             ctx.shadow = self.sample_shadow(session, route, &view);
         }
-        ctx.upstream = route.upstream_index(ctx.backend);
-        ctx.route = decision.route;
-        ctx.client = client;
-        ctx.request_id = headers::request_id(req.headers.get(headers::X_REQUEST_ID));
         ctx.snapshot = Some(snap);
         Ok(false)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        if ctx.connect_failures > 0 {
+        if ctx.attempts > 0 {
             // A retry replays the request body through `request_body_filter`.
             if let Some(sh) = ctx.shadow.as_mut() {
                 sh.request_body.reset();
             }
         }
+        ctx.attempts += 1;
         let (snap, _) = ctx.decided().ok_or_else(no_decision)?;
-        Ok(Box::new(snap.upstream(ctx.upstream).pick().clone()))
+        let pool = snap.upstream(ctx.upstream);
+        let (i, peer) = pool.pick_or_any();
+        let peer = Box::new(peer.clone());
+        ctx.peer = i;
+        ctx.attempt_started = Instant::now();
+        ctx.upstream_ms = None;
+        Ok(peer)
     }
 
     fn fail_to_connect(
@@ -167,15 +258,14 @@ impl ProxyHttp for Proxy {
             return e;
         };
         let route = snap.route(ctx.route);
+        let pool = snap.upstream(ctx.upstream);
+        pool.observe(ctx.peer, false, false);
         ctx.connect_failures += 1;
-        if ctx.backend == Backend::Target && route.falls_back() && !ctx.fell_back {
+        if ctx.backend == Backend::Target && route.falls_back() && ctx.fallback.is_none() {
             // Nothing was sent, so any method can go to legacy instead.
-            route.metrics.record_fallback_connect(&self.metrics);
-            ctx.backend = Backend::Legacy;
-            ctx.upstream = route.legacy;
-            ctx.fell_back = true;
+            self.fall_back(ctx, route, FallbackReason::Connect);
             e.set_retry(true);
-        } else if ctx.connect_failures < snap.upstream(ctx.upstream).peer_count() {
+        } else if ctx.connect_failures < pool.peer_count() {
             // Another peer of the same upstream may take it.
             e.set_retry(true);
         }
@@ -218,21 +308,41 @@ impl ProxyHttp for Proxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some(sh) = ctx.shadow.as_mut() {
-            let status = upstream_response.status.as_u16();
-            if !(100..200).contains(&status) {
-                sh.response = Some(Answer {
-                    status,
-                    headers: upstream_response.headers.clone(),
-                    body: Bytes::new(),
-                    complete: true,
-                });
-                sh.response_body.reset();
+        let status = upstream_response.status.as_u16();
+        if (100..200).contains(&status) {
+            return Ok(());
+        }
+        ctx.upstream_ms = Some(ctx.attempt_started.elapsed().as_secs_f64() * 1000.0);
+        if let Some(snap) = ctx.snapshot.clone() {
+            snap.upstream(ctx.upstream)
+                .observe(ctx.peer, true, status < 500);
+            let route = snap.route(ctx.route);
+            if ctx.backend == Backend::Target
+                && matches!(status, 502..=504)
+                && ctx.fallback.is_none()
+                && route.retries_method(&session.req_header().method)
+                && !session.as_ref().retry_buffer_truncated()
+            {
+                self.fall_back(ctx, route, FallbackReason::Status);
+                ctx.retry_on_legacy = true;
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(status),
+                    "the target failed; retrying on legacy",
+                ));
             }
+        }
+        if let Some(sh) = ctx.shadow.as_mut() {
+            sh.response = Some(Answer {
+                status,
+                headers: upstream_response.headers.clone(),
+                body: Bytes::new(),
+                complete: true,
+            });
+            sh.response_body.reset();
         }
         Ok(())
     }
@@ -243,11 +353,74 @@ impl ProxyHttp for Proxy {
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut Ctx,
-    ) -> Result<Option<std::time::Duration>> {
+    ) -> Result<Option<Duration>> {
         if let (Some(sh), Some(chunk)) = (ctx.shadow.as_mut(), body.as_ref()) {
             sh.response_body.push(chunk);
         }
+        if let Some((snap, _)) = ctx.decided() {
+            if let Some(total) = snap.upstream(ctx.upstream).config.total_timeout {
+                if ctx.attempt_started.elapsed() > total {
+                    let mut e = Error::explain(
+                        ErrorType::ReadTimedout,
+                        "the upstream's total_timeout passed while its body was streaming",
+                    );
+                    e.set_retry(false);
+                    return Err(e.into_up());
+                }
+            }
+        }
         Ok(None)
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer {peer}"));
+        if std::mem::take(&mut ctx.retry_on_legacy) {
+            e.set_retry(true);
+            return e;
+        }
+        // Pingora's policy: only idempotent requests whose body can be replayed, and a
+        // reused connection's failure (a stale keep-alive) is retried once.
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated();
+        if replayable {
+            e.retry.decide_reuse(client_reused);
+        } else {
+            e.set_retry(false);
+        }
+        if e.esource() != &ErrorSource::Upstream {
+            return e;
+        }
+        let Some(snap) = ctx.snapshot.clone() else {
+            return e;
+        };
+        let route = snap.route(ctx.route);
+        let stale_keepalive = client_reused && e.retry();
+        if !stale_keepalive && ctx.upstream_ms.is_none() {
+            snap.upstream(ctx.upstream).observe(ctx.peer, false, false);
+        }
+        if ctx.backend == Backend::Target
+            && ctx.fallback.is_none()
+            && !stale_keepalive
+            && session.response_written().is_none()
+            && route.retries_method(&session.req_header().method)
+            && !session.as_ref().retry_buffer_truncated()
+        {
+            let reason = if is_timeout(&e) {
+                FallbackReason::Timeout
+            } else {
+                FallbackReason::Error
+            };
+            self.fall_back(ctx, route, reason);
+            e.set_retry(true);
+        }
+        e
     }
 
     async fn response_filter(
@@ -266,6 +439,9 @@ impl ProxyHttp for Proxy {
                 response.insert_header(headers::X_BANYAN_ROUTE, name)?;
                 response.insert_header(headers::X_BANYAN_BACKEND, ctx.backend.as_str())?;
                 response.insert_header(headers::X_BANYAN_SNAPSHOT, snap.version)?;
+                if let Some(reason) = ctx.fallback {
+                    response.insert_header(headers::X_BANYAN_FALLBACK, reason.as_str())?;
+                }
             }
         }
         Ok(())
@@ -288,8 +464,8 @@ impl ProxyHttp for Proxy {
                 ErrorSource::Internal | ErrorSource::Unset => 500,
             },
         };
-        if code > 0 {
-            respond_error(session, code, ctx).await;
+        if code > 0 && session.response_written().is_none() {
+            respond_error(session, code, ctx, None).await;
         }
         FailToProxy {
             error_code: code,
@@ -307,18 +483,59 @@ impl ProxyHttp for Proxy {
             )
     }
 
+    /// A fallback is counted (`banyan_fallbacks_total`) and marked in the access log; a
+    /// warning per request would flood the log exactly when a target is down. The
+    /// breaker opening and peers leaving rotation are logged once each instead.
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        ctx: &Ctx,
+        _error: &Error,
+        context: ProxyWarnLogContext,
+    ) -> bool {
+        context == ProxyWarnLogContext::UpstreamRetry && ctx.fallback.is_some()
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         let shadow = ctx.shadow.take();
         let Some((_, route)) = ctx.decided() else {
             return;
         };
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        route.metrics.record(
-            &self.metrics,
-            ctx.backend,
-            status,
-            ctx.started.elapsed().as_secs_f64(),
-        );
+        let elapsed = ctx.started.elapsed();
+        if ctx.limited {
+            route.metrics.record_rate_limited(&self.metrics);
+        } else {
+            route
+                .metrics
+                .record(&self.metrics, ctx.backend, status, elapsed.as_secs_f64());
+        }
+        if let Some(window) = &route.guard {
+            // The target's outcome for this request, if it had one: a failure when it fell
+            // back or was refused, else the answer's class. A client that left before any
+            // answer says nothing about the target.
+            let outcome = if let Some(at) = ctx.target_failed {
+                Some((
+                    false,
+                    (!matches!(
+                        ctx.fallback,
+                        Some(FallbackReason::CircuitOpen | FallbackReason::Unhealthy)
+                    ))
+                    .then_some(at),
+                ))
+            } else if ctx.refused_target {
+                Some((false, None))
+            } else if ctx.backend == Backend::Target && !ctx.limited {
+                let upstream_failed = e.is_some_and(|e| e.esource() == &ErrorSource::Upstream);
+                (status != 0 || upstream_failed)
+                    .then_some((status < 500 && !upstream_failed, Some(elapsed)))
+            } else {
+                None
+            };
+            if let Some((ok, latency)) = outcome {
+                window.record(now_ms(), ok, latency);
+            }
+        }
         if let Some(shadow) = shadow {
             if e.is_some() {
                 route
@@ -326,6 +543,7 @@ impl ProxyHttp for Proxy {
                     .shadow
                     .record_skip(&self.metrics, SkipReason::NoPrimary);
             } else if let (Some(snapshot), Some(index)) = (ctx.snapshot.clone(), ctx.route) {
+                ctx.shadowed = true;
                 self.shadower.dispatch(Job {
                     snapshot,
                     route: index,
@@ -335,18 +553,38 @@ impl ProxyHttp for Proxy {
                 });
             }
         }
+        if self.access_log.enabled() {
+            let req = session.req_header();
+            let Some((_, route)) = ctx.decided() else {
+                return;
+            };
+            self.access_log.log(Line {
+                at: SystemTime::now(),
+                request_id: ctx.request_id.clone(),
+                method: req.method.clone(),
+                path: req.uri.path().to_string(),
+                route: route.name.clone(),
+                backend: ctx.backend.as_str(),
+                status,
+                duration_ms: elapsed.as_secs_f64() * 1000.0,
+                upstream_ms: ctx.upstream_ms,
+                fallback: ctx.fallback.map(FallbackReason::as_str),
+                shadow: ctx.shadowed,
+            });
+        }
     }
 }
 
 /// Writes the JSON error response; the connection is not reused afterwards.
-async fn respond_error(session: &mut Session, code: u16, ctx: &Ctx) {
-    let body = error_body(code, ctx);
-    let Ok(mut resp) = ResponseHeader::build(code, Some(4)) else {
+async fn respond_error(session: &mut Session, code: u16, ctx: &Ctx, retry_after: Option<u64>) {
+    let body = error_body(code, ctx, retry_after);
+    let Ok(mut resp) = ResponseHeader::build(code, Some(5)) else {
         return;
     };
-    let ok = resp
-        .insert_header(http::header::CONTENT_TYPE, "application/json")
-        .is_ok()
+    let ok = retry_after.is_none_or(|s| resp.insert_header(http::header::RETRY_AFTER, s).is_ok())
+        && resp
+            .insert_header(http::header::CONTENT_TYPE, "application/json")
+            .is_ok()
         && resp
             .insert_header(http::header::CONTENT_LENGTH, body.len())
             .is_ok()
@@ -365,22 +603,30 @@ async fn respond_error(session: &mut Session, code: u16, ctx: &Ctx) {
 }
 
 /// A short JSON error naming the route and the upstream; never request content.
-fn error_body(code: u16, ctx: &Ctx) -> Bytes {
+fn error_body(code: u16, ctx: &Ctx, retry_after: Option<u64>) -> Bytes {
     let (route, upstream) = ctx
         .decided()
         .map(|(snap, r)| (r.name.as_str(), snap.upstream(ctx.upstream).name.as_str()))
         .unwrap_or(("", ""));
     let error = match code {
+        429 => "rate limit exceeded".to_string(),
+        503 if ctx.refused_target => format!(
+            "upstream `{upstream}` is unavailable (circuit open or no healthy peer) and the route does not fall back"
+        ),
         502 => format!("upstream `{upstream}` is unavailable"),
         504 => format!("upstream `{upstream}` did not answer in time"),
         400 => "bad request".to_string(),
         _ => "the proxy could not complete the request".to_string(),
     };
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "error": error,
         "route": route,
         "upstream": upstream,
         "request_id": ctx.request_id.to_str().unwrap_or(""),
     });
+    if let Some(s) = retry_after {
+        body["retry_after_seconds"] = s.into();
+        body["upstream"] = serde_json::Value::Null;
+    }
     Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }

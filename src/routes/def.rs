@@ -231,18 +231,17 @@ pub fn validate(src: &mut SourceFile, spec: RouteSpec, config: &Config) -> Optio
         .shadow
         .as_ref()
         .and_then(|s| validate_shadow(src, s.get_ref(), target.as_deref(), config));
-    let rate_limit = spec.rate_limit.as_ref().and_then(|r| {
-        src.warning(
-            Some(r.span()),
-            "[route.rate_limit] is validated but not enforced by this version yet",
-        );
-        validate_rate_limit(src, r.get_ref())
-    });
+    let rate_limit = spec
+        .rate_limit
+        .as_ref()
+        .and_then(|r| validate_rate_limit(src, r.get_ref()));
     let guard = spec.guard.as_ref().and_then(|g| {
-        src.warning(
-            Some(g.span()),
-            "[route.guard] is validated but does not roll back automatically in this version yet",
-        );
+        if target.is_none() {
+            src.warning(
+                Some(g.span()),
+                "[route.guard] watches the target, and this route has none",
+            );
+        }
         validate_guard(src, g.get_ref())
     });
 

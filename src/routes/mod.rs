@@ -12,7 +12,7 @@ pub mod table;
 #[cfg(test)]
 mod tests;
 
-pub use def::{PathMatch, RouteDef, Sticky};
+pub use def::{GuardDef, PathMatch, RateKey, RateLimitDef, RouteDef, Sticky};
 pub use load::{load_dir, load_sources, RouteSet};
 pub use request::RequestView;
 pub use split::Salt;

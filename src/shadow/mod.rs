@@ -191,7 +191,7 @@ impl Shadower {
         );
         let exchange = client::exchange(
             &self.connector,
-            upstream.pick(),
+            upstream.pick_or_any().1,
             copy,
             body.clone(),
             limits.max_body_bytes,

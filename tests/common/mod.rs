@@ -297,6 +297,21 @@ impl Banyan {
         }
     }
 
+    /// The current value of one series in /metrics.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let text = http_get(self.admin, "/metrics").map_or_else(String::new, |(_, t)| t);
+        text.lines()
+            .find(|l| l.rsplit_once(' ').is_some_and(|(s, _)| s == series))
+            .and_then(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+    }
+
+    /// Waits until a series in /metrics is at least `value`.
+    pub fn wait_metric_at_least(&self, series: &str, value: f64) {
+        wait_until(&format!("{series} ≥ {value}"), || {
+            self.metric(series).is_some_and(|v| v >= value)
+        });
+    }
+
     /// Stops the process (SIGINT) and starts `banyan run` again in the same folder.
     pub fn restart(&mut self) {
         self.signal("INT");

@@ -9,6 +9,9 @@
 //!   [`Behavior`] changes the price or the key order);
 //! - `/noisy/ID`: the same document plus fields random in every answer.
 //!
+//! - `/healthz`: 200 `ok`, whatever the [`Behavior`].
+//!
+//! Dropping an [`Upstream`] kills it: the port closes and so do its open connections.
 //! [`Silent`] is a server that accepts connections and never answers.
 
 use std::convert::Infallible;
@@ -57,6 +60,8 @@ pub struct Behavior {
     pub reorder: bool,
     /// Waits this long before answering anything.
     pub delay: Duration,
+    /// Answers every request (but `/healthz`) with this status instead.
+    pub status: Option<u16>,
 }
 
 impl Default for Behavior {
@@ -65,6 +70,7 @@ impl Default for Behavior {
             price: 12.5,
             reorder: false,
             delay: Duration::ZERO,
+            status: None,
         }
     }
 }
@@ -74,6 +80,7 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
+    kill: tokio::sync::watch::Sender<bool>,
 }
 
 impl Upstream {
@@ -83,13 +90,31 @@ impl Upstream {
     }
 
     pub fn start_with(name: &str, behavior: Behavior) -> Upstream {
+        Self::start_on(([127, 0, 0, 1], 0).into(), name, behavior)
+    }
+
+    /// Starts serving on `addr`: a killed upstream comes back on its old port.
+    pub fn start_on(addr: SocketAddr, name: &str, behavior: Behavior) -> Upstream {
         let behavior = Arc::new(behavior);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+        // A killed server's port is released when its task has stopped, which may be just
+        // after the drop returned.
+        let started = std::time::Instant::now();
+        let listener = loop {
+            match std::net::TcpListener::bind(addr) {
+                Ok(l) => break l,
+                Err(e) if started.elapsed() < Duration::from_secs(10) => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => panic!("bind upstream {addr}: {e}"),
+            }
+        };
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("local addr");
         let hits = Arc::new(AtomicU64::new(0));
         let name_owned = name.to_string();
         let counter = Arc::clone(&hits);
+        let (kill, killed) = tokio::sync::watch::channel(false);
         let task = RUNTIME.spawn(async move {
             let listener = TcpListener::from_std(listener).expect("tokio listener");
             loop {
@@ -99,15 +124,20 @@ impl Upstream {
                 let name = name_owned.clone();
                 let counter = Arc::clone(&counter);
                 let behavior = Arc::clone(&behavior);
+                let mut killed = killed.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         counter.fetch_add(1, Ordering::Relaxed);
                         handle(name.clone(), Arc::clone(&behavior), req)
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
+                    let conn = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades()
-                        .await;
+                        .with_upgrades();
+                    // Killing the server closes its open connections too, as a crash would.
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = killed.wait_for(|k| *k) => {}
+                    }
                 });
             }
         });
@@ -116,6 +146,7 @@ impl Upstream {
             addr,
             hits,
             task,
+            kill,
         }
     }
 
@@ -127,6 +158,7 @@ impl Upstream {
 impl Drop for Upstream {
     fn drop(&mut self) {
         self.task.abort();
+        let _ = self.kill.send(true);
     }
 }
 
@@ -170,6 +202,18 @@ async fn handle(
         tokio::time::sleep(behavior.delay).await;
     }
     let path = req.uri().path().to_string();
+    if path == "/healthz" {
+        return Ok(full(StatusCode::OK, "text/plain", "ok"));
+    }
+    if let Some(code) = behavior.status {
+        let _ = req.into_body().collect().await;
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+        return Ok(full(
+            status,
+            "application/json",
+            format!("{{\"upstream\":\"{name}\",\"status\":{code}}}"),
+        ));
+    }
     for (prefix, noisy) in [("/catalog/", false), ("/noisy/", true)] {
         if let Some(id) = path.strip_prefix(prefix) {
             let id: String = id.chars().filter(|c| c.is_ascii_alphanumeric()).collect();

@@ -1,0 +1,295 @@
+//! Upstream pools: each upstream's peers, built once when the config loads (addresses
+//! already resolved, so no DNS on the data path), picked round robin among the peers in
+//! rotation; each peer's health and each upstream's circuit breaker live beside them and
+//! outlive every snapshot.
+
+pub mod checks;
+pub mod circuit;
+pub mod peer;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http::HeaderValue;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::clock::now_ms;
+use crate::config;
+use crate::metrics::Metrics;
+use circuit::{Admit, Breaker, Transition};
+use peer::PeerHealth;
+
+pub struct UpstreamPool {
+    pub name: String,
+    peers: Vec<HttpPeer>,
+    health: Vec<PeerHealth>,
+    next: AtomicUsize,
+    breaker: Option<Breaker>,
+    /// The Host header sent to this upstream, when it sets one.
+    pub host: Option<HeaderValue>,
+    pub config: config::Upstream,
+}
+
+impl UpstreamPool {
+    pub fn new(cfg: &config::Upstream, metrics: &Metrics) -> Self {
+        let peers = cfg
+            .peers
+            .iter()
+            .map(|p| {
+                let mut peer = HttpPeer::new(p.addr, false, String::new());
+                let o = &mut peer.options;
+                o.connection_timeout = Some(cfg.connect_timeout);
+                o.total_connection_timeout = Some(cfg.connect_timeout);
+                // No single read may outlast the whole exchange's budget either.
+                let read = cfg
+                    .total_timeout
+                    .map_or(cfg.read_timeout, |t| t.min(cfg.read_timeout));
+                o.read_timeout = Some(read);
+                o.write_timeout = Some(read);
+                o.idle_timeout = Some(cfg.idle_timeout);
+                peer
+            })
+            .collect();
+        let health = cfg
+            .peers
+            .iter()
+            .map(|p| {
+                PeerHealth::new(
+                    cfg.health.is_some(),
+                    metrics
+                        .upstream_healthy
+                        .with_label_values(&[&cfg.name, &p.spec]),
+                )
+            })
+            .collect();
+        UpstreamPool {
+            name: cfg.name.clone(),
+            peers,
+            health,
+            next: AtomicUsize::new(0),
+            breaker: cfg
+                .circuit
+                .as_ref()
+                .map(|c| Breaker::new(c, metrics.circuit_open.with_label_values(&[&cfg.name]))),
+            host: cfg
+                .host
+                .as_deref()
+                .and_then(|h| HeaderValue::from_str(h).ok()),
+            config: cfg.clone(),
+        }
+    }
+
+    /// The next peer in rotation, round robin; `None` when every peer is out.
+    pub fn pick(&self) -> Option<(usize, &HttpPeer)> {
+        let n = self.peers.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut now = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            if self.health[i].available(|| *now.get_or_insert_with(now_ms)) {
+                return Some((i, &self.peers[i]));
+            }
+        }
+        None
+    }
+
+    /// The next peer round robin, in rotation or not: for when nothing better exists.
+    /// Validation guarantees at least one peer.
+    pub fn pick_any(&self) -> (usize, &HttpPeer) {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.peers.len();
+        (i, &self.peers[i])
+    }
+
+    /// A peer in rotation if there is one, else any.
+    pub fn pick_or_any(&self) -> (usize, &HttpPeer) {
+        self.pick().unwrap_or_else(|| self.pick_any())
+    }
+
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whether active health checks have every peer out of rotation. (Peers out by
+    /// passive detection do not count: for them the circuit breaker decides.)
+    pub fn all_checked_down(&self) -> bool {
+        self.config.health.is_some() && !self.health.iter().any(PeerHealth::is_up)
+    }
+
+    /// What the circuit breaker allows for one request now.
+    pub fn admit(&self) -> Admit {
+        self.breaker
+            .as_ref()
+            .map_or(Admit::Closed, |b| b.admit(now_ms()))
+    }
+
+    pub fn circuit_open(&self) -> bool {
+        self.breaker.as_ref().is_some_and(Breaker::is_open)
+    }
+
+    /// One request's outcome on one peer. `reachable`: the peer answered (any status);
+    /// `ok`: and not with a 5xx.
+    pub fn observe(&self, peer: usize, reachable: bool, ok: bool) {
+        let now = now_ms();
+        if let Some(h) = self.health.get(peer) {
+            if h.observe(reachable, now) {
+                tracing::warn!(
+                    upstream = %self.name,
+                    peer = %self.config.peers[peer].spec,
+                    "peer taken out of rotation after {} consecutive errors; tried again in {} s",
+                    peer::PASSIVE_FAILURES,
+                    peer::PASSIVE_BACKOFF_MS / 1000
+                );
+            }
+        }
+        if let Some(b) = &self.breaker {
+            match b.record(ok, now) {
+                Some(Transition::Opened) => tracing::warn!(
+                    upstream = %self.name,
+                    "circuit opened after {} consecutive failures; target-bound traffic goes to legacy for {:?}",
+                    self.config.circuit.as_ref().map_or(0, |c| c.failures),
+                    self.config.circuit.as_ref().map(|c| c.cooldown).unwrap_or_default()
+                ),
+                Some(Transition::Closed) => {
+                    tracing::info!(upstream = %self.name, "circuit closed: the probe succeeded")
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// The active checker's verdict on one peer.
+    pub fn set_checked(&self, peer: usize, healthy: bool) {
+        if let Some(h) = self.health.get(peer) {
+            h.set_checked(healthy);
+        }
+    }
+
+    /// (peer as written, in rotation) for status.
+    pub fn peer_states(&self) -> Vec<(String, bool)> {
+        self.config
+            .peers
+            .iter()
+            .zip(&self.health)
+            .map(|(p, h)| (p.spec.clone(), h.is_up()))
+            .collect()
+    }
+}
+
+/// All upstreams of the config, addressed by index from compiled routes.
+pub struct Upstreams {
+    pools: Vec<UpstreamPool>,
+}
+
+impl Upstreams {
+    pub fn new(config: &config::Config, metrics: &Metrics) -> Self {
+        Upstreams {
+            pools: config
+                .upstreams
+                .values()
+                .map(|u| UpstreamPool::new(u, metrics))
+                .collect(),
+        }
+    }
+
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.pools.iter().position(|p| p.name == name)
+    }
+
+    pub fn get(&self, i: usize) -> &UpstreamPool {
+        &self.pools[i]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &UpstreamPool> {
+        self.pools.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn peers_rotate_round_robin() {
+        let cfg = config::Upstream {
+            name: "m".into(),
+            peers: (1..=3)
+                .map(|p| config::Peer {
+                    spec: format!("127.0.0.1:{p}"),
+                    addr: ([127, 0, 0, 1], p).into(),
+                })
+                .collect(),
+            connect_timeout: Duration::from_millis(250),
+            read_timeout: Duration::from_secs(3),
+            total_timeout: None,
+            idle_timeout: Duration::from_secs(4),
+            host: Some("legacy.internal".into()),
+            health: None,
+            circuit: None,
+        };
+        let metrics = Metrics::new().expect("metrics");
+        let pool = UpstreamPool::new(&cfg, &metrics);
+        let ports: Vec<String> = (0..6)
+            .map(|_| pool.pick().map(|(_, p)| p.to_string()).unwrap_or_default())
+            .collect();
+        assert!(
+            ports[0].contains(":1") && ports[1].contains(":2") && ports[2].contains(":3"),
+            "{ports:?}"
+        );
+        assert_eq!(ports[0], ports[3]);
+        let (_, peer) = pool.pick_any();
+        assert_eq!(
+            peer.options.connection_timeout,
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(peer.options.idle_timeout, Some(Duration::from_secs(4)));
+        assert_eq!(
+            pool.host.as_ref().map(|h| h.as_bytes()),
+            Some(&b"legacy.internal"[..])
+        );
+    }
+
+    #[test]
+    fn peers_out_of_rotation_are_skipped() {
+        let cfg = config::Upstream {
+            name: "m".into(),
+            peers: (1..=2)
+                .map(|p| config::Peer {
+                    spec: format!("127.0.0.1:{p}"),
+                    addr: ([127, 0, 0, 1], p).into(),
+                })
+                .collect(),
+            connect_timeout: Duration::from_millis(250),
+            read_timeout: Duration::from_secs(3),
+            total_timeout: Some(Duration::from_secs(1)),
+            idle_timeout: Duration::from_secs(4),
+            host: None,
+            health: Some(config::HealthCheck {
+                path: "/healthz".into(),
+                interval: Duration::from_secs(1),
+                timeout: Duration::from_secs(1),
+                failures: 1,
+                successes: 1,
+            }),
+            circuit: None,
+        };
+        let metrics = Metrics::new().expect("metrics");
+        let pool = UpstreamPool::new(&cfg, &metrics);
+        assert_eq!(
+            pool.pick_any().1.options.read_timeout,
+            Some(Duration::from_secs(1)),
+            "total_timeout caps every read"
+        );
+        pool.set_checked(0, false);
+        for _ in 0..4 {
+            assert_eq!(pool.pick().map(|(i, _)| i), Some(1));
+        }
+        pool.set_checked(1, false);
+        assert!(pool.pick().is_none());
+        assert!(pool.all_checked_down());
+        let text = String::from_utf8(metrics.render()).expect("utf-8");
+        assert!(
+            text.contains("banyan_upstream_healthy{peer=\"127.0.0.1:2\",upstream=\"m\"} 0"),
+            "{text}"
+        );
+    }
+}
