@@ -486,3 +486,42 @@ fn rate_limits_answer_429_with_retry_after_per_key() {
     );
     assert_eq!(b.route_status("api")["rate_limit"]["limited"], 1);
 }
+
+#[test]
+fn without_health_checks_a_refusing_peer_is_taken_out_by_its_errors() {
+    let monolith = Upstream::start("monolith");
+    let alive = Upstream::start("orders-a");
+    let dead = dead_addr();
+    let b = Setup::new(
+        vec![
+            ("monolith", vec![monolith.addr]),
+            ("orders", vec![alive.addr, dead]),
+        ],
+        "monolith",
+    )
+    .route_file("orders.toml", route(""))
+    .start();
+    let series = format!("banyan_upstream_healthy{{peer=\"{dead}\",upstream=\"orders\"}}");
+    b.wait_metric(&series, 1.0);
+    let mut served_by = Vec::new();
+    for i in 0..30 {
+        let (code, body) = get(&b, &format!("/api/orders/{i}"));
+        assert_eq!(code, 200, "{body}");
+        served_by.push(body["upstream"].as_str().unwrap_or("").to_string());
+    }
+    // Requests that met the dead peer went to legacy; three of them took it out.
+    b.wait_metric(&series, 0.0);
+    b.wait_metric(
+        "banyan_fallbacks_total{reason=\"connect\",route=\"orders\"}",
+        3.0,
+    );
+    assert_eq!(
+        served_by.iter().filter(|s| *s == "monolith").count(),
+        3,
+        "{served_by:?}"
+    );
+    // From then on the live peer takes everything.
+    assert!(served_by[served_by.len() - 10..]
+        .iter()
+        .all(|s| s == "orders-a"));
+}
