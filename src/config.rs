@@ -45,6 +45,7 @@ pub struct Server {
     /// Quiet time after a change in the routes folder before it is reloaded, so an
     /// editor's or a ConfigMap's several writes become one reload.
     pub reload_debounce: Duration,
+    pub tls: Option<ServerTls>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +74,18 @@ pub struct Upstream {
     pub host: Option<String>,
     pub health: Option<HealthCheck>,
     pub circuit: Option<Circuit>,
+    /// TLS to this upstream's peers (shadow copies and health checks included).
+    pub tls: Option<crate::tls::UpstreamTls>,
+}
+
+/// The HTTPS listener: a PEM chain and key, reloaded when the files change.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The leaf certificate at load, described (subject, expiry), for `check`.
+    pub serving: String,
 }
 
 /// One upstream server: as written, and the address it resolved to at load.
@@ -156,9 +169,8 @@ struct RawServer {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // validated for shape now; served by the TLS listener later
 struct RawServerTls {
-    listen: String,
+    listen: Spanned<String>,
     cert: String,
     key: String,
 }
@@ -186,7 +198,6 @@ struct RawUpstream {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-#[allow(dead_code)] // validated for shape now; used by upstream TLS later
 struct RawUpstreamTls {
     sni: Option<String>,
     ca: Option<String>,
@@ -336,7 +347,7 @@ fn parse(src: &mut SourceFile, text: &str, base: &Path) -> Option<Config> {
     // Names declared count as known even when their section has errors, so one mistake
     // is reported once and not again by everything that names the upstream.
     let declared: Vec<String> = upstreams.iter().map(|(n, _, _)| n.clone()).collect();
-    let upstreams = validate_upstreams(src, upstreams);
+    let upstreams = validate_upstreams(src, upstreams, base);
     let server = validate_server(src, server?, base, &declared)?;
     let admin = validate_admin(src, admin, base)?;
     let shadow = validate_shadow(src, shadow)?;
@@ -449,13 +460,33 @@ fn validate_server(
             p => AccessLog::File(resolve_path(base, p)),
         },
     };
-    if let Some(tls) = &raw.tls {
-        src.error(
-            Some(tls.span()),
-            "[server.tls]: the TLS listener is not available in this version; remove the section or terminate TLS in front of banyan",
-        );
-        ok = false;
-    }
+    let tls = match &raw.tls {
+        None => None,
+        Some(t) => {
+            let r = t.get_ref();
+            let listen = parse_listen(src, &r.listen, "server.tls.listen");
+            let (cert, key) = (resolve_path(base, &r.cert), resolve_path(base, &r.key));
+            match crate::tls::certified_key(&cert, &key) {
+                Ok(ck) => listen.map(|listen| ServerTls {
+                    listen,
+                    serving: ck
+                        .cert
+                        .first()
+                        .map_or_else(String::new, crate::tls::describe),
+                    cert,
+                    key,
+                }),
+                Err(msg) => {
+                    src.error(Some(t.span()), format!("server.tls: {msg}"));
+                    None
+                }
+            }
+            .or_else(|| {
+                ok = false;
+                None
+            })
+        }
+    };
     let grace_period = raw.grace_period.map_or(Some(DEFAULT_GRACE_PERIOD), |d| {
         d.parse(src, "server.grace_period")
     });
@@ -489,6 +520,7 @@ fn validate_server(
         shutdown_timeout: shutdown_timeout?,
         work_stealing: raw.work_stealing.unwrap_or(true),
         reload_debounce: reload_debounce?,
+        tls,
     })
 }
 
@@ -557,6 +589,7 @@ pub fn valid_name(name: &str) -> bool {
 fn validate_upstreams(
     src: &mut SourceFile,
     raw: Vec<(String, std::ops::Range<usize>, RawUpstream)>,
+    base: &Path,
 ) -> BTreeMap<String, Upstream> {
     let mut out = BTreeMap::new();
     for (name, name_span, up) in raw {
@@ -588,13 +621,17 @@ fn validate_upstreams(
                 }
             }
         }
-        if let Some(tls) = &up.tls {
-            src.error(
-                Some(tls.span()),
-                format!("upstreams.{name}.tls: TLS to upstreams is not available in this version"),
-            );
-            ok = false;
-        }
+        let tls = match &up.tls {
+            None => None,
+            Some(t) => match upstream_tls(t.get_ref(), base) {
+                Ok(tls) => Some(tls),
+                Err(msg) => {
+                    src.error(Some(t.span()), format!("upstreams.{name}.tls: {msg}"));
+                    ok = false;
+                    None
+                }
+            },
+        };
         let health = up
             .health
             .as_ref()
@@ -668,11 +705,32 @@ fn validate_upstreams(
                     host,
                     health,
                     circuit,
+                    tls,
                 },
             );
         }
     }
     out
+}
+
+fn upstream_tls(t: &RawUpstreamTls, base: &Path) -> Result<crate::tls::UpstreamTls, String> {
+    let Some(sni) = t.sni.as_deref() else {
+        return Err(
+            "sni is required: without it the upstream's certificate would not be verified"
+                .to_string(),
+        );
+    };
+    let ca = t.ca.as_deref().map(|p| resolve_path(base, p));
+    let client = match (&t.client_cert, &t.client_key) {
+        (None, None) => None,
+        (Some(c), Some(k)) => Some((resolve_path(base, c), resolve_path(base, k))),
+        _ => return Err("client_cert and client_key go together".to_string()),
+    };
+    crate::tls::UpstreamTls::load(
+        sni,
+        ca.as_deref(),
+        client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+    )
 }
 
 /// A count between 1 and 1,000,000, or the default when absent.
@@ -950,13 +1008,40 @@ timeout = "5s"
     }
 
     #[test]
-    fn tls_sections_are_refused_until_supported() {
+    fn upstream_tls_needs_sni_and_readable_files() {
+        for (tls, needle) in [
+            ("tls = { ca = \"ca.pem\" }", "sni is required"),
+            ("tls = { sni = \"\" }", "not a server name"),
+            (
+                "tls = { sni = \"orders.internal\", ca = \"/nonexistent/ca.pem\" }",
+                "cannot read /nonexistent/ca.pem",
+            ),
+            (
+                "tls = { sni = \"o\", client_cert = \"c.pem\" }",
+                "go together",
+            ),
+        ] {
+            let e = errors(&GOOD.replace(
+                "[upstreams.orders]\npeers = [\"127.0.0.1:8082\"]",
+                &format!("[upstreams.orders]\npeers = [\"127.0.0.1:8082\"]\n{tls}"),
+            ));
+            assert!(
+                e.iter()
+                    .any(|l| l.contains("upstreams.orders.tls") && l.contains(needle)),
+                "{tls}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_tls_listener_needs_a_matching_readable_pair() {
         let e = errors(&GOOD.replace(
-            "[upstreams.orders]\npeers = [\"127.0.0.1:8082\"]",
-            "[upstreams.orders]\npeers = [\"127.0.0.1:8082\"]\ntls = { sni = \"orders.internal\" }",
+            "[admin]",
+            "[server.tls]\nlisten = \"127.0.0.1:8443\"\ncert = \"/nonexistent/c.pem\"\nkey = \"/nonexistent/k.pem\"\n\n[admin]",
         ));
         assert!(
-            e.iter().any(|l| l.contains("upstreams.orders.tls")),
+            e.iter()
+                .any(|l| l.contains("server.tls: cannot read /nonexistent/c.pem")),
             "{e:?}"
         );
     }

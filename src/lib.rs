@@ -18,5 +18,6 @@ pub mod ratelimit;
 pub mod routes;
 pub mod shadow;
 pub mod snapshot;
+pub mod tls;
 pub mod tomlspan;
 pub mod upstream;

@@ -29,6 +29,15 @@ pub fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
         listen.join(", "),
         config.admin.listen
     );
+    if let Some(t) = &s.tls {
+        println!(
+            "tls        {}  {} + {}: {}",
+            t.listen,
+            t.cert.display(),
+            t.key.display(),
+            t.serving
+        );
+    }
     println!("upstreams");
     let width = config.upstreams.keys().map(String::len).max().unwrap_or(0);
     for (name, u) in &config.upstreams {
@@ -43,7 +52,31 @@ pub fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
                 }
             })
             .collect();
-        println!("  {name:width$}  {}", peers.join(", "));
+        let mut extra = String::new();
+        if let Some(t) = &u.tls {
+            extra.push_str(&format!(
+                "  tls sni {}{}{}",
+                t.sni,
+                if t.ca.is_some() {
+                    ", own CA"
+                } else {
+                    ", system roots"
+                },
+                if t.client.is_some() {
+                    ", client certificate"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if let Some(h) = &u.health {
+            extra.push_str(&format!(
+                "  health {} every {}",
+                h.path,
+                humantime::format_duration(h.interval)
+            ));
+        }
+        println!("  {name:width$}  {}{extra}", peers.join(", "));
     }
     println!("routes");
     let width = set

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
@@ -25,6 +26,7 @@ use crate::control::Control;
 use crate::demo::DemoUpstream;
 use crate::metrics::Metrics;
 use crate::proxy::access_log::AccessLog;
+use crate::proxy::listener::PlainOrH2c;
 use crate::proxy::Proxy;
 use crate::shadow::Shadower;
 use crate::upstream::checks::HealthChecks;
@@ -83,6 +85,9 @@ pub fn run(config_path: &Path, demo: bool) -> anyhow::Result<ExitCode> {
     for addr in &config.server.listen {
         ensure_bindable(*addr, "proxy")?;
     }
+    if let Some(tls) = &config.server.tls {
+        ensure_bindable(tls.listen, "HTTPS proxy listener")?;
+    }
     ensure_bindable(config.admin.listen, "admin API")?;
     let demos = if demo {
         demo_upstreams(&config)
@@ -115,10 +120,10 @@ pub fn run(config_path: &Path, demo: bool) -> anyhow::Result<ExitCode> {
         Arc::clone(&control.shadow),
         Arc::clone(&metrics),
     ));
-    let access_log = AccessLog::start(
+    let access_log = Arc::new(AccessLog::start(
         &config.server.access_log,
         metrics.access_log_dropped_total.clone(),
-    )?;
+    )?);
     let proxy = Proxy::new(
         Arc::clone(&control.shared),
         Arc::clone(&metrics),
@@ -126,10 +131,24 @@ pub fn run(config_path: &Path, demo: bool) -> anyhow::Result<ExitCode> {
         access_log,
         config.server.debug_headers,
     );
-    let mut proxy_service =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, proxy, "banyan proxy");
+    // Plain listeners take HTTP/1.1 and h2c with prior knowledge on the same port.
+    let app = PlainOrH2c::new(
+        pingora::proxy::http_proxy(&server.configuration, proxy.clone()),
+        pingora::proxy::http_proxy(&server.configuration, proxy),
+    );
+    let mut proxy_service = Service::new("banyan proxy".to_string(), app);
     for addr in &config.server.listen {
         proxy_service.add_tcp(&addr.to_string());
+    }
+    if let (Some(tls), Some(resolver)) = (&config.server.tls, &control.certificate) {
+        // A resolver, not files: Pingora would panic on unreadable files at start, and
+        // the resolver takes a renewed certificate without a restart.
+        let mut settings = TlsSettings::intermediate("", "")
+            .map_err(|e| anyhow::anyhow!("TLS listener settings: {e}"))?;
+        settings
+            .set_cert_resolver(Arc::clone(resolver) as Arc<dyn rustls::server::ResolvesServerCert>);
+        settings.enable_h2();
+        proxy_service.add_tls_with_settings(&tls.listen.to_string(), None, settings);
     }
     server.add_service(proxy_service);
 
@@ -164,6 +183,13 @@ pub fn run(config_path: &Path, demo: bool) -> anyhow::Result<ExitCode> {
         .listen
         .iter()
         .map(|a| format!("http://{a}"))
+        .chain(
+            config
+                .server
+                .tls
+                .iter()
+                .map(|t| format!("https://{}", t.listen)),
+        )
         .collect();
     tracing::info!(
         routes = snap.routes.len(),

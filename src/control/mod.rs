@@ -115,6 +115,8 @@ pub struct Control {
     seen: Mutex<Fingerprint>,
     /// Shadow limits, in-flight count and the mismatch log, shared with the data path.
     pub shadow: Arc<ShadowShared>,
+    /// The HTTPS listener's certificate, re-read when its files change.
+    pub certificate: Option<Arc<crate::tls::CertResolver>>,
 }
 
 /// Names, sizes and modification times of the files the desired state was read from.
@@ -252,6 +254,13 @@ impl Control {
             tracing::warn!("cannot append to the audit log: {e}");
         }
         let config_shadow = config.shadow.clone();
+        let certificate = match &config.server.tls {
+            None => None,
+            Some(t) => Some(Arc::new(
+                crate::tls::CertResolver::load(&t.cert, &t.key)
+                    .map_err(|e| Report::whole_file_error(&config.file, e))?,
+            )),
+        };
         let control = Control {
             config,
             metrics,
@@ -263,6 +272,7 @@ impl Control {
             watching: AtomicBool::new(false),
             seen: Mutex::new(seen),
             shadow: Arc::new(ShadowShared::new(config_shadow, &state_dir)),
+            certificate,
         };
         Ok((control, report))
     }
@@ -651,6 +661,18 @@ impl Control {
             window.reset();
         }
         tripped
+    }
+
+    /// Serves the listener's certificate files anew when they changed on disk.
+    pub fn reload_certificate(&self) {
+        let Some(c) = &self.certificate else { return };
+        match c.reload_if_changed() {
+            None => {}
+            Some(Ok(serving)) => tracing::info!("TLS certificate reloaded: now serving {serving}"),
+            Some(Err(e)) => {
+                tracing::error!("TLS certificate not reloaded, the previous one keeps serving: {e}")
+            }
+        }
     }
 
     /// Lets rate limiters forget clients whose buckets are full again.

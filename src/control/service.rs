@@ -274,6 +274,10 @@ impl BackgroundService for ControlService {
                     control.rates.sample(&control.snapshot());
                     control.release_retired();
                     ticks += 1;
+                    if control.certificate.is_some() {
+                        let c = Arc::clone(control);
+                        let _ = tokio::task::spawn_blocking(move || c.reload_certificate()).await;
+                    }
                     if ticks % 10 == 0 {
                         control.forget_idle_clients();
                     }

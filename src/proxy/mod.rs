@@ -4,6 +4,7 @@
 
 pub mod access_log;
 pub mod headers;
+pub mod listener;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -28,13 +29,13 @@ use crate::upstream::circuit::Admit;
 use crate::upstream::UpstreamPool;
 use access_log::{AccessLog, Line};
 
+#[derive(Clone)]
 pub struct Proxy {
     shared: SharedSnapshot,
     metrics: Arc<Metrics>,
     shadower: Arc<Shadower>,
-    access_log: AccessLog,
+    access_log: Arc<AccessLog>,
     debug_headers: bool,
-    scheme: &'static str,
 }
 
 impl Proxy {
@@ -42,7 +43,7 @@ impl Proxy {
         shared: SharedSnapshot,
         metrics: Arc<Metrics>,
         shadower: Arc<Shadower>,
-        access_log: AccessLog,
+        access_log: Arc<AccessLog>,
         debug_headers: bool,
     ) -> Self {
         Proxy {
@@ -51,7 +52,6 @@ impl Proxy {
             shadower,
             access_log,
             debug_headers,
-            scheme: "http",
         }
     }
 
@@ -113,6 +113,8 @@ pub struct Ctx {
     upstream: usize,
     client: Option<IpAddr>,
     request_id: HeaderValue,
+    /// `https` when the client came through the TLS listener.
+    scheme: &'static str,
     started: Instant,
     /// Why a target-bound request is served by legacy.
     fallback: Option<FallbackReason>,
@@ -171,6 +173,7 @@ impl ProxyHttp for Proxy {
             upstream: 0,
             client: None,
             request_id: HeaderValue::from_static(""),
+            scheme: "http",
             started: now,
             fallback: None,
             target_failed: None,
@@ -196,6 +199,9 @@ impl ProxyHttp for Proxy {
         let req = session.req_header();
         ctx.request_id = headers::request_id(req.headers.get(headers::X_REQUEST_ID));
         ctx.client = client;
+        if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
+            ctx.scheme = "https";
+        }
         let view = RequestView::new(&req.method, &req.uri, &req.headers, client);
         let decision = snap.table.decide(&view);
         let route = snap.route(decision.route);
@@ -261,6 +267,16 @@ impl ProxyHttp for Proxy {
         let pool = snap.upstream(ctx.upstream);
         pool.observe(ctx.peer, false, false);
         ctx.connect_failures += 1;
+        if matches!(
+            e.etype(),
+            ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert | ErrorType::HandshakeError
+        ) {
+            tracing::error!(
+                upstream = %pool.name,
+                peer = %pool.config.peers.get(ctx.peer).map_or("", |p| p.spec.as_str()),
+                "TLS to the upstream failed (certificate verification failed, or the handshake was refused): {e}"
+            );
+        }
         if ctx.backend == Backend::Target && route.falls_back() && ctx.fallback.is_none() {
             // Nothing was sent, so any method can go to legacy instead.
             self.fall_back(ctx, route, FallbackReason::Connect);
@@ -283,7 +299,7 @@ impl ProxyHttp for Proxy {
         headers::apply_forwarding(
             upstream_request,
             ctx.client,
-            self.scheme,
+            ctx.scheme,
             host,
             &ctx.request_id,
         );
@@ -549,6 +565,7 @@ impl ProxyHttp for Proxy {
                     route: index,
                     client: ctx.client,
                     request_id: ctx.request_id.clone(),
+                    scheme: ctx.scheme,
                     ctx: shadow,
                 });
             }

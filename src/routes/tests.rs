@@ -20,6 +20,7 @@ fn config() -> Config {
         connect_timeout: Duration::from_secs(1),
         read_timeout: Duration::from_secs(30),
         total_timeout: None,
+        tls: None,
         idle_timeout: Duration::from_secs(4),
         host: None,
         health: None,
@@ -43,6 +44,7 @@ fn config() -> Config {
             shutdown_timeout: Duration::from_secs(1),
             work_stealing: true,
             reload_debounce: Duration::from_millis(100),
+            tls: None,
         },
         admin: Admin {
             listen: ([127, 0, 0, 1], 9090).into(),

@@ -117,6 +117,8 @@ pub struct Job {
     pub route: usize,
     pub client: Option<IpAddr>,
     pub request_id: HeaderValue,
+    /// How the client reached banyan (`http`/`https`), for the copy's X-Forwarded-Proto.
+    pub scheme: &'static str,
     pub ctx: Box<ShadowCtx>,
 }
 
@@ -126,7 +128,6 @@ pub struct Shadower {
     connector: Connector,
     shared: Arc<ShadowShared>,
     metrics: Arc<Metrics>,
-    scheme: &'static str,
 }
 
 impl Shadower {
@@ -135,7 +136,6 @@ impl Shadower {
             connector: Connector::new(None),
             shared,
             metrics,
-            scheme: "http",
         }
     }
 
@@ -179,12 +179,13 @@ impl Shadower {
         client: Option<IpAddr>,
         request_id: &HeaderValue,
         body: &Bytes,
+        scheme: &'static str,
     ) -> Result<Answer, String> {
         let limits = &self.shared.limits;
         let copy = request::prepare(
             original,
             client,
-            self.scheme,
+            scheme,
             request_id,
             body.len(),
             upstream.host.as_ref(),
@@ -209,6 +210,7 @@ impl Shadower {
             route: index,
             client,
             request_id,
+            scheme,
             ctx,
         } = job;
         let Some(route) = snapshot.routes.get(index) else {
@@ -241,7 +243,7 @@ impl Shadower {
             let started = Instant::now();
             let upstream = snapshot.upstream(plan.upstream);
             let r = self
-                .fetch(upstream, &request, client, &request_id, &req_body)
+                .fetch(upstream, &request, client, &request_id, &req_body, scheme)
                 .await;
             (r, started.elapsed())
         };
@@ -250,7 +252,7 @@ impl Shadower {
                 return None;
             }
             let upstream = snapshot.upstream(route.legacy);
-            self.fetch(upstream, &request, client, &request_id, &req_body)
+            self.fetch(upstream, &request, client, &request_id, &req_body, scheme)
                 .await
                 .ok()
         };

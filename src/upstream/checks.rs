@@ -76,6 +76,9 @@ fn backends(upstreams: &Arc<Upstreams>, pool: usize) -> Option<Backends> {
             return None;
         }
     }
+    // The pool's own peer (TLS, SNI, CA and client certificate included); the checker
+    // replaces its address with each peer's.
+    hc.peer_template = p.template().clone();
     hc.peer_template.options.connection_timeout = Some(cfg.connect_timeout.min(health.timeout));
     hc.peer_template.options.read_timeout = Some(health.timeout);
     hc.peer_template.options.write_timeout = Some(health.timeout);

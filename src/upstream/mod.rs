@@ -35,7 +35,17 @@ impl UpstreamPool {
             .peers
             .iter()
             .map(|p| {
-                let mut peer = HttpPeer::new(p.addr, false, String::new());
+                let mut peer = match &cfg.tls {
+                    None => HttpPeer::new(p.addr, false, String::new()),
+                    Some(tls) => {
+                        // SNI is never empty here (validation refuses it): Pingora skips
+                        // certificate verification for an empty one.
+                        let mut peer = HttpPeer::new(p.addr, true, tls.sni.clone());
+                        peer.options.ca = tls.ca.clone();
+                        peer.client_cert_key = tls.client.clone();
+                        peer
+                    }
+                };
                 let o = &mut peer.options;
                 o.connection_timeout = Some(cfg.connect_timeout);
                 o.total_connection_timeout = Some(cfg.connect_timeout);
@@ -97,6 +107,11 @@ impl UpstreamPool {
     pub fn pick_any(&self) -> (usize, &HttpPeer) {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.peers.len();
         (i, &self.peers[i])
+    }
+
+    /// The first peer as built (TLS settings included): the template for health checks.
+    pub fn template(&self) -> &HttpPeer {
+        &self.peers[0]
     }
 
     /// A peer in rotation if there is one, else any.
@@ -225,6 +240,7 @@ mod tests {
             host: Some("legacy.internal".into()),
             health: None,
             circuit: None,
+            tls: None,
         };
         let metrics = Metrics::new().expect("metrics");
         let pool = UpstreamPool::new(&cfg, &metrics);
@@ -263,6 +279,7 @@ mod tests {
             total_timeout: Some(Duration::from_secs(1)),
             idle_timeout: Duration::from_secs(4),
             host: None,
+            tls: None,
             health: Some(config::HealthCheck {
                 path: "/healthz".into(),
                 interval: Duration::from_secs(1),

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod pki;
 pub mod upstream;
 
 use std::io::{Read, Write};
@@ -145,6 +146,8 @@ pub struct Setup<'a> {
     pub env: Vec<(&'a str, &'a str)>,
     /// Extra top-level tables at the end, e.g. `[shadow]`.
     pub tail: &'a str,
+    /// Send the process's stderr (its log) to `banyan.log` in its folder.
+    pub capture_log: bool,
 }
 
 impl<'a> Setup<'a> {
@@ -158,6 +161,7 @@ impl<'a> Setup<'a> {
             admin_extra: "",
             env: Vec::new(),
             tail: "",
+            capture_log: false,
         }
     }
 
@@ -209,6 +213,10 @@ impl<'a> Setup<'a> {
         let proxy: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let dir = self.write(proxy, admin);
+        if self.capture_log {
+            let log = std::fs::File::create(dir.path().join("banyan.log")).expect("log file");
+            return Banyan::spawn_full(dir, proxy, admin, &["run"], &self.env, log.into());
+        }
         Banyan::spawn_with_env(dir, proxy, admin, &["run"], &self.env)
     }
 }
@@ -230,6 +238,17 @@ impl Banyan {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Banyan {
+        Self::spawn_full(dir, proxy, admin, args, env, Stdio::inherit())
+    }
+
+    pub fn spawn_full(
+        dir: tempfile::TempDir,
+        proxy: SocketAddr,
+        admin: SocketAddr,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Banyan {
         let child = Command::new(BIN)
             .args(args)
             .env_remove("BANYAN_ADMIN_TOKEN")
@@ -237,7 +256,7 @@ impl Banyan {
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start banyan");
         let mut b = Banyan {
@@ -260,6 +279,11 @@ impl Banyan {
             http_get(admin, "/healthz").is_some_and(|(s, _)| s == 200)
                 && TcpStream::connect_timeout(&proxy, Duration::from_millis(200)).is_ok()
         });
+    }
+
+    /// What the process logged so far (with `Setup::capture_log`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("banyan.log")).unwrap_or_default()
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {

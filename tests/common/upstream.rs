@@ -93,8 +93,27 @@ impl Upstream {
         Self::start_on(([127, 0, 0, 1], 0).into(), name, behavior)
     }
 
+    /// Starts serving HTTPS on 127.0.0.1:0 with this TLS configuration.
+    pub fn start_tls(name: &str, tls: Arc<rustls::ServerConfig>) -> Upstream {
+        Self::serve(
+            ([127, 0, 0, 1], 0).into(),
+            name,
+            Behavior::default(),
+            Some(tokio_rustls::TlsAcceptor::from(tls)),
+        )
+    }
+
     /// Starts serving on `addr`: a killed upstream comes back on its old port.
     pub fn start_on(addr: SocketAddr, name: &str, behavior: Behavior) -> Upstream {
+        Self::serve(addr, name, behavior, None)
+    }
+
+    fn serve(
+        addr: SocketAddr,
+        name: &str,
+        behavior: Behavior,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Upstream {
         let behavior = Arc::new(behavior);
         // A killed server's port is released when its task has stopped, which may be just
         // after the drop returned.
@@ -125,18 +144,35 @@ impl Upstream {
                 let counter = Arc::clone(&counter);
                 let behavior = Arc::clone(&behavior);
                 let mut killed = killed.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         counter.fetch_add(1, Ordering::Relaxed);
                         handle(name.clone(), Arc::clone(&behavior), req)
                     });
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades();
+                    let builder = hyper::server::conn::http1::Builder::new();
                     // Killing the server closes its open connections too, as a crash would.
-                    tokio::select! {
-                        _ = conn => {}
-                        _ = killed.wait_for(|k| *k) => {}
+                    match tls {
+                        None => {
+                            let conn = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .with_upgrades();
+                            tokio::select! {
+                                _ = conn => {}
+                                _ = killed.wait_for(|k| *k) => {}
+                            }
+                        }
+                        Some(acceptor) => {
+                            // A refused handshake (no client certificate, say) ends here.
+                            let Ok(stream) = acceptor.accept(stream).await else {
+                                return;
+                            };
+                            let conn = builder.serve_connection(TokioIo::new(stream), service);
+                            tokio::select! {
+                                _ = conn => {}
+                                _ = killed.wait_for(|k| *k) => {}
+                            }
+                        }
                     }
                 });
             }

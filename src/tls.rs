@@ -1,0 +1,298 @@
+//! TLS material, read and checked when the config loads so that nothing fails later
+//! (Pingora panics at service start on unreadable listener files, and parses upstream
+//! client keys with `unwrap`): the listener's certificate behind a resolver that swaps
+//! in a new one when its files change, and upstreams' CA and client certificates.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use pingora::tls::ServerName;
+use pingora::utils::tls::{CertKey, WrappedX509};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+/// Reads every certificate of a PEM file; each must parse as X.509.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: not PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no CERTIFICATE in the file", path.display()));
+    }
+    for c in &certs {
+        x509_parser::parse_x509_certificate(c.as_ref())
+            .map_err(|e| format!("{}: a certificate does not parse: {e}", path.display()))?;
+    }
+    Ok(certs)
+}
+
+/// Reads the first private key of a PEM file: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|e| format!("{}: not PEM: {e}", path.display()))?
+        .ok_or_else(|| {
+            format!(
+                "{}: no private key (PKCS#8, PKCS#1 or SEC1) in the file",
+                path.display()
+            )
+        })
+}
+
+/// The leaf's subject and expiry, for messages.
+pub fn describe(cert: &CertificateDer) -> String {
+    match x509_parser::parse_x509_certificate(cert.as_ref()) {
+        Ok((_, c)) => format!(
+            "{} (expires {})",
+            c.subject(),
+            c.validity().not_after.to_datetime()
+        ),
+        Err(_) => "an unreadable certificate".to_string(),
+    }
+}
+
+/// A certificate chain and its key, checked to belong together.
+pub fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
+    let certs = read_certs(cert)?;
+    let key_der = read_key(key)?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key_der)
+        .map_err(|e| format!("{}: unsupported private key: {e}", key.display()))?;
+    let ck = CertifiedKey::new(certs, signer);
+    ck.keys_match().map_err(|e| {
+        format!(
+            "{} and {} do not belong together: {e}",
+            cert.display(),
+            key.display()
+        )
+    })?;
+    Ok(ck)
+}
+
+type Stamp = Vec<(u64, Option<SystemTime>)>;
+
+fn stamp(paths: &[&Path]) -> Stamp {
+    paths
+        .iter()
+        .map(|p| {
+            std::fs::metadata(p)
+                .map(|m| (m.len(), m.modified().ok()))
+                .unwrap_or((0, None))
+        })
+        .collect()
+}
+
+/// The listener's certificate. Each handshake takes the current one; [`reload_if_changed`]
+/// swaps in a new one when the files change (connections already open keep theirs).
+///
+/// [`reload_if_changed`]: CertResolver::reload_if_changed
+pub struct CertResolver {
+    cert: PathBuf,
+    key: PathBuf,
+    current: ArcSwap<CertifiedKey>,
+    seen: Mutex<Stamp>,
+}
+
+impl fmt::Debug for CertResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertResolver")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl CertResolver {
+    pub fn load(cert: &Path, key: &Path) -> Result<CertResolver, String> {
+        let seen = stamp(&[cert, key]);
+        let ck = certified_key(cert, key)?;
+        Ok(CertResolver {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            current: ArcSwap::from_pointee(ck),
+            seen: Mutex::new(seen),
+        })
+    }
+
+    /// The leaf certificate served now, described.
+    pub fn serving(&self) -> String {
+        self.current
+            .load()
+            .cert
+            .first()
+            .map_or_else(String::new, describe)
+    }
+
+    /// Reads the files again if their size or modification time changed: `None` when
+    /// unchanged, else whether the new pair was taken. A bad pair (say, the certificate
+    /// written and the key not yet) keeps the old one serving and is tried again at the
+    /// next change.
+    pub fn reload_if_changed(&self) -> Option<Result<String, String>> {
+        let now = stamp(&[&self.cert, &self.key]);
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if *seen == now {
+            return None;
+        }
+        *seen = now;
+        Some(certified_key(&self.cert, &self.key).map(|ck| {
+            self.current.store(Arc::new(ck));
+            self.serving()
+        }))
+    }
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+/// TLS to one upstream, as Pingora's peers take it.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    pub sni: String,
+    /// Trusted roots; `None`: the system's.
+    pub ca: Option<Arc<[WrappedX509]>>,
+    /// A client certificate for mutual TLS.
+    pub client: Option<Arc<CertKey>>,
+}
+
+impl fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("sni", &self.sni)
+            .field("ca", &self.ca.as_ref().map(|c| c.len()))
+            .field("client_cert", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl UpstreamTls {
+    pub fn load(
+        sni: &str,
+        ca: Option<&Path>,
+        client: Option<(&Path, &Path)>,
+    ) -> Result<UpstreamTls, String> {
+        if sni.is_empty() || ServerName::try_from(sni.to_string()).is_err() {
+            return Err(format!(
+                "tls.sni `{sni}` is not a server name (an empty one would turn verification off)"
+            ));
+        }
+        let ca = match ca {
+            None => None,
+            Some(path) => {
+                let certs = read_certs(path)?;
+                let wrapped: Vec<WrappedX509> = certs
+                    .into_iter()
+                    .map(|c| WrappedX509::new(c.to_vec(), pingora::utils::tls::parse_x509))
+                    .collect();
+                Some(Arc::from(wrapped.into_boxed_slice()))
+            }
+        };
+        let client = match client {
+            None => None,
+            Some((cert, key)) => {
+                // Checked the way Pingora will use them, so its `unwrap`s cannot fire.
+                certified_key(cert, key)?;
+                let certs = read_certs(cert)?;
+                let key_der = read_key(key)?;
+                let der = key_der.secret_der().to_vec();
+                PrivateKeyDer::try_from(der.clone()).map_err(|e| {
+                    format!("{}: the key's DER is not recognised: {e}", key.display())
+                })?;
+                Some(Arc::new(CertKey::new(
+                    certs.into_iter().map(|c| c.to_vec()).collect(),
+                    der,
+                )))
+            }
+        };
+        Ok(UpstreamTls {
+            sni: sni.to_string(),
+            ca,
+            client,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate for `name`, written as `cert.pem` and `key.pem`.
+    fn write_pair(dir: &Path, name: &str) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .expect("params")
+            .self_signed(&key)
+            .expect("cert");
+        std::fs::write(dir.join("cert.pem"), cert.pem()).expect("cert");
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("key");
+    }
+
+    #[test]
+    fn the_resolver_takes_a_new_pair_and_keeps_the_old_one_over_a_bad_one() {
+        let dir = tempfile::tempdir().expect("dir");
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        write_pair(dir.path(), "first.example");
+        let r = CertResolver::load(&cert, &key).expect("loads");
+        let first = r.current.load_full();
+        assert!(r.reload_if_changed().is_none(), "nothing changed");
+        // A different size is a change even within the same second.
+        write_pair(dir.path(), "second-and-longer.example");
+        let serving = r.reload_if_changed().expect("changed").expect("valid");
+        assert!(serving.contains("expires"), "{serving}");
+        assert!(
+            !Arc::ptr_eq(&first, &r.current.load_full()),
+            "the new pair serves"
+        );
+        let second = r.current.load_full();
+        std::fs::write(
+            &key,
+            "-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n",
+        )
+        .expect("garbage");
+        let err = r
+            .reload_if_changed()
+            .expect("changed")
+            .expect_err("refused");
+        assert!(err.contains("key.pem"), "{err}");
+        assert!(
+            Arc::ptr_eq(&second, &r.current.load_full()),
+            "the old pair keeps serving"
+        );
+    }
+
+    #[test]
+    fn a_key_from_another_pair_is_refused() {
+        let a = tempfile::tempdir().expect("dir");
+        let b = tempfile::tempdir().expect("dir");
+        write_pair(a.path(), "a.example");
+        write_pair(b.path(), "b.example");
+        let err = certified_key(&a.path().join("cert.pem"), &b.path().join("key.pem"))
+            .expect_err("mismatch");
+        assert!(err.contains("do not belong together"), "{err}");
+    }
+
+    #[test]
+    fn upstream_tls_refuses_an_empty_sni_and_loads_a_ca() {
+        assert!(UpstreamTls::load("", None, None).is_err());
+        assert!(UpstreamTls::load("bad name!", None, None).is_err());
+        let dir = tempfile::tempdir().expect("dir");
+        write_pair(dir.path(), "ca.example");
+        let t = UpstreamTls::load("orders.internal", Some(&dir.path().join("cert.pem")), None)
+            .expect("loads");
+        assert_eq!(t.ca.as_ref().map(|c| c.len()), Some(1));
+        assert!(t.client.is_none());
+        let t = UpstreamTls::load(
+            "orders.internal",
+            None,
+            Some((&dir.path().join("cert.pem"), &dir.path().join("key.pem"))),
+        )
+        .expect("client pair");
+        assert!(t.client.is_some());
+    }
+}
