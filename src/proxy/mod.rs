@@ -271,10 +271,16 @@ impl ProxyHttp for Proxy {
             e.etype(),
             ErrorType::TLSHandshakeFailure | ErrorType::InvalidCert | ErrorType::HandshakeError
         ) {
+            let text = e.to_string();
+            let what = if text.contains("invalid peer certificate") {
+                "certificate verification failed"
+            } else {
+                "TLS handshake failed"
+            };
             tracing::error!(
                 upstream = %pool.name,
                 peer = %pool.config.peers.get(ctx.peer).map_or("", |p| p.spec.as_str()),
-                "TLS to the upstream failed (certificate verification failed, or the handshake was refused): {e}"
+                "TLS to the upstream: {what}: {text}"
             );
         }
         if ctx.backend == Backend::Target && route.falls_back() && ctx.fallback.is_none() {
