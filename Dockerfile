@@ -13,7 +13,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches examples \
  && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
- && echo 'fn main() {}' > benches/decision.rs && echo 'fn main() {}' > benches/headers.rs \
+ && for b in decision headers compare; do echo 'fn main() {}' > "benches/$b.rs"; done \
  && cargo build --release --locked \
  && rm -rf src benches examples
 COPY src src
@@ -22,6 +22,10 @@ COPY examples examples
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin banyan
 
 FROM debian:bookworm-slim
+# ca-certificates: the system roots for upstreams with `tls` and no `ca`.
+RUN apt-get update -qq \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --home-dir /srv/banyan --create-home banyan
 WORKDIR /srv/banyan
 COPY --from=build /src/target/release/banyan /usr/local/bin/banyan
@@ -30,7 +34,7 @@ COPY routes routes
 RUN mkdir -p state && chown banyan:banyan state
 USER banyan
 VOLUME ["/srv/banyan/state"]
-EXPOSE 8080 9090
+EXPOSE 8080 8443 9090
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["banyan"]
 CMD ["run", "--config", "config/banyan.toml"]
