@@ -12,7 +12,7 @@ use crate::routes::Backend;
 use crate::shadow::stats::RouteShadow;
 
 /// Seconds; dense below 100 ms, where a proxy's and a healthy service's latency lives.
-const LATENCY_BUCKETS: &[f64] = &[
+pub const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
@@ -319,6 +319,23 @@ impl RouteMetrics {
 
     pub fn rate_limited(&self) -> u64 {
         self.rate_limited.get().map_or(0, IntCounter::get)
+    }
+
+    /// The side's latency histogram: (observations, cumulative count per bucket of
+    /// [`LATENCY_BUCKETS`]), since the route first appeared.
+    pub fn latency(&self, backend: Backend) -> (u64, Vec<u64>) {
+        use prometheus::core::Metric as _;
+        let Some(h) = self.side(backend).duration.get() else {
+            return (0, vec![0; LATENCY_BUCKETS.len()]);
+        };
+        let m = h.metric();
+        let hist = m.get_histogram();
+        let buckets = hist
+            .get_bucket()
+            .iter()
+            .map(|b| b.cumulative_count())
+            .collect();
+        (hist.get_sample_count(), buckets)
     }
 
     /// (requests, 5xx answers) on one side since the route first appeared.

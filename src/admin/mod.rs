@@ -18,6 +18,9 @@ use crate::control::overrides::Trigger;
 use crate::control::{Control, ControlError, Outcome, Selection};
 use crate::routes::split::percent_to_bp;
 
+/// The migration dashboard, served at `/`.
+const DASHBOARD: &str = include_str!("dashboard.html");
+
 /// Admin request bodies are small JSON documents.
 const MAX_BODY: usize = 64 * 1024;
 /// Sent by `banyan` commands so the audit log can tell them from other API clients.
@@ -116,6 +119,12 @@ pub fn handle(control: &Control, token: Option<&str>, req: &AdminRequest) -> Res
     let get = req.method == Method::GET || req.method == Method::HEAD;
     let post = req.method == Method::POST;
     match path {
+        // The page holds no data; what it shows comes from /api/, with the token.
+        "/" | "/index.html" if get => text(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            DASHBOARD.as_bytes().to_vec(),
+        ),
         "/healthz" if get && !control.is_ready() => text(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain; charset=utf-8",
