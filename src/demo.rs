@@ -1,6 +1,8 @@
 //! Built-in demo upstreams for `banyan demo`: a small shop API that the "monolith" and
 //! each extracted service answer alike, except for `served_by`, so a person can watch
-//! the split move traffic without writing a server.
+//! the split move traffic without writing a server. One deliberate bug gives shadow
+//! comparison something to find: the extracted service rounds the total of orders whose
+//! id ends in 7 one cent up.
 
 use async_trait::async_trait;
 use http::{header, Method, Response, StatusCode};
@@ -23,11 +25,15 @@ impl DemoUpstream {
     }
 
     fn order(&self, id: u64) -> Value {
+        let mut total_cents = 1999 + id * 250;
+        if self.name != "monolith" && id % 10 == 7 {
+            total_cents += 1;
+        }
         json!({
             "id": id,
             "status": if id % 3 == 0 { "shipped" } else { "processing" },
             "items": [{"sku": format!("SKU-{:04}", id * 7 % 10_000), "quantity": 1 + id % 3}],
-            "total_cents": 1999 + id * 250,
+            "total_cents": total_cents,
             "served_by": self.name,
         })
     }
@@ -130,6 +136,13 @@ mod tests {
         a["served_by"] = Value::Null;
         b["served_by"] = Value::Null;
         assert_eq!(a, b);
+        // The deliberate bug, for the walkthrough's shadow step.
+        let (_, a) = legacy.answer(&Method::GET, "/api/orders/17", 0);
+        let (_, b) = target.answer(&Method::GET, "/api/orders/17", 0);
+        assert_eq!(
+            b["total_cents"].as_u64(),
+            a["total_cents"].as_u64().map(|c| c + 1)
+        );
         assert_eq!(
             legacy.answer(&Method::GET, "/api/orders/x", 0).0,
             StatusCode::NOT_FOUND

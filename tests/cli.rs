@@ -339,3 +339,23 @@ fn demo_serves_the_example_with_builtin_upstreams() {
         "{targets} of 40 on the orders service"
     );
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let monolith = common::upstream::Upstream::start("monolith");
+    let mut s = common::Setup::new(vec![("monolith", vec![monolith.addr])], "monolith");
+    s.env = vec![("BANYAN_LOG_FORMAT", "json")];
+    s.capture_log = true;
+    let b = s.start();
+    common::wait_until("the start-up line", || {
+        b.log().contains("banyan serving on")
+    });
+    for line in b.log().lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v["level"].is_string() && v["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+}

@@ -16,6 +16,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::DEFAULT_CONFIG_PATH;
+use crate::logging::Format;
 
 #[derive(Parser)]
 #[command(
@@ -35,12 +36,22 @@ struct ConfigArg {
     config: PathBuf,
 }
 
+#[derive(clap::Args, Clone)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Application log lines: readable text, or one JSON object per line (default: text,
+    /// or BANYAN_LOG_FORMAT).
+    #[arg(long, value_enum)]
+    log_format: Option<crate::logging::Format>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve: proxy listeners and the admin API.
-    Run(ConfigArg),
+    Run(ServeArgs),
     /// Serve the example config with built-in demo upstreams on its loopback peers.
-    Demo(ConfigArg),
+    Demo(ServeArgs),
     /// Validate the config and route files; exit 1 with file:line:column errors.
     Check(ConfigArg),
     /// Which route, bucket and backend a request would get. Sends nothing.
@@ -71,8 +82,8 @@ pub fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Run(a) => run::run(&a.config, false),
-        Command::Demo(a) => run::run(&a.config, true),
+        Command::Run(a) => run::run(&a.config.config, false, Format::choose(a.log_format)),
+        Command::Demo(a) => run::run(&a.config.config, true, Format::choose(a.log_format)),
         Command::Check(a) => check::check(&a.config),
         Command::Explain(a) => explain::explain(&a),
         Command::Status(a) => status::status(&a),

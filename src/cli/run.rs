@@ -64,8 +64,12 @@ fn demo_upstreams(config: &Config) -> Vec<(String, SocketAddr)> {
         .collect()
 }
 
-pub fn run(config_path: &Path, demo: bool) -> anyhow::Result<ExitCode> {
-    crate::logging::init();
+pub fn run(
+    config_path: &Path,
+    demo: bool,
+    log_format: crate::logging::Format,
+) -> anyhow::Result<ExitCode> {
+    crate::logging::init(log_format);
     ignore_sighup_until_handled();
     let (config, report) = match Config::load(config_path, &cwd()) {
         Ok(loaded) => loaded,
