@@ -20,7 +20,9 @@ RUN mkdir -p src benches examples \
 COPY src src
 COPY benches benches
 COPY examples examples
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin banyan
+# The release profile keeps line tables for profiling; the image does not need them.
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin banyan \
+ && strip target/release/banyan
 
 FROM debian:bookworm-slim
 # ca-certificates: the system roots for upstreams with `tls` and no `ca`; curl: the
