@@ -58,9 +58,18 @@ pub fn describe(cert: &CertificateDer) -> String {
 
 /// A certificate chain and its key, checked to belong together.
 pub fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
-    let certs = read_certs(cert)?;
-    let key_der = read_key(key)?;
-    let signer = rustls::crypto::ring::sign::any_supported_type(&key_der)
+    certify(read_certs(cert)?, &read_key(key)?, cert, key)
+}
+
+/// `certs` and `key_der` as read from `cert` and `key` (named in messages), checked to
+/// belong together.
+fn certify(
+    certs: Vec<CertificateDer<'static>>,
+    key_der: &PrivateKeyDer<'static>,
+    cert: &Path,
+    key: &Path,
+) -> Result<CertifiedKey, String> {
+    let signer = rustls::crypto::ring::sign::any_supported_type(key_der)
         .map_err(|e| format!("{}: unsupported private key: {e}", key.display()))?;
     let ck = CertifiedKey::new(certs, signer);
     ck.keys_match().map_err(|e| {
@@ -197,9 +206,9 @@ impl UpstreamTls {
             None => None,
             Some((cert, key)) => {
                 // Checked the way Pingora will use them, so its `unwrap`s cannot fire.
-                certified_key(cert, key)?;
                 let certs = read_certs(cert)?;
                 let key_der = read_key(key)?;
+                certify(certs.clone(), &key_der, cert, key)?;
                 let der = key_der.secret_der().to_vec();
                 PrivateKeyDer::try_from(der.clone()).map_err(|e| {
                     format!("{}: the key's DER is not recognised: {e}", key.display())

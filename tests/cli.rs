@@ -276,28 +276,11 @@ fn a_port_in_use_is_a_clear_error() {
 /// `banyan demo` with the repository's own config and routes, moved to free ports.
 #[test]
 fn demo_serves_the_example_with_builtin_upstreams() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir_all(dir.path().join("config")).expect("mkdir");
-    std::fs::create_dir_all(dir.path().join("routes")).expect("mkdir");
-    let (proxy, admin, mono, orders) = (free_port(), free_port(), free_port(), free_port());
-    let config = std::fs::read_to_string(root.join("config/banyan.toml"))
-        .expect("example config")
-        .replace("127.0.0.1:8080", &format!("127.0.0.1:{proxy}"))
-        .replace("127.0.0.1:9090", &format!("127.0.0.1:{admin}"))
-        .replace("127.0.0.1:8081", &format!("127.0.0.1:{mono}"))
-        .replace("127.0.0.1:8082", &format!("127.0.0.1:{orders}"));
-    std::fs::write(dir.path().join("config/banyan.toml"), config).expect("write");
-    for entry in std::fs::read_dir(root.join("routes")).expect("routes") {
-        let path = entry.expect("entry").path();
-        if let Some(name) = path.file_name() {
-            std::fs::copy(&path, dir.path().join("routes").join(name)).expect("copy");
-        }
-    }
-    let b = Banyan::spawn(dir, local(proxy), local(admin), &["demo"]);
+    let (dir, [proxy, admin, mono, orders]) = common::demo_folder();
+    let b = Banyan::spawn(dir, proxy, admin, &["demo"]);
     common::wait_until("the demo upstreams", || {
-        common::http_get(local(mono), "/healthz").is_some()
-            && common::http_get(local(orders), "/healthz").is_some()
+        common::http_get(mono, "/healthz").is_some()
+            && common::http_get(orders, "/healthz").is_some()
     });
     let (status, body) = common::http_get(b.proxy, "/api/users/7").expect("answer");
     assert_eq!(status, 200);

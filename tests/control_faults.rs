@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::wait_until;
@@ -19,44 +17,7 @@ fn bad_route_and_override_files_never_fail_a_request() {
     let proxy = b.proxy;
 
     // Continuous load: every answer must be a 200 from one of the two upstreams.
-    let stop = Arc::new(AtomicBool::new(false));
-    let served = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let load = {
-        let (stop, served, failures) = (
-            Arc::clone(&stop),
-            Arc::clone(&served),
-            Arc::clone(&failures),
-        );
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let client = reqwest::Client::new();
-                let mut i = 0u64;
-                while !stop.load(Ordering::Relaxed) && i < 2_000_000 {
-                    i += 1;
-                    let r = client
-                        .get(format!("http://{proxy}/api/orders/{i}"))
-                        .header("x-user-id", format!("u{}", i % 100))
-                        .send()
-                        .await;
-                    match r {
-                        Ok(r) if r.status() == 200 => {
-                            served.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(r) => failures
-                            .lock()
-                            .expect("lock")
-                            .push(format!("status {}", r.status())),
-                        Err(e) => failures.lock().expect("lock").push(e.to_string()),
-                    }
-                }
-            });
-        })
-    };
+    let load = common::load::Load::start(proxy, 1);
     let route = |b: &common::Banyan| b.route_status("orders");
     let errors = |b: &common::Banyan| -> String {
         b.status()["last_reload_error"]["errors"]
@@ -175,20 +136,14 @@ fn bad_route_and_override_files_never_fail_a_request() {
     .expect("valid json");
     assert_eq!(repaired, serde_json::json!({}));
 
-    stop.store(true, Ordering::Relaxed);
-    load.join().expect("load thread");
-    let failures = failures.lock().expect("lock");
+    let (served, failures) = load.stop();
     assert!(
         failures.is_empty(),
         "{} failed requests: {:?}",
         failures.len(),
         &failures[..failures.len().min(5)]
     );
-    assert!(
-        served.load(Ordering::Relaxed) > 200,
-        "too little load: {}",
-        served.load(Ordering::Relaxed)
-    );
+    assert!(served > 200, "too little load: {served}");
     assert!(
         b.wait_exit(Duration::from_millis(1)).is_none(),
         "the proxy is still running"

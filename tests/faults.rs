@@ -5,8 +5,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use common::upstream::{Behavior, Silent, Upstream};
@@ -50,63 +49,17 @@ fn killing_the_target_under_load_fails_no_get() {
     let b = setup(monolith.addr, orders.addr, "")
         .route_file("orders.toml", route(""))
         .start();
-    let proxy = b.proxy;
-    let stop = Arc::new(AtomicBool::new(false));
-    let served = Arc::new(AtomicU64::new(0));
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     // Four keep-alive clients, so requests are in flight on pooled connections when the
     // target dies.
-    let clients: Vec<_> = (0..4)
-        .map(|c| {
-            let (stop, served, failures) = (
-                Arc::clone(&stop),
-                Arc::clone(&served),
-                Arc::clone(&failures),
-            );
-            std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                rt.block_on(async move {
-                    let client = reqwest::Client::new();
-                    let mut i = 0u64;
-                    while !stop.load(Ordering::Relaxed) && i < 1_000_000 {
-                        i += 1;
-                        let r = client
-                            .get(format!("http://{proxy}/api/orders/{c}-{i}"))
-                            .header("x-user-id", format!("u{c}-{i}"))
-                            .send()
-                            .await;
-                        match r {
-                            Ok(r) if r.status() == 200 => {
-                                served.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Ok(r) => failures
-                                .lock()
-                                .expect("lock")
-                                .push(format!("status {}", r.status())),
-                            Err(e) => failures.lock().expect("lock").push(e.to_string()),
-                        }
-                    }
-                });
-            })
-        })
-        .collect();
+    let load = common::load::Load::start(b.proxy, 4);
     wait_until("load through the target", || {
-        served.load(Ordering::Relaxed) >= 500 && orders.hits() >= 100
+        load.served() >= 500 && orders.hits() >= 100
     });
     let target_hits = orders.hits();
     drop(orders);
-    let at_kill = served.load(Ordering::Relaxed);
-    wait_until("load after the kill", || {
-        served.load(Ordering::Relaxed) >= at_kill + 1000
-    });
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().expect("client");
-    }
-    let failures = failures.lock().expect("lock");
+    let at_kill = load.served();
+    wait_until("load after the kill", || load.served() >= at_kill + 1000);
+    let (_, failures) = load.stop();
     assert!(
         failures.is_empty(),
         "{} failed GETs: {:?}",

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{free_port, wait_until, Banyan};
+use common::{wait_until, Banyan};
 use serde_json::Value;
 
 /// The shell block between the walkthrough markers of README.md.
@@ -31,32 +31,14 @@ fn walkthrough() -> String {
 
 #[test]
 fn the_readme_walkthrough_works_as_written() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::create_dir_all(dir.path().join("config")).expect("mkdir");
-    std::fs::create_dir_all(dir.path().join("routes")).expect("mkdir");
-    let (proxy, admin, mono, orders) = (free_port(), free_port(), free_port(), free_port());
-    let config = std::fs::read_to_string(root.join("config/banyan.toml"))
-        .expect("example config")
-        .replace("127.0.0.1:8080", &format!("127.0.0.1:{proxy}"))
-        .replace("127.0.0.1:9090", &format!("127.0.0.1:{admin}"))
-        .replace("127.0.0.1:8081", &format!("127.0.0.1:{mono}"))
-        .replace("127.0.0.1:8082", &format!("127.0.0.1:{orders}"));
-    std::fs::write(dir.path().join("config/banyan.toml"), config).expect("write");
-    for entry in std::fs::read_dir(root.join("routes")).expect("routes") {
-        let path = entry.expect("entry").path();
-        if let Some(name) = path.file_name() {
-            std::fs::copy(&path, dir.path().join("routes").join(name)).expect("copy");
-        }
-    }
-    let local = |p: u16| std::net::SocketAddr::from(([127, 0, 0, 1], p));
-    let b = Banyan::spawn(dir, local(proxy), local(admin), &["demo"]);
+    let (dir, [proxy, admin, mono, orders]) = common::demo_folder();
+    let b = Banyan::spawn(dir, proxy, admin, &["demo"]);
     wait_until("the demo upstreams", || {
-        common::http_get(local(mono), "/healthz").is_some()
-            && common::http_get(local(orders), "/healthz").is_some()
+        common::http_get(mono, "/healthz").is_some()
+            && common::http_get(orders, "/healthz").is_some()
     });
 
-    let script = walkthrough().replace("localhost:8080", &format!("localhost:{proxy}"));
+    let script = walkthrough().replace("localhost:8080", &format!("localhost:{}", proxy.port()));
     assert!(script.contains("banyan rollback orders"), "{script}");
     // `banyan` is this build's binary, found first on PATH.
     let bin_dir = Path::new(common::BIN).parent().expect("bin dir");

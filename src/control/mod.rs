@@ -574,12 +574,9 @@ impl Control {
         }
         let names = changed;
         // Outcomes from before an override changed must not trip the guard after it.
-        let old_snap = self.shared.load_full();
-        for r in &old_snap.routes {
-            if names.contains(&r.name) {
-                if let Some(w) = &r.guard {
-                    w.reset();
-                }
+        for name in &names {
+            if let Some(w) = st.kept.guards.get(name) {
+                w.reset();
             }
         }
         let persist_error = overrides::store(&self.config.server.state_dir, &next)
@@ -653,12 +650,12 @@ impl Control {
                 continue;
             };
             tracing::error!(route = %r.name, "rolling back: {reason}");
+            // The rollback also empties the window (every override change does).
             let sel = Selection::Routes(vec![r.name.clone()]);
             match self.rollback(&sel, &reason, Source::Guard, Trigger::Guard) {
                 Ok(_) => tripped.push(r.name.clone()),
                 Err(e) => tracing::error!(route = %r.name, "the guard could not roll back: {e}"),
             }
-            window.reset();
         }
         tripped
     }

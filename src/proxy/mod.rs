@@ -92,7 +92,7 @@ impl Proxy {
         ctx.fallback = Some(reason);
     }
 
-    /// Whether the target can take a request now: `Err(reason)` when its circuit is open
+    /// Why the target cannot take a request now: `Some(reason)` when its circuit is open
     /// or health checks have every peer out of rotation.
     fn target_unavailable(pool: &UpstreamPool) -> Option<FallbackReason> {
         if pool.all_checked_down() {
@@ -339,23 +339,24 @@ impl ProxyHttp for Proxy {
             return Ok(());
         }
         ctx.upstream_ms = Some(ctx.attempt_started.elapsed().as_secs_f64() * 1000.0);
-        if let Some(snap) = ctx.snapshot.clone() {
+        let retry_on_legacy = ctx.decided().is_some_and(|(snap, route)| {
             snap.upstream(ctx.upstream)
                 .observe(ctx.peer, true, status < 500);
-            let route = snap.route(ctx.route);
-            if ctx.backend == Backend::Target
+            ctx.backend == Backend::Target
                 && matches!(status, 502..=504)
                 && ctx.fallback.is_none()
                 && route.retries_method(&session.req_header().method)
                 && !session.as_ref().retry_buffer_truncated()
-            {
-                self.fall_back(ctx, route, FallbackReason::Status);
-                ctx.retry_on_legacy = true;
-                return Err(Error::explain(
-                    ErrorType::HTTPStatus(status),
-                    "the target failed; retrying on legacy",
-                ));
+        });
+        if retry_on_legacy {
+            if let Some(snap) = ctx.snapshot.clone() {
+                self.fall_back(ctx, snap.route(ctx.route), FallbackReason::Status);
             }
+            ctx.retry_on_legacy = true;
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(status),
+                "the target failed; retrying on legacy",
+            ));
         }
         if let Some(sh) = ctx.shadow.as_mut() {
             sh.response = Some(Answer {

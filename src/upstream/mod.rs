@@ -143,7 +143,8 @@ impl UpstreamPool {
     /// One request's outcome on one peer. `reachable`: the peer answered (any status);
     /// `ok`: and not with a 5xx.
     pub fn observe(&self, peer: usize, reachable: bool, ok: bool) {
-        let now = now_ms();
+        // Only failures start back-offs and cool-downs; a success needs no clock read.
+        let now = if ok { 0 } else { now_ms() };
         if let Some(h) = self.health.get(peer) {
             if h.observe(reachable, now) {
                 tracing::warn!(
@@ -223,11 +224,11 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    #[test]
-    fn peers_rotate_round_robin() {
-        let cfg = config::Upstream {
+    /// Upstream `m` with `n` loopback peers on ports 1..=n, no checks, no breaker.
+    fn upstream(n: u16) -> config::Upstream {
+        config::Upstream {
             name: "m".into(),
-            peers: (1..=3)
+            peers: (1..=n)
                 .map(|p| config::Peer {
                     spec: format!("127.0.0.1:{p}"),
                     addr: ([127, 0, 0, 1], p).into(),
@@ -237,10 +238,18 @@ mod tests {
             read_timeout: Duration::from_secs(3),
             total_timeout: None,
             idle_timeout: Duration::from_secs(4),
-            host: Some("legacy.internal".into()),
+            host: None,
             health: None,
             circuit: None,
             tls: None,
+        }
+    }
+
+    #[test]
+    fn peers_rotate_round_robin() {
+        let cfg = config::Upstream {
+            host: Some("legacy.internal".into()),
+            ..upstream(3)
         };
         let metrics = Metrics::new().expect("metrics");
         let pool = UpstreamPool::new(&cfg, &metrics);
@@ -267,19 +276,7 @@ mod tests {
     #[test]
     fn peers_out_of_rotation_are_skipped() {
         let cfg = config::Upstream {
-            name: "m".into(),
-            peers: (1..=2)
-                .map(|p| config::Peer {
-                    spec: format!("127.0.0.1:{p}"),
-                    addr: ([127, 0, 0, 1], p).into(),
-                })
-                .collect(),
-            connect_timeout: Duration::from_millis(250),
-            read_timeout: Duration::from_secs(3),
             total_timeout: Some(Duration::from_secs(1)),
-            idle_timeout: Duration::from_secs(4),
-            host: None,
-            tls: None,
             health: Some(config::HealthCheck {
                 path: "/healthz".into(),
                 interval: Duration::from_secs(1),
@@ -287,7 +284,7 @@ mod tests {
                 failures: 1,
                 successes: 1,
             }),
-            circuit: None,
+            ..upstream(2)
         };
         let metrics = Metrics::new().expect("metrics");
         let pool = UpstreamPool::new(&cfg, &metrics);

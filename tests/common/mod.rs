@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod load;
 pub mod pki;
 pub mod upstream;
 
@@ -461,4 +462,28 @@ pub fn banyan_cmd(dir: &Path, args: &[&str]) -> Output {
         .current_dir(dir)
         .output()
         .expect("run banyan")
+}
+
+/// The repository's example `config/` and `routes/`, copied into a new folder with every
+/// example port (8080 proxy, 9090 admin, 8081 monolith, 8082 orders) moved to a free one;
+/// for `banyan demo`. Returns the folder and the (proxy, admin, monolith, orders) addresses.
+pub fn demo_folder() -> (tempfile::TempDir, [SocketAddr; 4]) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("config")).expect("mkdir");
+    std::fs::create_dir_all(dir.path().join("routes")).expect("mkdir");
+    let addrs: [SocketAddr; 4] = std::array::from_fn(|_| ([127, 0, 0, 1], free_port()).into());
+    let mut config =
+        std::fs::read_to_string(root.join("config/banyan.toml")).expect("example config");
+    for (example, addr) in [8080, 9090, 8081, 8082].iter().zip(&addrs) {
+        config = config.replace(&format!("127.0.0.1:{example}"), &addr.to_string());
+    }
+    std::fs::write(dir.path().join("config/banyan.toml"), config).expect("write");
+    for entry in std::fs::read_dir(root.join("routes")).expect("routes") {
+        let path = entry.expect("entry").path();
+        if let Some(name) = path.file_name() {
+            std::fs::copy(&path, dir.path().join("routes").join(name)).expect("copy");
+        }
+    }
+    (dir, addrs)
 }
