@@ -1,25 +1,36 @@
 #!/usr/bin/env bash
-# Whole-proxy load benchmark: wrk through banyan and through nginx, both doing the same
-# 20 % sticky split on X-User-Id to the same two upstreams, in one run.
+# Whole-proxy load benchmark, banyan and nginx side by side in one run, four scenarios:
+#   S1 pass-through (no route matches: the default upstream)
+#   S2 20 % sticky split on X-User-Id (nginx: split_clients)
+#   S3 S1 plus a 100 % shadow with comparison on (nginx: `mirror`, which cannot compare)
+#   S4 1,000 routes, the request matching one near the end (nginx: 1,000 locations)
+# and the least possible Pingora proxy on S1 for reference. Then RSS: each proxy idle,
+# and holding 1,000 idle keep-alive connections.
 #
 #   benches/load.sh [seconds per run, default 10] [connections, default 32] [rounds, default 3]
 #
-# Rounds alternate nginx and banyan; the table shows each figure's median.
-# Layout on a 2-core machine: the proxy under test alone on core 0; the upstreams (one
-# nginx, 1 worker) and wrk on core 1. Proxy CPU per request = (utime + stime of all the
-# proxy's processes during the run) / requests completed. Needs: nginx, wrk, taskset,
-# and a release build (the script builds one). Everything listens on 127.0.0.1 only and
-# is stopped on exit. Results go to stdout and benches/results/load-<time>.md.
+# Rounds alternate the proxies; the tables show medians. S1 and S3 are also run paced
+# (each connection waits PACE_MS, default 4 ms, between requests: below saturation), so
+# S3's client p99 shows what mirroring adds to a client's wait rather than how much
+# sooner the CPU runs out. Layout on a 2-core machine: the proxy under test alone on
+# core 0; the upstreams (one nginx, 1 worker) and wrk on core 1. Proxy CPU per request =
+# (utime + stime of all the proxy's processes during the run) / requests completed.
+# Needs: nginx, wrk, taskset, curl, python3, and a release build (the script builds one).
+# Everything listens on 127.0.0.1 only and is stopped on exit. Results go to stdout and
+# benches/results/load-<time>.md. BANYAN_EXTRA adds lines to banyan's [server] table (to
+# measure a setting, say `work_stealing = true`).
 set -euo pipefail
 
 DURATION=${1:-10}
 CONNS=${2:-32}
 ROUNDS=${3:-3}
+PACE_MS=${PACE_MS:-4}
+ROUTES=1000
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 NAME=load
 # shellcheck source=benches/lib.sh
 source "$ROOT/benches/lib.sh"
-need nginx wrk taskset curl
+need nginx wrk taskset curl python3
 
 UP_MONO=18181 UP_ORDERS=18182 BANYAN=18180 BANYAN_ADMIN=18190 NGINX=18280 FLOOR=18380
 
@@ -27,37 +38,40 @@ echo "building banyan (release)..." >&2
 (cd "$ROOT" && cargo build --release --quiet && cargo build --release --quiet --example pingora_floor)
 BIN="$ROOT/target/release/banyan"
 
-# ---- upstreams: one nginx, two servers answering a small JSON body ------------------
+# ---- upstreams: one nginx, two servers answering the same small JSON body -------------
+DOC='{"id":42,"status":"shipped","total":12.5}'
 mkdir -p "$WORK/up" "$WORK/px" "$WORK/banyan/config" "$WORK/banyan/routes"
 { nginx_head "$WORK/up"; cat <<EOF
-  server { listen 127.0.0.1:$UP_MONO;   location / { default_type application/json; return 200 '{"served_by":"monolith","ok":true}'; } }
-  server { listen 127.0.0.1:$UP_ORDERS; location / { default_type application/json; return 200 '{"served_by":"orders","ok":true}'; } }
+  server { listen 127.0.0.1:$UP_MONO;   location / { default_type application/json; return 200 '$DOC'; } }
+  server { listen 127.0.0.1:$UP_ORDERS; location / { default_type application/json; return 200 '$DOC'; } }
 }
 EOF
 } > "$WORK/up/nginx.conf"
 taskset -c 1 nginx -p "$WORK/up" -c "$WORK/up/nginx.conf" & PIDS+=($!)
 
-# ---- nginx as the proxy: split_clients on X-User-Id, 20 % to orders -----------------
+# ---- nginx as the proxy ---------------------------------------------------------------
+many_locations() {
+  for i in $(seq 0 $((ROUTES - 1))); do
+    printf '    location /svc%04d { proxy_pass http://monolith; }\n' "$i"
+  done
+}
 { nginx_head "$WORK/px"; cat <<EOF
   upstream monolith { server 127.0.0.1:$UP_MONO;   keepalive 64; }
   upstream orders   { server 127.0.0.1:$UP_ORDERS; keepalive 64; }
   split_clients "\${http_x_user_id}" \$backend { 20% orders; * monolith; }
   server {
     listen 127.0.0.1:$NGINX;
-    location /api/orders {
-      proxy_pass http://\$backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_set_header X-Forwarded-Host \$host;
-    }
-    location / {
-      proxy_pass http://monolith;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-    }
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_set_header Host \$host;
+    proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    proxy_set_header X-Forwarded-Proto \$scheme;
+    proxy_set_header X-Forwarded-Host \$host;
+    location / { proxy_pass http://monolith; }
+    location /api/orders { proxy_pass http://\$backend; }
+    location /mirrored { mirror /_mirror; proxy_pass http://monolith; }
+    location = /_mirror { internal; proxy_pass http://orders\$request_uri; }
+$(many_locations)
   }
 }
 EOF
@@ -65,9 +79,12 @@ EOF
 taskset -c 0 nginx -p "$WORK/px" -c "$WORK/px/nginx.conf" & PIDS+=($!)
 NGINX_MASTER=$!
 
-# ---- banyan: the same split, one worker thread --------------------------------------
+# ---- banyan: the same routes, one data-path thread, product defaults otherwise --------
 banyan_config "$WORK/banyan" "$BANYAN" "$BANYAN_ADMIN" "$UP_MONO" "$UP_ORDERS"
-cat > "$WORK/banyan/routes/orders.toml" <<EOF
+if [ -n "${BANYAN_EXTRA:-}" ]; then
+  sed -i "/^threads = 1$/a $BANYAN_EXTRA" "$WORK/banyan/config/banyan.toml"
+fi
+cat > "$WORK/banyan/routes/scenarios.toml" <<EOF
 [[route]]
 name = "orders"
 match.path_prefix = "/api/orders"
@@ -75,27 +92,42 @@ legacy = "monolith"
 target = "orders"
 percent = 20
 sticky = "header:x-user-id"
+
+[[route]]
+name = "mirrored"
+match.path_prefix = "/mirrored"
+legacy = "monolith"
+target = "orders"
+percent = 0
+[route.shadow]
+percent = 100
+compare = true
 EOF
+for i in $(seq 0 $((ROUTES - 1))); do
+  printf '[[route]]\nname = "svc%04d"\nmatch.path_prefix = "/svc%04d"\nlegacy = "monolith"\ntarget = "orders"\npercent = 0\n\n' "$i" "$i"
+done > "$WORK/banyan/routes/many.toml"
 (cd "$WORK/banyan" && exec taskset -c 0 "$BIN" run > /dev/null) & PIDS+=($!)
 BANYAN_PID=$!
 
-# ---- the least possible Pingora proxy (no split: always monolith), for reference ------
 taskset -c 0 "$ROOT/target/release/examples/pingora_floor" "127.0.0.1:$FLOOR" "127.0.0.1:$UP_MONO" 2>/dev/null & PIDS+=($!)
 FLOOR_PID=$!
 
 wait_http "http://127.0.0.1:$UP_MONO/"
-wait_http "http://127.0.0.1:$NGINX/api/orders/1"
-wait_http "http://127.0.0.1:$BANYAN/api/orders/1"
-wait_http "http://127.0.0.1:$FLOOR/api/orders/1"
-
-# Both proxies really split: ~20 % of 500 users on orders.
-for port in $BANYAN $NGINX; do
-  n=0
-  for i in $(seq 1 500); do
-    curl -s "http://127.0.0.1:$port/api/orders/1" -H "X-User-Id: u$i" | grep -q '"orders"' && n=$((n+1))
-  done
-  echo "sanity: port $port sent $n of 500 users to orders" >&2
+S4_PATH=$(printf '/svc%04d/items/42' $((ROUTES - 10)))
+for port in $NGINX $BANYAN; do
+  for path in /pass/42 /api/orders/42 /mirrored/42 "$S4_PATH"; do wait_http "http://127.0.0.1:$port$path"; done
 done
+wait_http "http://127.0.0.1:$FLOOR/pass/42"
+
+# Sanity: banyan splits (~20 % of 500 users on orders) and matched S4's route.
+for i in $(seq 1 500); do
+  curl -s -o /dev/null "http://127.0.0.1:$BANYAN/api/orders/1" -H "X-User-Id: u$i"
+done
+split=$(curl -s "http://127.0.0.1:$BANYAN_ADMIN/metrics" | awk '/^banyan_requests_total\{.*route="orders"/ {split($0, a, "backend=\""); split(a[2], b, "\""); n[b[1]] += $NF} END {printf "legacy %d, target %d", n["legacy"], n["target"]}')
+echo "sanity: banyan's orders route after 500 users: $split" >&2
+S4_ROUTE=$(printf 'svc%04d' $((ROUTES - 10)))
+metrics=$(curl -s "http://127.0.0.1:$BANYAN_ADMIN/metrics")
+grep -q "route=\"$S4_ROUTE\"" <<< "$metrics" || { echo "S4's route did not match in banyan" >&2; exit 1; }
 
 cat > "$WORK/users.lua" <<'EOF'
 -- One of 100,000 users per request, so the split sees many distinct keys.
@@ -105,24 +137,100 @@ request = function()
   return wrk.format("GET", "/api/orders/42", { ["X-User-Id"] = "user-" .. (counter * 7919 % 100000) })
 end
 EOF
+printf 'function delay() return %d end\n' "$PACE_MS" > "$WORK/paced.lua"
 
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r of $ROUNDS..." >&2
-  run nginx "http://127.0.0.1:$NGINX" "$NGINX_MASTER" -s "$WORK/users.lua"
-  run banyan "http://127.0.0.1:$BANYAN" "$BANYAN_PID" -s "$WORK/users.lua"
-  run pingora-floor "http://127.0.0.1:$FLOOR" "$FLOOR_PID" -s "$WORK/users.lua"
+  for p in nginx banyan; do
+    if [ $p = nginx ]; then port=$NGINX pid=$NGINX_MASTER; else port=$BANYAN pid=$BANYAN_PID; fi
+    run "S1-$p" "http://127.0.0.1:$port/pass/42" "$pid"
+    run "S2-$p" "http://127.0.0.1:$port" "$pid" -s "$WORK/users.lua"
+    run "S3-$p" "http://127.0.0.1:$port/mirrored/42" "$pid"
+    run "S4-$p" "http://127.0.0.1:$port$S4_PATH" "$pid"
+    run "S1paced-$p" "http://127.0.0.1:$port/pass/42" "$pid" -s "$WORK/paced.lua"
+    run "S3paced-$p" "http://127.0.0.1:$port/mirrored/42" "$pid" -s "$WORK/paced.lua"
+  done
+  run S1-pingora-floor "http://127.0.0.1:$FLOOR/pass/42" "$FLOOR_PID"
 done
+shadowed=$(curl -s "http://127.0.0.1:$BANYAN_ADMIN/metrics" | awk '/^banyan_shadow_requests_total\{.*route="mirrored"/ {split($0, a, "outcome=\""); split(a[2], b, "\""); printf "%s %d ", b[1], $NF}')
 
+# ---- RSS: idle, then holding 1,000 idle keep-alive connections -------------------------
+rss_kib() { # pid: resident set of the process and its children (nginx workers), KiB
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
+    [ -r "/proc/$p/status" ] || continue
+    total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status")))
+  done
+  echo "$total"
+}
+cat > "$WORK/idle.py" <<'EOF'
+# Opens N keep-alive connections, sends one request on each and reads the whole answer,
+# then holds them all open until stdin closes.
+import socket, sys
+port, n, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+conns = []
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(10)
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+    data = b""
+    while not data.endswith(b"}"):
+        chunk = s.recv(4096)
+        if not chunk:
+            sys.exit(f"connection closed after {len(conns)} connections")
+        data += chunk
+    conns.append(s)
+print("open", flush=True)
+sys.stdin.read()
+EOF
+rss_row() { # name port pid
+  local idle held fifo="$WORK/hold.$1" py
+  idle=$(rss_kib "$3")
+  mkfifo "$fifo"
+  taskset -c 1 python3 "$WORK/idle.py" "$2" 1000 /pass/42 < "$fifo" > "$WORK/idle.$1.out" &
+  py=$!
+  PIDS+=("$py")
+  exec 9> "$fifo"
+  for _ in $(seq 1 300); do grep -q open "$WORK/idle.$1.out" 2>/dev/null && break; sleep 0.1; done
+  grep -q open "$WORK/idle.$1.out" || { echo "$1: could not open 1,000 connections" >&2; exit 1; }
+  held=$(rss_kib "$3")
+  exec 9>&-
+  wait "$py" || true
+  awk -v n="$1" -v i="$idle" -v h="$held" 'BEGIN { printf "| %s | %.1f MiB | %.1f MiB |\n", n, i / 1024, h / 1024 }'
+}
+RSS_TABLE=$(
+  echo "| proxy | RSS idle (after the runs) | RSS holding 1,000 idle keep-alive connections |"
+  echo "|---|---|---|"
+  rss_row nginx $NGINX $NGINX_MASTER
+  rss_row banyan $BANYAN $BANYAN_PID
+)
+
+m() { median "$WORK/$1.rounds" "$2"; }
 {
-  echo "pingora-floor: the least possible Pingora proxy (examples/pingora_floor.rs), no split, for reference."
-  echo "Load: wrk -t1 -c$CONNS -d${DURATION}s × $ROUNDS rounds, GET /api/orders/42 with 100,000 distinct X-User-Id, 20 % sticky split"
+  echo "Load: wrk -t1 -c$CONNS -d${DURATION}s × $ROUNDS rounds; S2 spreads 100,000 X-User-Id values; paced runs wait ${PACE_MS} ms per connection between requests"
   echo "Machine: $(nproc) cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo); proxy pinned to core 0, upstream nginx + wrk on core 1"
-  echo "Date: $(date -u +%Y-%m-%dT%H:%MZ), banyan $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nginx -v 2>&1)"
+  echo "Date: $(date -u +%Y-%m-%dT%H:%MZ), banyan $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')${BANYAN_EXTRA:+ with $BANYAN_EXTRA}, $(nginx -v 2>&1)"
+  echo "banyan shadow outcomes on S3's route, all runs: $shadowed"
   echo
   table_head
-  row nginx
-  row banyan
-  row pingora-floor
+  for s in S1 S2 S3 S4; do row "$s-nginx"; row "$s-banyan"; done
+  row S1-pingora-floor
   echo
-  awk -v b="$(median "$WORK/banyan.rounds" 4)" -v n="$(median "$WORK/nginx.rounds" 4)" 'BEGIN { printf "banyan / nginx CPU per request: %.2f× (medians of %d rounds)\n", b / n, '"$ROUNDS"' }'
+  echo "Paced (p99 is the client's wait at a load below saturation):"
+  echo
+  table_head
+  for s in S1paced S3paced; do row "$s-nginx"; row "$s-banyan"; done
+  echo
+  echo "$RSS_TABLE"
+  echo
+  awk -v s1="$(m S1-banyan 4)" -v s2="$(m S2-banyan 4)" -v s3="$(m S3-banyan 4)" -v s4="$(m S4-banyan 4)" \
+      -v n1="$(m S1-nginx 4)" -v n2="$(m S2-nginx 4)" -v n3="$(m S3-nginx 4)" \
+      -v p1="$(m S1paced-banyan 3)" -v p3="$(m S3paced-banyan 3)" -v f="$(m S1-pingora-floor 4)" 'BEGIN {
+    printf "- S1 banyan / nginx CPU per request: %.2f× (target ≤ 1.0, interim ≤ 1.3)\n", s1 / n1
+    printf "- S2 banyan / nginx CPU per request: %.2f× (target ≤ 1.0, interim ≤ 1.3)\n", s2 / n2
+    printf "- S3 banyan / nginx mirror CPU per request: %.2f× (target ≤ 0.5)\n", s3 / n3
+    printf "- S3 / S1 banyan client p99, paced: %.2f× (target ≤ 1.10)\n", p3 / p1
+    printf "- S4 / S1 banyan CPU per request: %.2f× (target ≤ 1.10)\n", s4 / s1
+    printf "- Pingora floor / nginx, S1: %.2f×\n", f / n1
+  }'
 } | tee "$ROOT/benches/results/load-$(date -u +%Y%m%dT%H%M%S).md"

@@ -40,7 +40,9 @@ pub struct Server {
     /// After the grace period: how long runtimes get to wind down.
     pub shutdown_timeout: Duration,
     /// Tokio work stealing between data-path threads (Pingora's default). Off saves about
-    /// 8 % CPU per request but lets a few busy connections load one thread.
+    /// 10 % CPU per request, but a few busy connections can load one thread, and with
+    /// more than one thread Pingora 0.9 cannot reuse a pooled upstream connection that
+    /// another thread opened (it logs "failed to acquire reusable stream" and reconnects).
     pub work_stealing: bool,
     /// Quiet time after a change in the routes folder before it is reloaded, so an
     /// editor's or a ConfigMap's several writes become one reload.

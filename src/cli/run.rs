@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
@@ -142,7 +144,8 @@ pub fn run(
     );
     let mut proxy_service = Service::new("banyan proxy".to_string(), app);
     for addr in &config.server.listen {
-        proxy_service.add_tcp(&addr.to_string());
+        proxy_service
+            .add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(client_buffers()));
     }
     if let (Some(tls), Some(resolver)) = (&config.server.tls, &control.certificate) {
         // A resolver, not files: Pingora would panic on unreadable files at start, and
@@ -152,7 +155,11 @@ pub fn run(
         settings
             .set_cert_resolver(Arc::clone(resolver) as Arc<dyn rustls::server::ResolvesServerCert>);
         settings.enable_h2();
-        proxy_service.add_tls_with_settings(&tls.listen.to_string(), None, settings);
+        proxy_service.add_listener(
+            ListenerConfig::tcp(tls.listen.to_string())
+                .tls(settings)
+                .l4_buffer(client_buffers()),
+        );
     }
     server.add_service(proxy_service);
 
@@ -222,4 +229,12 @@ fn print_demo_banner(config: &Config, demos: &[(String, SocketAddr)]) {
         admin = config.admin.listen,
         ups = ups.join(", "),
     );
+}
+
+/// Client connections read straight into Pingora's request buffer: its default 64 KiB read
+/// buffer per connection would be copied through on every read and held by every idle
+/// keep-alive connection (1,000 idle clients: 150 MiB with it). Writes keep Pingora's
+/// small coalescing buffer.
+fn client_buffers() -> L4BufferSettings {
+    L4BufferSettings::default().read(0)
 }

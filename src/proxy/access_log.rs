@@ -62,7 +62,8 @@ fn round3(v: f64) -> f64 {
 }
 
 impl Line {
-    fn write(&self, out: &mut impl Write) -> std::io::Result<()> {
+    /// The JSON line, newline included (public for the `hot` bench).
+    pub fn write(&self, out: &mut impl Write) -> std::io::Result<()> {
         let json = Json {
             ts: humantime::format_rfc3339_millis(self.at).to_string(),
             request_id: self.request_id.to_str().unwrap_or(""),
