@@ -483,3 +483,90 @@ fn malformed_and_oversized_requests_get_a_4xx_and_the_proxy_keeps_serving() {
     let (status, _) = common::http_get(w.banyan.proxy, "/still-alive").expect("answer");
     assert_eq!(status, 200);
 }
+
+/// Reads one response with a Content-Length body from a keep-alive connection.
+fn read_response(s: &mut std::net::TcpStream) -> (String, String) {
+    use std::io::Read;
+    let mut data = Vec::new();
+    let mut byte = [0u8; 1];
+    while !data.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).expect("read the response head");
+        assert_eq!(
+            n,
+            1,
+            "the connection closed mid-head: {:?}",
+            String::from_utf8_lossy(&data)
+        );
+        data.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&data).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .expect("a content-length");
+    let mut body = vec![0u8; length];
+    s.read_exact(&mut body).expect("read the body");
+    (head, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[test]
+fn keep_alive_requests_split_across_writes_or_larger_than_one_read_are_served() {
+    use std::io::Write;
+    let w = world(ORDERS_20);
+    let mut s = std::net::TcpStream::connect(w.banyan.proxy).expect("connect");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    s.set_nodelay(true).expect("nodelay");
+
+    s.write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n")
+        .expect("write");
+    let (head, body) = read_response(&mut s);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.contains("\"path\":\"/one\""), "{body}");
+
+    // The next request's head in three writes: banyan waits for the first bytes of each
+    // keep-alive request itself and hands them to Pingora's parser.
+    for piece in [
+        &b"GET /tw"[..],
+        b"o HTTP/1.1\r\nHo",
+        b"st: a\r\nX-Request-Id: split-1\r\n\r\n",
+    ] {
+        s.write_all(piece).expect("write");
+        s.flush().expect("flush");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (head, body) = read_response(&mut s);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.contains("\"path\":\"/two\""), "{body}");
+    assert!(
+        head.to_ascii_lowercase().contains("x-request-id: split-1"),
+        "{head}"
+    );
+
+    // A head larger than the first read (2 KiB) and than Pingora's first buffer (4 KiB).
+    let big = "b".repeat(6000);
+    let request = format!("GET /three HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n\r\n");
+    s.write_all(request.as_bytes()).expect("write");
+    let (head, body) = read_response(&mut s);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.contains("\"path\":\"/three\""), "{body}");
+
+    // A body on a reused connection arrives whole.
+    let payload = "p".repeat(10_000);
+    let request = format!(
+        "POST /four HTTP/1.1\r\nHost: a\r\nContent-Length: {}\r\n\r\n{payload}",
+        payload.len()
+    );
+    s.write_all(request.as_bytes()).expect("write");
+    let (head, _) = read_response(&mut s);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(
+        w.other.hits(),
+        4,
+        "all four on one connection reached the default upstream"
+    );
+}

@@ -7,12 +7,16 @@
 //! the same proxy; TLS connections go to the HTTP/1 side, which takes HTTP/2 by ALPN.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::apps::{HttpServerOptions, ServerApp};
+use pingora::apps::{HttpServerApp, HttpServerOptions, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::Stream;
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
+use tokio::io::AsyncReadExt;
 
 use super::Proxy;
 
@@ -53,6 +57,44 @@ async fn opens_with_preface(stream: &mut Stream) -> Option<bool> {
     Some(true)
 }
 
+/// How long a keep-alive connection may sit idle between requests: Pingora's figure, and
+/// none once the service is shutting down.
+const IDLE_BETWEEN_REQUESTS: Duration = Duration::from_secs(60);
+
+fn keepalive(shutdown: &ShutdownWatch) -> Option<u64> {
+    (!*shutdown.borrow()).then_some(IDLE_BETWEEN_REQUESTS.as_secs())
+}
+
+/// Bytes read while waiting for the next request; they are put back for Pingora's parser,
+/// so a request head that fits costs no extra system call.
+const FIRST_READ: usize = 2048;
+
+/// Waits for the first bytes of a keep-alive connection's next request and puts them back.
+/// `None` when the client closed, the idle time ran out, or the service is shutting down.
+/// (banyan does not turn on Pingora's HTTP/1.1 pipelining, so no bytes of the next
+/// request are held elsewhere.) Streams that cannot be put back go straight on.
+async fn next_request(stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+    if *shutdown.borrow() {
+        return None;
+    }
+    if !stream.as_any().is::<L4Stream>() {
+        return Some(stream);
+    }
+    let mut l4: Box<L4Stream> = stream.into_any().downcast().ok()?;
+    let mut buf = [0u8; FIRST_READ];
+    let mut shutdown = shutdown.clone();
+    let n = tokio::select! {
+        biased;
+        read = tokio::time::timeout(IDLE_BETWEEN_REQUESTS, l4.read(&mut buf)) => match read {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return None,
+        },
+        _ = shutdown.changed() => return None,
+    };
+    l4.rewind(&buf[..n]);
+    Some(l4)
+}
+
 #[async_trait]
 impl ServerApp for PlainOrH2c {
     async fn process_new(
@@ -63,13 +105,26 @@ impl ServerApp for PlainOrH2c {
         if stream.get_ssl_digest().is_none() && opens_with_preface(&mut stream).await? {
             return self.h2c.process_new(stream, shutdown).await;
         }
-        // A connection that began as HTTP/1 stays HTTP/1: its next requests skip the
-        // preface check (Pingora would hand each one back to this function).
-        let mut next = self.h1.process_new(stream, shutdown).await;
-        while let Some(stream) = next {
-            next = self.h1.process_new(stream, shutdown).await;
+        if stream.get_ssl_digest().is_some() {
+            // TLS: ALPN picks HTTP/2 or HTTP/1.1 inside Pingora.
+            return self.h1.process_new(stream, shutdown).await;
         }
-        None
+        // Plain HTTP/1: one request at a time, so that between requests the connection
+        // waits here holding nothing but itself. Pingora's own keep-alive loop waits inside
+        // its request future, which is sized for the proxy's busiest stage (tens of KiB
+        // for every idle keep-alive connection).
+        let mut session = ServerSession::new_http1(stream);
+        session.set_keepalive(keepalive(shutdown));
+        loop {
+            let reused = self.h1.process_new_http(session, shutdown).await?;
+            let (stream, settings) = reused.consume();
+            let stream = next_request(stream, shutdown).await?;
+            session = ServerSession::new_http1(stream);
+            match settings {
+                Some(settings) => settings.apply_to_session(&mut session),
+                None => session.set_keepalive(keepalive(shutdown)),
+            }
+        }
     }
 
     async fn cleanup(&self) {
