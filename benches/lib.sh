@@ -38,13 +38,28 @@ wait_http() { # url: until it answers, at most 10 s
   echo "nothing answers at $1" >&2; exit 1
 }
 
-cpu_ticks() { # utime+stime of a process and its children (nginx workers), in clock ticks
+tree_sum() { # pid file awk-program: a /proc/<pid>/file figure summed over the process and its children (nginx workers)
   local total=0 p
-  for p in "$@" $(pgrep -P "$1" 2>/dev/null || true); do
-    [ -r "/proc/$p/stat" ] || continue
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
+    [ -r "/proc/$p/$2" ] || continue
+    total=$((total + $(awk "$3" "/proc/$p/$2")))
   done
   echo "$total"
+}
+cpu_ticks() { tree_sum "$1" stat '{print $14 + $15}'; }  # utime+stime, in clock ticks
+rss_kib() { tree_sum "$1" status '/^VmRSS/ {print $2}'; } # resident set, KiB
+
+json_upstreams() { # folder port body [port body]...: one nginx on core 1 answering each body as JSON
+  local folder=$1
+  shift
+  { nginx_head "$folder"
+    while [ $# -ge 2 ]; do
+      printf "  server { listen 127.0.0.1:%s; location / { default_type application/json; return 200 '%s'; } }\n" "$1" "$2"
+      shift 2
+    done
+    echo "}"
+  } > "$folder/nginx.conf"
+  taskset -c 1 nginx -p "$folder" -c "$folder/nginx.conf" & PIDS+=($!)
 }
 TICKS=$(getconf CLK_TCK)
 

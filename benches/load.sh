@@ -41,13 +41,7 @@ BIN="$ROOT/target/release/banyan"
 # ---- upstreams: one nginx, two servers answering the same small JSON body -------------
 DOC='{"id":42,"status":"shipped","total":12.5}'
 mkdir -p "$WORK/up" "$WORK/px" "$WORK/banyan/config" "$WORK/banyan/routes"
-{ nginx_head "$WORK/up"; cat <<EOF
-  server { listen 127.0.0.1:$UP_MONO;   location / { default_type application/json; return 200 '$DOC'; } }
-  server { listen 127.0.0.1:$UP_ORDERS; location / { default_type application/json; return 200 '$DOC'; } }
-}
-EOF
-} > "$WORK/up/nginx.conf"
-taskset -c 1 nginx -p "$WORK/up" -c "$WORK/up/nginx.conf" & PIDS+=($!)
+json_upstreams "$WORK/up" "$UP_MONO" "$DOC" "$UP_ORDERS" "$DOC"
 
 # ---- nginx as the proxy ---------------------------------------------------------------
 many_locations() {
@@ -155,14 +149,6 @@ done
 shadowed=$(curl -s "http://127.0.0.1:$BANYAN_ADMIN/metrics" | awk '/^banyan_shadow_requests_total\{.*route="mirrored"/ {split($0, a, "outcome=\""); split(a[2], b, "\""); printf "%s %d ", b[1], $NF}')
 
 # ---- RSS: idle, then holding 1,000 idle keep-alive connections -------------------------
-rss_kib() { # pid: resident set of the process and its children (nginx workers), KiB
-  local total=0 p
-  for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
-    [ -r "/proc/$p/status" ] || continue
-    total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status")))
-  done
-  echo "$total"
-}
 cat > "$WORK/idle.py" <<'EOF'
 # Opens N keep-alive connections, sends one request on each and reads the whole answer,
 # then holds them all open until stdin closes.

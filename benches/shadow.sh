@@ -35,13 +35,7 @@ else
   DOC_MONO='{"id":42,"status":"shipped","total":12.5}'
   DOC_ORDERS=$DOC_MONO
 fi
-{ nginx_head "$WORK/up"; cat <<EOF
-  server { listen 127.0.0.1:$UP_MONO;   location / { default_type application/json; return 200 '$DOC_MONO'; } }
-  server { listen 127.0.0.1:$UP_ORDERS; location / { default_type application/json; return 200 '$DOC_ORDERS'; } }
-}
-EOF
-} > "$WORK/up/nginx.conf"
-taskset -c 1 nginx -p "$WORK/up" -c "$WORK/up/nginx.conf" & PIDS+=($!)
+json_upstreams "$WORK/up" "$UP_MONO" "$DOC_MONO" "$UP_ORDERS" "$DOC_ORDERS"
 
 # nginx: /plain proxied, /mirrored proxied and mirrored to orders (it cannot compare).
 { nginx_head "$WORK/px"; cat <<EOF

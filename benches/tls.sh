@@ -39,12 +39,7 @@ mkdir -p "$WORK/pki" "$WORK/up" "$WORK/px" "$WORK/banyan/config" "$WORK/banyan/r
   openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile san.ext 2>/dev/null
 )
 
-{ nginx_head "$WORK/up"; cat <<EOF
-  server { listen 127.0.0.1:$UP; location / { default_type application/json; return 200 '{"served_by":"monolith","ok":true}'; } }
-}
-EOF
-} > "$WORK/up/nginx.conf"
-taskset -c 1 nginx -p "$WORK/up" -c "$WORK/up/nginx.conf" & PIDS+=($!)
+json_upstreams "$WORK/up" "$UP" '{"served_by":"monolith","ok":true}'
 
 { nginx_head "$WORK/px"; cat <<EOF
   upstream monolith { server 127.0.0.1:$UP; keepalive 64; }

@@ -46,34 +46,12 @@ fn chromium() -> PathBuf {
 /// GET from chromium's DevTools HTTP endpoint, which keeps the connection open after
 /// answering: the body is read up to its Content-Length.
 fn devtools_get(addr: std::net::SocketAddr, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
+    use std::io::Write;
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    loop {
-        let n = s.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf);
-        let Some((head, body)) = text.split_once("\r\n\r\n") else {
-            continue;
-        };
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
-            })
-            .unwrap_or(0);
-        if body.len() >= len {
-            return head.starts_with("HTTP/1.1 200").then(|| body.to_string());
-        }
-    }
+    let (head, body) = common::read_response(&mut s)?;
+    head.starts_with("HTTP/1.1 200").then_some(body)
 }
 
 impl Browser {

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use banyan::routes::split;
 use common::upstream::{pattern, Upstream};
-use common::{raw_exchange, Banyan, Setup};
+use common::{raw_exchange, read_response, Banyan, Setup};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use xxhash_rust::xxh3::xxh3_64;
@@ -484,35 +484,6 @@ fn malformed_and_oversized_requests_get_a_4xx_and_the_proxy_keeps_serving() {
     assert_eq!(status, 200);
 }
 
-/// Reads one response with a Content-Length body from a keep-alive connection.
-fn read_response(s: &mut std::net::TcpStream) -> (String, String) {
-    use std::io::Read;
-    let mut data = Vec::new();
-    let mut byte = [0u8; 1];
-    while !data.ends_with(b"\r\n\r\n") {
-        let n = s.read(&mut byte).expect("read the response head");
-        assert_eq!(
-            n,
-            1,
-            "the connection closed mid-head: {:?}",
-            String::from_utf8_lossy(&data)
-        );
-        data.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&data).into_owned();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .expect("a content-length");
-    let mut body = vec![0u8; length];
-    s.read_exact(&mut body).expect("read the body");
-    (head, String::from_utf8_lossy(&body).into_owned())
-}
-
 #[test]
 fn keep_alive_requests_split_across_writes_or_larger_than_one_read_are_served() {
     use std::io::Write;
@@ -524,7 +495,7 @@ fn keep_alive_requests_split_across_writes_or_larger_than_one_read_are_served() 
 
     s.write_all(b"GET /one HTTP/1.1\r\nHost: a\r\n\r\n")
         .expect("write");
-    let (head, body) = read_response(&mut s);
+    let (head, body) = read_response(&mut s).expect("a response on the kept connection");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(body.contains("\"path\":\"/one\""), "{body}");
 
@@ -539,7 +510,7 @@ fn keep_alive_requests_split_across_writes_or_larger_than_one_read_are_served() 
         s.flush().expect("flush");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    let (head, body) = read_response(&mut s);
+    let (head, body) = read_response(&mut s).expect("a response on the kept connection");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(body.contains("\"path\":\"/two\""), "{body}");
     assert!(
@@ -551,7 +522,7 @@ fn keep_alive_requests_split_across_writes_or_larger_than_one_read_are_served() 
     let big = "b".repeat(6000);
     let request = format!("GET /three HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n\r\n");
     s.write_all(request.as_bytes()).expect("write");
-    let (head, body) = read_response(&mut s);
+    let (head, body) = read_response(&mut s).expect("a response on the kept connection");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(body.contains("\"path\":\"/three\""), "{body}");
 
@@ -562,7 +533,7 @@ fn keep_alive_requests_split_across_writes_or_larger_than_one_read_are_served() 
         payload.len()
     );
     s.write_all(request.as_bytes()).expect("write");
-    let (head, _) = read_response(&mut s);
+    let (head, _) = read_response(&mut s).expect("a response on the kept connection");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(
         w.other.hits(),

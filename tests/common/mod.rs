@@ -112,6 +112,35 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     try_http_request(addr, "GET", path, None, "")
 }
 
+/// Reads one response with a Content-Length body (none: empty) from a connection the
+/// server keeps open: (head, body). `None` when it closes or fails first.
+pub fn read_response(s: &mut TcpStream) -> Option<(String, String)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length")
+                    .then(|| v.trim().parse().ok())?
+            })
+            .unwrap_or(0);
+        if body.len() >= len {
+            return Some((head.to_string(), body.to_string()));
+        }
+    }
+}
+
 /// Sends raw bytes and returns what came back before the server closed or went quiet.
 pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).expect("connect");
