@@ -65,15 +65,22 @@ TICKS=$(getconf CLK_TCK)
 
 # One round: wrk on core 1 against url, the proxy's CPU (pid and its children) measured
 # around it. Appends "rps p50 p99 cpu_us_per_req" to $WORK/<name>.rounds.
-# Needs DURATION and CONNS; extra arguments go to wrk (a script, say).
+# Needs DURATION and CONNS; extra arguments go to wrk (a script, say). With COUNT set,
+# also appends to $WORK/<name>.counted how much COUNT's number grew per request.
 run() { # name url pid [wrk args...]
   local name=$1 url=$2 pid=$3 before after out reqs
   shift 3
   # Warm the proxy's connection pools first.
   taskset -c 1 wrk -t1 -c"$CONNS" -d2s "$@" "$url" >/dev/null
+  local counted=${COUNT:+$($COUNT)}
   before=$(cpu_ticks "$pid")
   out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$@" "$url")
   after=$(cpu_ticks "$pid")
+  # COUNT names a command printing a counter; its growth per request is kept beside.
+  if [ -n "${COUNT:-}" ]; then
+    awk -v a="$counted" -v b="$($COUNT)" -v n="$(echo "$out" | awk '/requests in/ {print $1}')" \
+      'BEGIN { printf "%.3f\n", (b - a) / n }' >> "$WORK/$name.counted"
+  fi
   if echo "$out" | grep -q "Non-2xx"; then echo "$name: $(echo "$out" | grep Non-2xx)" >&2; fi
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   {

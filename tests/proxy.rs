@@ -518,7 +518,7 @@ fn keep_alive_requests_split_across_writes_or_larger_than_one_read_are_served() 
         "{head}"
     );
 
-    // A head larger than the first read (2 KiB) and than Pingora's first buffer (4 KiB).
+    // A head larger than the first read (4 KiB) and than Pingora's first buffer (4 KiB).
     let big = "b".repeat(6000);
     let request = format!("GET /three HTTP/1.1\r\nHost: a\r\nX-Big: {big}\r\n\r\n");
     s.write_all(request.as_bytes()).expect("write");

@@ -122,10 +122,14 @@ pub fn run(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let shadower = Arc::new(Shadower::new(
-        Arc::clone(&control.shadow),
-        Arc::clone(&metrics),
-    ));
+    let shadower = Arc::new(
+        Shadower::new(
+            Arc::clone(&control.shadow),
+            Arc::clone(&metrics),
+            config.server.threads,
+        )
+        .context("starting the shadow runtime")?,
+    );
     let access_log = Arc::new(AccessLog::start(
         &config.server.access_log,
         metrics.access_log_dropped_total.clone(),
@@ -139,6 +143,7 @@ pub fn run(
     );
     // Plain listeners take HTTP/1.1 and h2c with prior knowledge on the same port.
     let app = PlainOrH2c::new(
+        proxy.clone(),
         pingora::proxy::http_proxy(&server.configuration, proxy.clone()),
         pingora::proxy::http_proxy(&server.configuration, proxy),
     );

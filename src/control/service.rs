@@ -271,7 +271,9 @@ impl BackgroundService for ControlService {
                     }
                 }
                 _ = tick.tick() => {
-                    control.rates.sample(&control.snapshot());
+                    let snapshot = control.snapshot();
+                    control.rates.sample(&snapshot);
+                    snapshot.upstreams.iter().for_each(|u| u.sweep_idle());
                     control.release_retired();
                     ticks += 1;
                     if control.certificate.is_some() {

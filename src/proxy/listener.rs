@@ -10,19 +10,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pingora::apps::{HttpServerApp, HttpServerOptions, ServerApp};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::Stream;
+use pingora::protocols::{GetSocketDigest, Stream};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 use tokio::io::AsyncReadExt;
 
+use super::fast::head::Handoff;
+use super::fast::{Client, Served};
 use super::Proxy;
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 pub struct PlainOrH2c {
+    /// The fast path's proxy; the same one `h1` and `h2c` wrap.
+    proxy: Proxy,
     h1: Arc<HttpProxy<Proxy>>,
     h2c: Arc<HttpProxy<Proxy>>,
 }
@@ -30,11 +34,12 @@ pub struct PlainOrH2c {
 impl PlainOrH2c {
     /// `h1` and `h2c` serve the same routes; `h2c` gets the connections that open with the
     /// HTTP/2 preface.
-    pub fn new(h1: HttpProxy<Proxy>, mut h2c: HttpProxy<Proxy>) -> Self {
+    pub fn new(proxy: Proxy, h1: HttpProxy<Proxy>, mut h2c: HttpProxy<Proxy>) -> Self {
         let mut options = HttpServerOptions::default();
         options.h2c = true;
         h2c.server_options = Some(options);
         PlainOrH2c {
+            proxy,
             h1: Arc::new(h1),
             h2c: Arc::new(h2c),
         }
@@ -65,34 +70,31 @@ fn keepalive(shutdown: &ShutdownWatch) -> Option<u64> {
     (!*shutdown.borrow()).then_some(IDLE_BETWEEN_REQUESTS.as_secs())
 }
 
-/// Bytes read while waiting for the next request; they are put back for Pingora's parser,
-/// so a request head that fits costs no extra system call.
-const FIRST_READ: usize = 2048;
+/// Bytes read while waiting for the next request: a request that fits is served by the
+/// fast path from them; otherwise they are put back for Pingora's parser, so the read is
+/// one Pingora would have made anyway.
+const FIRST_READ: usize = 4096;
 
-/// Waits for the first bytes of a keep-alive connection's next request and puts them back.
-/// `None` when the client closed, the idle time ran out, or the service is shutting down.
-/// (banyan does not turn on Pingora's HTTP/1.1 pipelining, so no bytes of the next
-/// request are held elsewhere.) Streams that cannot be put back go straight on.
-async fn next_request(stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+/// Reads the next bytes of a connection into `buf`. `None` when the client closed, the
+/// idle time ran out, or the service is shutting down. (banyan does not turn on Pingora's
+/// HTTP/1.1 pipelining, so no bytes of the next request are held elsewhere.)
+async fn read_more(
+    stream: &mut L4Stream,
+    buf: &mut [u8],
+    shutdown: &ShutdownWatch,
+) -> Option<usize> {
     if *shutdown.borrow() {
         return None;
     }
-    if !stream.as_any().is::<L4Stream>() {
-        return Some(stream);
-    }
-    let mut l4: Box<L4Stream> = stream.into_any().downcast().ok()?;
-    let mut buf = [0u8; FIRST_READ];
     let mut shutdown = shutdown.clone();
-    let n = tokio::select! {
+    tokio::select! {
         biased;
-        read = tokio::time::timeout(IDLE_BETWEEN_REQUESTS, l4.read(&mut buf)) => match read {
-            Ok(Ok(n)) if n > 0 => n,
-            _ => return None,
+        read = tokio::time::timeout(IDLE_BETWEEN_REQUESTS, stream.read(buf)) => match read {
+            Ok(Ok(n)) if n > 0 => Some(n),
+            _ => None,
         },
-        _ = shutdown.changed() => return None,
-    };
-    l4.rewind(&buf[..n]);
-    Some(l4)
+        _ = shutdown.changed() => None,
+    }
 }
 
 #[async_trait]
@@ -110,20 +112,59 @@ impl ServerApp for PlainOrH2c {
             return self.h1.process_new(stream, shutdown).await;
         }
         // Plain HTTP/1: one request at a time, so that between requests the connection
-        // waits here holding nothing but itself. Pingora's own keep-alive loop waits inside
-        // its request future, which is sized for the proxy's busiest stage (tens of KiB
-        // for every idle keep-alive connection).
-        let mut session = ServerSession::new_http1(stream);
-        session.set_keepalive(keepalive(shutdown));
+        // waits here holding nothing but itself (Pingora's own keep-alive loop waits inside
+        // its request future, which is sized for the proxy's busiest stage: tens of KiB for
+        // every idle keep-alive connection). Each request is offered to the fast path
+        // first; what it does not take goes to Pingora with its bytes put back.
+        if !stream.as_any().is::<L4Stream>() {
+            return self.h1.process_new(stream, shutdown).await;
+        }
+        let mut l4: Box<L4Stream> = stream.into_any().downcast().ok()?;
+        let ip = l4
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let mut buf = [0u8; FIRST_READ];
+        // Bytes of requests not yet served: a pipelined next request, or the start of one
+        // still arriving.
+        let mut filled = 0;
+        let mut need_read = true;
+        let mut settings: Option<HttpPersistentSettings> = None;
         loop {
-            let reused = self.h1.process_new_http(session, shutdown).await?;
-            let (stream, settings) = reused.consume();
-            let stream = next_request(stream, shutdown).await?;
-            session = ServerSession::new_http1(stream);
-            match settings {
-                Some(settings) => settings.apply_to_session(&mut session),
+            if need_read {
+                filled += read_more(&mut l4, &mut buf[filled..], shutdown).await?;
+            }
+            let client = Client {
+                stream: &mut l4,
+                ip,
+                closing: *shutdown.borrow(),
+            };
+            match self.proxy.serve_fast(client, &buf[..filled]).await {
+                Ok((Served::KeepAlive, used)) => {
+                    buf.copy_within(used..filled, 0);
+                    filled -= used;
+                    need_read = filled == 0;
+                    continue;
+                }
+                Ok((Served::Close, _)) => return None,
+                Err(Handoff::Partial) if filled < FIRST_READ => {
+                    need_read = true;
+                    continue;
+                }
+                Err(_) => {}
+            }
+            // Pingora reads the request from the start, as if nothing had been read.
+            l4.rewind(&buf[..filled]);
+            filled = 0;
+            need_read = true;
+            let mut session = ServerSession::new_http1(l4);
+            match settings.take() {
+                Some(s) => s.apply_to_session(&mut session),
                 None => session.set_keepalive(keepalive(shutdown)),
             }
+            let reused = self.h1.process_new_http(session, shutdown).await?;
+            let (stream, kept) = reused.consume();
+            settings = kept;
+            l4 = stream.into_any().downcast().ok()?;
         }
     }
 

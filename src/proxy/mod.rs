@@ -3,6 +3,7 @@
 //! request context. Bodies stream through Pingora untouched.
 
 pub mod access_log;
+pub mod fast;
 pub mod headers;
 pub mod listener;
 
@@ -520,11 +521,36 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let req = session.req_header();
+        let ending = Ending {
+            status,
+            failed: e.is_some(),
+            upstream_failed: e.is_some_and(|e| e.esource() == &ErrorSource::Upstream),
+        };
+        self.finish(ctx, ending, &req.method, req.uri.path());
+    }
+}
+
+/// How a request ended, for the bookkeeping both paths share.
+#[derive(Debug, Clone, Copy)]
+struct Ending {
+    /// The status the client got; 0 when it got none.
+    status: u16,
+    /// The exchange failed somewhere (the primary's answer is not whole).
+    failed: bool,
+    /// It failed on the upstream's side.
+    upstream_failed: bool,
+}
+
+impl Proxy {
+    /// A finished request's metrics, guard window, shadow hand-off and access log line.
+    fn finish(&self, ctx: &mut Ctx, end: Ending, method: &http::Method, path: &str) {
         let shadow = ctx.shadow.take();
         let Some((_, route)) = ctx.decided() else {
             return;
         };
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let status = end.status;
         let elapsed = ctx.started.elapsed();
         if ctx.limited {
             route.metrics.record_rate_limited(&self.metrics);
@@ -549,7 +575,7 @@ impl ProxyHttp for Proxy {
             } else if ctx.refused_target {
                 Some((false, None))
             } else if ctx.backend == Backend::Target && !ctx.limited {
-                let upstream_failed = e.is_some_and(|e| e.esource() == &ErrorSource::Upstream);
+                let upstream_failed = end.upstream_failed;
                 (status != 0 || upstream_failed)
                     .then_some((status < 500 && !upstream_failed, Some(elapsed)))
             } else {
@@ -560,7 +586,7 @@ impl ProxyHttp for Proxy {
             }
         }
         if let Some(shadow) = shadow {
-            if e.is_some() {
+            if end.failed {
                 route
                     .metrics
                     .shadow
@@ -578,15 +604,14 @@ impl ProxyHttp for Proxy {
             }
         }
         if self.access_log.enabled() {
-            let req = session.req_header();
             let Some((_, route)) = ctx.decided() else {
                 return;
             };
             self.access_log.log(Line {
                 at: SystemTime::now(),
                 request_id: ctx.request_id.clone(),
-                method: req.method.clone(),
-                path: req.uri.path().to_string(),
+                method: method.clone(),
+                path: path.to_string(),
                 route: route.name.clone(),
                 backend: ctx.backend.as_str(),
                 status,

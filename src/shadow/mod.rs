@@ -9,7 +9,9 @@
 //! - `compare.rs`, `pattern.rs`, `decode.rs`: the comparison, pure.
 //! - `noise.rs`, `stats.rs`: learned noise and per-route outcomes.
 //! - `difflog.rs`: `state/diffs.jsonl` and the recent mismatches for the API.
-//! - `client.rs`, `request.rs`: the copy and its HTTP exchange.
+//! - `request.rs`: the copy. Plain-HTTP upstreams get it through banyan's own client
+//!   (`proxy::fast::client`), TLS ones through Pingora's connector (`client.rs`).
+//! - `runtime.rs`: the idle-priority runtime all shadow work runs on.
 
 pub mod capture;
 pub mod client;
@@ -21,6 +23,7 @@ pub mod noise;
 pub mod pattern;
 pub mod plan;
 pub mod request;
+pub mod runtime;
 pub mod stats;
 
 use std::net::IpAddr;
@@ -35,8 +38,9 @@ use pingora::http::RequestHeader;
 
 use crate::config::ShadowLimits;
 use crate::metrics::Metrics;
+use crate::proxy::fast::client as fast_client;
 use crate::snapshot::Snapshot;
-use crate::upstream::UpstreamPool;
+use crate::upstream::{Side, UpstreamPool};
 use capture::BodyCapture;
 use compare::{Answer, Difference, Field, SkipReason, Verdict};
 use difflog::{DiffEntry, DiffLog, DiffRecord};
@@ -122,21 +126,29 @@ pub struct Job {
     pub ctx: Box<ShadowCtx>,
 }
 
-/// The data path's side of shadowing: one shared connector (it owns the pool of shadow
-/// connections) and the limits.
+/// The data path's side of shadowing: the idle-priority runtime shadows run on, one
+/// shared Pingora connector for TLS upstreams (it owns their pool of shadow connections),
+/// and the limits.
 pub struct Shadower {
+    runtime: tokio::runtime::Handle,
     connector: Connector,
     shared: Arc<ShadowShared>,
     metrics: Arc<Metrics>,
 }
 
 impl Shadower {
-    pub fn new(shared: Arc<ShadowShared>, metrics: Arc<Metrics>) -> Self {
-        Shadower {
+    /// `threads`: workers of the shadow runtime (the proxy's thread count).
+    pub fn new(
+        shared: Arc<ShadowShared>,
+        metrics: Arc<Metrics>,
+        threads: usize,
+    ) -> std::io::Result<Self> {
+        Ok(Shadower {
+            runtime: runtime::start(threads)?,
             connector: Connector::new(None),
             shared,
             metrics,
-        }
+        })
     }
 
     pub fn limits(&self) -> &ShadowLimits {
@@ -165,7 +177,7 @@ impl Shadower {
         }
         let slot = Slot(Arc::clone(&self.shared));
         let this = Arc::clone(self);
-        tokio::spawn(async move {
+        self.runtime.spawn(async move {
             let _slot = slot;
             this.run(job).await;
         });
@@ -190,16 +202,26 @@ impl Shadower {
             body.len(),
             upstream.host.as_ref(),
         );
-        let exchange = client::exchange(
-            &self.connector,
-            upstream.pick_or_any().1,
-            copy,
-            body.clone(),
-            limits.max_body_bytes,
-        );
+        let cap = limits.max_body_bytes;
+        let exchange = async {
+            if upstream.config.tls.is_some() {
+                let peer = upstream.pick_or_any().1;
+                client::exchange(&self.connector, peer, copy, body.clone(), cap)
+                    .await
+                    .map_err(|e| e.to_string())
+            } else {
+                // Plain HTTP: banyan's own client, and the upstream's kept connections.
+                let wire = request::wire(&copy, body);
+                let head = copy.method == Method::HEAD;
+                let idempotent = copy.method.is_idempotent();
+                fast_client::fetch(upstream, Side::Shadow, &wire, head, idempotent, cap)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        };
         match tokio::time::timeout(limits.timeout, exchange).await {
             Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(format!("no answer within {:?}", limits.timeout)),
         }
     }

@@ -53,6 +53,23 @@ pub fn prepare(
     req
 }
 
+/// The copy as bytes on the wire (HTTP/1.1, lower-case field names), body included, for
+/// banyan's own upstream client.
+pub fn wire(req: &RequestHeader, body: &[u8]) -> Vec<u8> {
+    let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut out = Vec::with_capacity(256 + body.len());
+    out.extend_from_slice(req.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &req.headers {
+        crate::proxy::fast::head::push_header(&mut out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +105,15 @@ mod tests {
         assert_eq!(h["host"], "shop.example.com");
         assert_eq!(h["x-user-id"], "alice");
         assert_eq!(h["traceparent"], "00-abc-def-01");
+
+        let wire = wire(&copy, b"0123456789");
+        let text = String::from_utf8(wire).expect("text");
+        assert!(
+            text.starts_with("POST /api/orders?x=1 HTTP/1.1\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("\r\nx-banyan-shadow: 1\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\n0123456789"), "{text}");
 
         let get = RequestHeader::build("GET", b"/a", None).expect("req");
         let host = HeaderValue::from_static("orders.internal");

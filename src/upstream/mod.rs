@@ -5,6 +5,7 @@
 
 pub mod checks;
 pub mod circuit;
+pub mod idle;
 pub mod peer;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,12 +17,26 @@ use crate::clock::now_ms;
 use crate::config;
 use crate::metrics::Metrics;
 use circuit::{Admit, Breaker, Transition};
+use idle::IdlePool;
 use peer::PeerHealth;
+
+/// Which runtime a connection belongs to: the proxy's, or the shadow runtime's. Each
+/// keeps its own connections, since a connection's readiness is delivered by the runtime
+/// that opened it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Shadow,
+}
 
 pub struct UpstreamPool {
     pub name: String,
     peers: Vec<HttpPeer>,
     health: Vec<PeerHealth>,
+    /// Per peer: connections kept alive by the fast path (Pingora keeps its own), for
+    /// client requests and for shadow copies.
+    idle: Vec<IdlePool>,
+    shadow_idle: Vec<IdlePool>,
     next: AtomicUsize,
     breaker: Option<Breaker>,
     /// The Host header sent to this upstream, when it sets one.
@@ -75,6 +90,16 @@ impl UpstreamPool {
             name: cfg.name.clone(),
             peers,
             health,
+            idle: cfg
+                .peers
+                .iter()
+                .map(|_| IdlePool::new(cfg.idle_timeout))
+                .collect(),
+            shadow_idle: cfg
+                .peers
+                .iter()
+                .map(|_| IdlePool::new(cfg.idle_timeout))
+                .collect(),
             next: AtomicUsize::new(0),
             breaker: cfg
                 .circuit
@@ -117,6 +142,23 @@ impl UpstreamPool {
     /// A peer in rotation if there is one, else any.
     pub fn pick_or_any(&self) -> (usize, &HttpPeer) {
         self.pick().unwrap_or_else(|| self.pick_any())
+    }
+
+    /// Peer `i`'s resolved address and its kept connections on one side.
+    pub fn peer_addr(&self, i: usize, side: Side) -> Option<(std::net::SocketAddr, &IdlePool)> {
+        let idle = match side {
+            Side::Client => &self.idle,
+            Side::Shadow => &self.shadow_idle,
+        };
+        Some((self.config.peers.get(i)?.addr, idle.get(i)?))
+    }
+
+    /// Closes kept connections the upstream closed or that idled too long.
+    pub fn sweep_idle(&self) {
+        self.idle
+            .iter()
+            .chain(&self.shadow_idle)
+            .for_each(IdlePool::sweep);
     }
 
     pub fn peer_count(&self) -> usize {

@@ -1,0 +1,445 @@
+//! banyan's own HTTP/1.1 path for the common request: plain listener, whole request in
+//! the first read, no upgrade, a plain-HTTP upstream. It makes the same decision from the
+//! same snapshot as the Pingora callbacks and keeps their rules (forwarding headers,
+//! fallbacks and retries, timeouts, health and circuit observations, guard window,
+//! metrics, access log, shadow copies) with a fraction of the work per request: one parse
+//! in place, one write each way, kept upstream connections taken from a lock-free queue.
+//! Whatever it does not take is handed to Pingora before a byte is consumed or written.
+//!
+//! - `head.rs`: which requests qualify, and the request sent upstream.
+//! - `client.rs`: the upstream exchange, also used for shadow copies.
+//! - `response.rs`: the upstream's response head, framing, and the head the client gets.
+
+pub mod client;
+pub mod head;
+pub mod response;
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::HOST;
+use http::{HeaderValue, Method};
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{error_body, Ctx, Ending, Proxy};
+use crate::metrics::FallbackReason;
+use crate::routes::request::strip_port;
+use crate::routes::{Backend, RequestView};
+use crate::shadow::compare::{Answer, SkipReason};
+use crate::shadow::ShadowCtx;
+use crate::snapshot::{CompiledRoute, Snapshot};
+use crate::upstream::Side;
+use client::{read_timeout, response_headers, Answered, BodyRelay, Failure, READ_SIZE};
+use head::{Forwarding, Handoff, Head, MAX_HEADERS};
+use response::{Additions, Framing};
+
+/// Attempts per request, whatever the retry rules say (Pingora's budget, as configured).
+const MAX_ATTEMPTS: usize = 8;
+
+/// What became of the client connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    KeepAlive,
+    Close,
+}
+
+/// The client side of one request.
+pub struct Client<'a> {
+    pub stream: &'a mut L4Stream,
+    pub ip: Option<IpAddr>,
+    /// The connection closes after this request (shutdown has begun).
+    pub closing: bool,
+}
+
+impl Proxy {
+    /// Serves the request at the start of `req` (every byte read so far) on the fast path
+    /// and says how many bytes it took, or says why Pingora must serve it; then nothing
+    /// was consumed or written.
+    pub async fn serve_fast(
+        &self,
+        client: Client<'_>,
+        req: &[u8],
+    ) -> Result<(Served, usize), Handoff> {
+        let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let head = head::parse(req, &mut hs)?;
+        let used = head.wire_len();
+        let req = &req[..used];
+        let method = Method::from_bytes(head.method.as_bytes()).map_err(|_| Handoff::Unusual)?;
+        let head_bytes = Bytes::copy_from_slice(&req[..head.head_len]);
+        let map = head.header_map(&head_bytes, req);
+        let snap = self.shared.load_full();
+        let view = RequestView {
+            method: head.method,
+            path: head.path(),
+            host: map.get(HOST).and_then(|h| h.to_str().ok()).map(strip_port),
+            headers: &map,
+            client_ip: client.ip,
+        };
+        let decision = snap.table.decide(&view);
+        let route = snap.route(decision.route);
+        let backend = decision.backend();
+        let tls = |i: Option<usize>| i.is_some_and(|i| snap.upstream(i).config.tls.is_some());
+        if tls(Some(route.legacy)) || tls(route.target) {
+            return Err(Handoff::Route);
+        }
+        let mut ctx = <Proxy as pingora::proxy::ProxyHttp>::new_ctx(self);
+        ctx.client = client.ip;
+        ctx.route = decision.route;
+        ctx.request_id = super::headers::request_id(map.get(super::headers::X_REQUEST_ID));
+        if let Some(limiter) = &route.limiter {
+            if limiter.check(limiter.key(&map, client.ip)).is_err() {
+                // Refused: a check that refuses takes nothing, so Pingora's path asks again
+                // and answers 429 as it always has.
+                return Err(Handoff::Route);
+            }
+        }
+        ctx.backend = backend;
+        ctx.upstream = route.upstream_index(backend);
+        let body = &req[head.head_len..];
+        if backend == Backend::Target {
+            if let Some(reason) = Self::target_unavailable(snap.upstream(ctx.upstream)) {
+                if route.falls_back() {
+                    self.fall_back(&mut ctx, route, reason);
+                } else {
+                    ctx.refused_target = true;
+                    ctx.snapshot = Some(snap);
+                    let served = self.refuse(client, &mut ctx, 503, &method, &head).await;
+                    return Ok((served, used));
+                }
+            }
+        } else if decision.route.is_some() {
+            ctx.shadow = self.sample_shadow_fast(route, &view, &head, &map, body);
+        }
+        ctx.snapshot = Some(snap.clone());
+        let served = self
+            .forward(client, &mut ctx, &snap, &head, &method, body)
+            .await;
+        Ok((served, used))
+    }
+
+    /// The attempts (fallbacks and retries included) and the relay of the answer.
+    async fn forward(
+        &self,
+        client: Client<'_>,
+        ctx: &mut Ctx,
+        snap: &Snapshot,
+        head: &Head<'_>,
+        method: &Method,
+        body: &[u8],
+    ) -> Served {
+        let route = snap.route(ctx.route);
+        let mut out = Vec::with_capacity(head.head_len + body.len() + 256);
+        let answered = loop {
+            let pool = snap.upstream(ctx.upstream);
+            let (peer, _) = pool.pick_or_any();
+            ctx.peer = peer;
+            ctx.attempts += 1;
+            ctx.attempt_started = Instant::now();
+            ctx.upstream_ms = None;
+            out.clear();
+            let fwd = Forwarding {
+                client: ctx.client,
+                scheme: ctx.scheme,
+                request_id: &ctx.request_id,
+                upstream_host: pool.host.as_ref(),
+            };
+            head::write_upstream_request(&mut out, head, body, &fwd);
+            let failure = match client::attempt(
+                pool,
+                Side::Client,
+                peer,
+                &out,
+                *method == Method::HEAD,
+                method.is_idempotent(),
+            )
+            .await
+            {
+                Ok(a) => {
+                    let status = a.parsed.status;
+                    ctx.upstream_ms = Some(ctx.attempt_started.elapsed().as_secs_f64() * 1000.0);
+                    pool.observe(peer, true, status < 500);
+                    if ctx.backend == Backend::Target
+                        && matches!(status, 502..=504)
+                        && ctx.fallback.is_none()
+                        && route.retries_method(method)
+                        && ctx.attempts < MAX_ATTEMPTS
+                    {
+                        self.fall_back(ctx, route, FallbackReason::Status);
+                        continue;
+                    }
+                    break a;
+                }
+                Err(f) => f,
+            };
+            let code = match failure {
+                Failure::Connect { timed_out } => {
+                    pool.observe(peer, false, false);
+                    ctx.connect_failures += 1;
+                    if ctx.attempts >= MAX_ATTEMPTS {
+                        if timed_out {
+                            504
+                        } else {
+                            502
+                        }
+                    } else if ctx.backend == Backend::Target
+                        && route.falls_back()
+                        && ctx.fallback.is_none()
+                    {
+                        // Nothing was sent, so any method can go to legacy instead.
+                        self.fall_back(ctx, route, FallbackReason::Connect);
+                        continue;
+                    } else if ctx.connect_failures < pool.peer_count() {
+                        continue;
+                    } else if timed_out {
+                        504
+                    } else {
+                        502
+                    }
+                }
+                Failure::Exchange { timed_out, .. } => {
+                    pool.observe(peer, false, false);
+                    if ctx.backend == Backend::Target
+                        && ctx.fallback.is_none()
+                        && route.retries_method(method)
+                        && ctx.attempts < MAX_ATTEMPTS
+                    {
+                        let reason = if timed_out {
+                            FallbackReason::Timeout
+                        } else {
+                            FallbackReason::Error
+                        };
+                        self.fall_back(ctx, route, reason);
+                        continue;
+                    }
+                    if timed_out {
+                        504
+                    } else {
+                        502
+                    }
+                }
+            };
+            return self.fail(client, ctx, code, method, head).await;
+        };
+        self.relay(client, ctx, snap, head, method, answered).await
+    }
+
+    /// Sends the answer to the client as it streams and does the bookkeeping.
+    async fn relay(
+        &self,
+        client: Client<'_>,
+        ctx: &mut Ctx,
+        snap: &Snapshot,
+        head: &Head<'_>,
+        method: &Method,
+        answered: Answered,
+    ) -> Served {
+        let Answered {
+            mut stream,
+            parsed,
+            head: response_head,
+            mut rest,
+        } = answered;
+        let route = snap.route(ctx.route);
+        let pool = snap.upstream(ctx.upstream);
+        let close = client.closing || head.close || parsed.framing == Framing::UntilClose;
+        let version = self.debug_headers.then(|| snap.version.to_string());
+        let mut debug: Vec<(&'static str, &[u8])> = Vec::new();
+        if let Some(v) = &version {
+            debug.push(("X-Banyan-Route", route.name_header.as_bytes()));
+            debug.push(("X-Banyan-Backend", ctx.backend.as_str().as_bytes()));
+            debug.push(("X-Banyan-Snapshot", v.as_bytes()));
+            if let Some(reason) = ctx.fallback {
+                debug.push(("X-Banyan-Fallback", reason.as_str().as_bytes()));
+            }
+        }
+        let mut out = Vec::with_capacity(response_head.len() + 128 + rest.len());
+        response::write_client_head(
+            &mut out,
+            &response_head,
+            &parsed,
+            &Additions {
+                request_id: &ctx.request_id,
+                debug: &debug,
+                close,
+            },
+        );
+        if let Some(sh) = ctx.shadow.as_mut() {
+            sh.response = Some(Answer {
+                status: parsed.status,
+                headers: response_headers(&response_head),
+                body: Bytes::new(),
+                complete: true,
+            });
+        }
+        let total = pool.config.total_timeout;
+        let timeout = read_timeout(pool);
+        let started = ctx.attempt_started;
+        let mut body = BodyRelay::new(parsed.framing);
+        let mut ending = Ending {
+            status: parsed.status,
+            failed: false,
+            upstream_failed: false,
+        };
+        // The first write carries the head and whatever body came with it.
+        let mut upstream_ok = body
+            .feed(
+                &mut rest,
+                Some(&mut out),
+                ctx.shadow.as_deref_mut().map(|s| &mut s.response_body),
+            )
+            .is_ok();
+        let mut client_ok = write(client.stream, &out).await;
+        while upstream_ok && client_ok && !body.done() {
+            if total.is_some_and(|t| started.elapsed() > t) {
+                upstream_ok = false;
+                break;
+            }
+            rest.clear();
+            rest.reserve(READ_SIZE);
+            match tokio::time::timeout(timeout, stream.read_buf(&mut rest)).await {
+                Ok(Ok(0)) if body.until_close() => body.closed(),
+                Ok(Ok(n)) if n > 0 => {
+                    out.clear();
+                    upstream_ok = body
+                        .feed(
+                            &mut rest,
+                            Some(&mut out),
+                            ctx.shadow.as_deref_mut().map(|s| &mut s.response_body),
+                        )
+                        .is_ok();
+                    client_ok = write(client.stream, &out).await;
+                }
+                _ => upstream_ok = false,
+            }
+        }
+        if !upstream_ok {
+            ending.failed = true;
+            ending.upstream_failed = true;
+        } else if !client_ok {
+            ending.failed = true;
+        }
+        // The connection goes back only when its answer ended exactly where its framing
+        // said and the upstream keeps it open.
+        let reusable = !ending.failed && body.done() && rest.is_empty() && !parsed.close;
+        if reusable {
+            if let Some((_, idle)) = pool.peer_addr(ctx.peer, Side::Client) {
+                idle.put(stream);
+            }
+        }
+        self.finish(ctx, ending, method, head.path());
+        if close || ending.failed {
+            Served::Close
+        } else {
+            Served::KeepAlive
+        }
+    }
+
+    /// Answers with banyan's JSON error and closes: the upstream could not.
+    async fn fail(
+        &self,
+        client: Client<'_>,
+        ctx: &mut Ctx,
+        code: u16,
+        method: &Method,
+        head: &Head<'_>,
+    ) -> Served {
+        let out = error_response(code, ctx);
+        let ok = write(client.stream, &out).await;
+        let ending = Ending {
+            status: if ok { code } else { 0 },
+            failed: true,
+            upstream_failed: true,
+        };
+        self.finish(ctx, ending, method, head.path());
+        Served::Close
+    }
+
+    /// Answers a target-bound request whose target cannot take it, on a route without
+    /// fallback.
+    async fn refuse(
+        &self,
+        client: Client<'_>,
+        ctx: &mut Ctx,
+        code: u16,
+        method: &Method,
+        head: &Head<'_>,
+    ) -> Served {
+        let out = error_response(code, ctx);
+        let ok = write(client.stream, &out).await;
+        let ending = Ending {
+            status: if ok { code } else { 0 },
+            failed: false,
+            upstream_failed: false,
+        };
+        self.finish(ctx, ending, method, head.path());
+        Served::Close
+    }
+
+    /// The fast path's `sample_shadow`: the request as Pingora would have parsed it, and its
+    /// body, which is already whole.
+    fn sample_shadow_fast(
+        &self,
+        route: &CompiledRoute,
+        view: &RequestView,
+        head: &Head<'_>,
+        map: &http::HeaderMap,
+        body: &[u8],
+    ) -> Option<Box<ShadowCtx>> {
+        let plan = route.shadow.as_deref()?;
+        if route.shadow_paused || !plan.samples(view) {
+            return None;
+        }
+        let cap = self.shadower.limits().max_body_bytes;
+        if body.len() > cap {
+            route
+                .metrics
+                .shadow
+                .record_skip(&self.metrics, SkipReason::RequestTooLarge);
+            return None;
+        }
+        let mut req = pingora::http::RequestHeader::build(
+            head.method,
+            head.target.as_bytes(),
+            Some(map.len()),
+        )
+        .ok()?;
+        for h in head.headers {
+            let Ok(name) = http::HeaderName::from_bytes(h.name.as_bytes()) else {
+                continue;
+            };
+            let Ok(value) = HeaderValue::from_bytes(h.value) else {
+                continue;
+            };
+            let _ = req.append_header(name, value);
+        }
+        let mut sh = ShadowCtx::new(req, cap);
+        sh.request_body.push(&Bytes::copy_from_slice(body));
+        Some(sh)
+    }
+}
+
+/// Writes everything and flushes; false when the client is gone.
+async fn write(stream: &mut L4Stream, bytes: &[u8]) -> bool {
+    stream.write_all(bytes).await.is_ok() && stream.flush().await.is_ok()
+}
+
+/// banyan's JSON error answer, as the Pingora path writes it; the connection closes.
+fn error_response(code: u16, ctx: &Ctx) -> Vec<u8> {
+    let body = error_body(code, ctx, None);
+    let reason = http::StatusCode::from_u16(code)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let mut out = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\n",
+        body.len()
+    )
+    .into_bytes();
+    head::push_header(&mut out, b"X-Request-Id", ctx.request_id.as_bytes());
+    out.extend_from_slice(b"Connection: close\r\n\r\n");
+    out.extend_from_slice(&body);
+    out
+}
