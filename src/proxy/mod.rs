@@ -63,25 +63,40 @@ impl Proxy {
         route: &CompiledRoute,
         view: &RequestView,
     ) -> Option<Box<ShadowCtx>> {
-        let plan = route.shadow.as_deref()?;
-        if route.shadow_paused || !plan.samples(view) || session.is_upgrade_req() {
+        if session.is_upgrade_req() {
             return None;
         }
         let req = session.req_header();
-        let cap = self.shadower.limits().max_body_bytes;
         let declared = req
             .headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|n| n > cap as u64) {
+        let cap = self.shadow_cap(route, view, declared)?;
+        Some(ShadowCtx::new(req.clone(), cap))
+    }
+
+    /// The body cap for a shadow copy of this request, when the route mirrors it; a body
+    /// known to be over the cap is counted as skipped instead.
+    fn shadow_cap(
+        &self,
+        route: &CompiledRoute,
+        view: &RequestView,
+        body_len: Option<u64>,
+    ) -> Option<usize> {
+        let plan = route.shadow.as_deref()?;
+        if route.shadow_paused || !plan.samples(view) {
+            return None;
+        }
+        let cap = self.shadower.limits().max_body_bytes;
+        if body_len.is_some_and(|n| n > cap as u64) {
             route
                 .metrics
                 .shadow
                 .record_skip(&self.metrics, SkipReason::RequestTooLarge);
             return None;
         }
-        Some(ShadowCtx::new(req.clone(), cap))
+        Some(cap)
     }
 
     /// Moves a target-bound request to legacy and counts why.

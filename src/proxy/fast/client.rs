@@ -31,6 +31,15 @@ pub enum Failure {
     Exchange { timed_out: bool, answered: bool },
 }
 
+impl Failure {
+    fn lost(timed_out: bool, answered: bool) -> Self {
+        Failure::Exchange {
+            timed_out,
+            answered,
+        }
+    }
+}
+
 /// An upstream's answer, head parsed, with the bytes read past the head.
 pub struct Answered {
     pub stream: TcpStream,
@@ -96,10 +105,7 @@ async fn exchange(
     head_request: bool,
     timeout: Duration,
 ) -> Result<Answered, Failure> {
-    let lost = |timed_out: bool, answered: bool| Failure::Exchange {
-        timed_out,
-        answered,
-    };
+    let lost = Failure::lost;
     match tokio::time::timeout(timeout, stream.write_all(request)).await {
         Ok(Ok(())) => {}
         Ok(Err(_)) => return Err(lost(false, false)),
@@ -243,34 +249,20 @@ pub async fn fetch(
         mut rest,
     } = attempt(pool, side, peer, request, head_request, idempotent).await?;
     let timeout = read_timeout(pool);
-    let broken = Failure::Exchange {
-        timed_out: false,
-        answered: true,
-    };
     let mut body = BodyRelay::new(parsed.framing);
     let mut capture = BodyCapture::new(cap);
     body.feed(&mut rest, None, Some(&mut capture))
-        .map_err(|_| Failure::Exchange {
-            timed_out: false,
-            answered: true,
-        })?;
+        .map_err(|_| Failure::lost(false, true))?;
     while !body.done() && !capture.overflowed() {
         rest.clear();
         rest.reserve(READ_SIZE);
         match tokio::time::timeout(timeout, stream.read_buf(&mut rest)).await {
             Ok(Ok(0)) if body.until_close() => body.closed(),
-            Ok(Ok(n)) if n > 0 => {
-                if body.feed(&mut rest, None, Some(&mut capture)).is_err() {
-                    return Err(broken);
-                }
-            }
-            Ok(_) => return Err(broken),
-            Err(_) => {
-                return Err(Failure::Exchange {
-                    timed_out: true,
-                    answered: true,
-                })
-            }
+            Ok(Ok(n)) if n > 0 => body
+                .feed(&mut rest, None, Some(&mut capture))
+                .map_err(|_| Failure::lost(false, true))?,
+            Ok(_) => return Err(Failure::lost(false, true)),
+            Err(_) => return Err(Failure::lost(true, true)),
         }
     }
     if body.done() && rest.is_empty() && !parsed.close {

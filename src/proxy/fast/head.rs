@@ -102,10 +102,8 @@ pub fn parse<'b>(
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<usize>().ok())
+            let n = content_length(h.value)
+                .and_then(|n| usize::try_from(n).ok())
                 .ok_or(Handoff::Unusual)?;
             if body_len.is_some_and(|b| b != n) {
                 return Err(Handoff::Unusual);
@@ -139,6 +137,14 @@ pub fn parse<'b>(
         body_len,
         close,
     })
+}
+
+/// A `Content-Length` value: digits only (no sign, no spaces), as RFC 9110 has it.
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value)
+        .ok()
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse().ok())
 }
 
 /// The comma-separated tokens of a header value, trimmed.

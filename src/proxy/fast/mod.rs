@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::HOST;
-use http::{HeaderValue, Method};
+use http::Method;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -27,7 +27,7 @@ use super::{error_body, Ctx, Ending, Proxy};
 use crate::metrics::FallbackReason;
 use crate::routes::request::strip_port;
 use crate::routes::{Backend, RequestView};
-use crate::shadow::compare::{Answer, SkipReason};
+use crate::shadow::compare::Answer;
 use crate::shadow::ShadowCtx;
 use crate::snapshot::{CompiledRoute, Snapshot};
 use crate::upstream::Side;
@@ -105,7 +105,9 @@ impl Proxy {
                 } else {
                     ctx.refused_target = true;
                     ctx.snapshot = Some(snap);
-                    let served = self.refuse(client, &mut ctx, 503, &method, &head).await;
+                    let served = self
+                        .answer_error(client, &mut ctx, 503, false, &method, &head)
+                        .await;
                     return Ok((served, used));
                 }
             }
@@ -220,7 +222,9 @@ impl Proxy {
                     }
                 }
             };
-            return self.fail(client, ctx, code, method, head).await;
+            return self
+                .answer_error(client, ctx, code, true, method, head)
+                .await;
         };
         self.relay(client, ctx, snap, head, method, answered).await
     }
@@ -336,12 +340,14 @@ impl Proxy {
         }
     }
 
-    /// Answers with banyan's JSON error and closes: the upstream could not.
-    async fn fail(
+    /// Answers with banyan's JSON error and closes: the upstream could not (`upstream_failed`),
+    /// or the route refuses a target that cannot take the request.
+    async fn answer_error(
         &self,
         client: Client<'_>,
         ctx: &mut Ctx,
         code: u16,
+        upstream_failed: bool,
         method: &Method,
         head: &Head<'_>,
     ) -> Served {
@@ -349,36 +355,15 @@ impl Proxy {
         let ok = write(client.stream, &out).await;
         let ending = Ending {
             status: if ok { code } else { 0 },
-            failed: true,
-            upstream_failed: true,
+            failed: upstream_failed,
+            upstream_failed,
         };
         self.finish(ctx, ending, method, head.path());
         Served::Close
     }
 
-    /// Answers a target-bound request whose target cannot take it, on a route without
-    /// fallback.
-    async fn refuse(
-        &self,
-        client: Client<'_>,
-        ctx: &mut Ctx,
-        code: u16,
-        method: &Method,
-        head: &Head<'_>,
-    ) -> Served {
-        let out = error_response(code, ctx);
-        let ok = write(client.stream, &out).await;
-        let ending = Ending {
-            status: if ok { code } else { 0 },
-            failed: false,
-            upstream_failed: false,
-        };
-        self.finish(ctx, ending, method, head.path());
-        Served::Close
-    }
-
-    /// The fast path's `sample_shadow`: the request as Pingora would have parsed it, and its
-    /// body, which is already whole.
+    /// The fast path's `sample_shadow`: the request as Pingora would have parsed it (from
+    /// the routing map, whose values share the head), and its body, which is already whole.
     fn sample_shadow_fast(
         &self,
         route: &CompiledRoute,
@@ -387,32 +372,15 @@ impl Proxy {
         map: &http::HeaderMap,
         body: &[u8],
     ) -> Option<Box<ShadowCtx>> {
-        let plan = route.shadow.as_deref()?;
-        if route.shadow_paused || !plan.samples(view) {
-            return None;
-        }
-        let cap = self.shadower.limits().max_body_bytes;
-        if body.len() > cap {
-            route
-                .metrics
-                .shadow
-                .record_skip(&self.metrics, SkipReason::RequestTooLarge);
-            return None;
-        }
+        let cap = self.shadow_cap(route, view, Some(body.len() as u64))?;
         let mut req = pingora::http::RequestHeader::build(
             head.method,
             head.target.as_bytes(),
             Some(map.len()),
         )
         .ok()?;
-        for h in head.headers {
-            let Ok(name) = http::HeaderName::from_bytes(h.name.as_bytes()) else {
-                continue;
-            };
-            let Ok(value) = HeaderValue::from_bytes(h.value) else {
-                continue;
-            };
-            let _ = req.append_header(name, value);
+        for (name, value) in map {
+            let _ = req.append_header(name.clone(), value.clone());
         }
         let mut sh = ShadowCtx::new(req, cap);
         sh.request_body.push(&Bytes::copy_from_slice(body));

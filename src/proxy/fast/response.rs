@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use http::HeaderValue;
 
-use super::head::{connection_tokens, hop_by_hop, push_header, tokens};
+use super::head::{connection_tokens, content_length, hop_by_hop, push_header, tokens};
 
 pub const MAX_HEADERS: usize = 128;
 
@@ -69,11 +69,7 @@ pub fn parse(buf: &[u8], head_request: bool, limit: usize) -> Result<Option<Pars
     let mut coded = false;
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let n = std::str::from_utf8(h.value)
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse::<u64>().ok())
-                .ok_or(BadResponse::Length)?;
+            let n = content_length(h.value).ok_or(BadResponse::Length)?;
             if length.is_some_and(|l| l != n) {
                 return Err(BadResponse::Length);
             }
