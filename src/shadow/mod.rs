@@ -11,7 +11,6 @@
 //! - `difflog.rs`: `state/diffs.jsonl` and the recent mismatches for the API.
 //! - `request.rs`: the copy. Plain-HTTP upstreams get it through banyan's own client
 //!   (`proxy::fast::client`), TLS ones through Pingora's connector (`client.rs`).
-//! - `runtime.rs`: the idle-priority runtime all shadow work runs on.
 
 pub mod capture;
 pub mod client;
@@ -23,7 +22,6 @@ pub mod noise;
 pub mod pattern;
 pub mod plan;
 pub mod request;
-pub mod runtime;
 pub mod stats;
 
 use std::net::IpAddr;
@@ -40,7 +38,7 @@ use crate::config::ShadowLimits;
 use crate::metrics::Metrics;
 use crate::proxy::fast::client as fast_client;
 use crate::snapshot::Snapshot;
-use crate::upstream::{Side, UpstreamPool};
+use crate::upstream::UpstreamPool;
 use capture::BodyCapture;
 use compare::{Answer, Difference, Field, SkipReason, Verdict};
 use difflog::{DiffEntry, DiffLog, DiffRecord};
@@ -126,29 +124,22 @@ pub struct Job {
     pub ctx: Box<ShadowCtx>,
 }
 
-/// The data path's side of shadowing: the idle-priority runtime shadows run on, one
-/// shared Pingora connector for TLS upstreams (it owns their pool of shadow connections),
-/// and the limits.
+/// The data path's side of shadowing: one shared Pingora connector for TLS upstreams (it
+/// owns their pool of shadow connections) and the limits. Plain-HTTP copies share the
+/// upstream's kept connections with the fast path.
 pub struct Shadower {
-    runtime: tokio::runtime::Handle,
     connector: Connector,
     shared: Arc<ShadowShared>,
     metrics: Arc<Metrics>,
 }
 
 impl Shadower {
-    /// `threads`: workers of the shadow runtime (the proxy's thread count).
-    pub fn new(
-        shared: Arc<ShadowShared>,
-        metrics: Arc<Metrics>,
-        threads: usize,
-    ) -> std::io::Result<Self> {
-        Ok(Shadower {
-            runtime: runtime::start(threads)?,
+    pub fn new(shared: Arc<ShadowShared>, metrics: Arc<Metrics>) -> Self {
+        Shadower {
             connector: Connector::new(None),
             shared,
             metrics,
-        })
+        }
     }
 
     pub fn limits(&self) -> &ShadowLimits {
@@ -177,7 +168,7 @@ impl Shadower {
         }
         let slot = Slot(Arc::clone(&self.shared));
         let this = Arc::clone(self);
-        self.runtime.spawn(async move {
+        tokio::spawn(async move {
             let _slot = slot;
             this.run(job).await;
         });
@@ -214,7 +205,7 @@ impl Shadower {
                 let wire = request::wire(&copy, body);
                 let head = copy.method == Method::HEAD;
                 let idempotent = copy.method.is_idempotent();
-                fast_client::fetch(upstream, Side::Shadow, &wire, head, idempotent, cap)
+                fast_client::fetch(upstream, &wire, head, idempotent, cap)
                     .await
                     .map_err(|e| e.to_string())
             }

@@ -20,23 +20,13 @@ use circuit::{Admit, Breaker, Transition};
 use idle::IdlePool;
 use peer::PeerHealth;
 
-/// Which runtime a connection belongs to: the proxy's, or the shadow runtime's. Each
-/// keeps its own connections, since a connection's readiness is delivered by the runtime
-/// that opened it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    Client,
-    Shadow,
-}
-
 pub struct UpstreamPool {
     pub name: String,
     peers: Vec<HttpPeer>,
     health: Vec<PeerHealth>,
-    /// Per peer: connections kept alive by the fast path (Pingora keeps its own), for
-    /// client requests and for shadow copies.
+    /// Per peer: connections kept alive by the fast path and plain-HTTP shadow copies
+    /// (Pingora keeps its own).
     idle: Vec<IdlePool>,
-    shadow_idle: Vec<IdlePool>,
     next: AtomicUsize,
     breaker: Option<Breaker>,
     /// The Host header sent to this upstream, when it sets one.
@@ -95,11 +85,6 @@ impl UpstreamPool {
                 .iter()
                 .map(|_| IdlePool::new(cfg.idle_timeout))
                 .collect(),
-            shadow_idle: cfg
-                .peers
-                .iter()
-                .map(|_| IdlePool::new(cfg.idle_timeout))
-                .collect(),
             next: AtomicUsize::new(0),
             breaker: cfg
                 .circuit
@@ -144,21 +129,14 @@ impl UpstreamPool {
         self.pick().unwrap_or_else(|| self.pick_any())
     }
 
-    /// Peer `i`'s resolved address and its kept connections on one side.
-    pub fn peer_addr(&self, i: usize, side: Side) -> Option<(std::net::SocketAddr, &IdlePool)> {
-        let idle = match side {
-            Side::Client => &self.idle,
-            Side::Shadow => &self.shadow_idle,
-        };
-        Some((self.config.peers.get(i)?.addr, idle.get(i)?))
+    /// Peer `i`'s resolved address and its kept connections.
+    pub fn peer_addr(&self, i: usize) -> Option<(std::net::SocketAddr, &IdlePool)> {
+        Some((self.config.peers.get(i)?.addr, self.idle.get(i)?))
     }
 
     /// Closes kept connections the upstream closed or that idled too long.
     pub fn sweep_idle(&self) {
-        self.idle
-            .iter()
-            .chain(&self.shadow_idle)
-            .for_each(IdlePool::sweep);
+        self.idle.iter().for_each(IdlePool::sweep);
     }
 
     pub fn peer_count(&self) -> usize {

@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 use super::response::{self, Chunked, Framing, Parsed};
 use crate::shadow::capture::BodyCapture;
 use crate::shadow::compare::Answer;
-use crate::upstream::{Side, UpstreamPool};
+use crate::upstream::UpstreamPool;
 
 /// The largest upstream response head taken.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -59,13 +59,12 @@ pub fn read_timeout(pool: &UpstreamPool) -> Duration {
 /// else a new one.
 pub async fn attempt(
     pool: &UpstreamPool,
-    side: Side,
     peer: usize,
     request: &[u8],
     head_request: bool,
     idempotent: bool,
 ) -> Result<Answered, Failure> {
-    let Some((addr, idle)) = pool.peer_addr(peer, side) else {
+    let Some((addr, idle)) = pool.peer_addr(peer) else {
         return Err(Failure::Connect { timed_out: false });
     };
     let timeout = read_timeout(pool);
@@ -235,7 +234,6 @@ impl BodyRelay {
 /// A connection whose answer was read whole goes back to the peer's queue.
 pub async fn fetch(
     pool: &UpstreamPool,
-    side: Side,
     request: &[u8],
     head_request: bool,
     idempotent: bool,
@@ -247,7 +245,7 @@ pub async fn fetch(
         parsed,
         head,
         mut rest,
-    } = attempt(pool, side, peer, request, head_request, idempotent).await?;
+    } = attempt(pool, peer, request, head_request, idempotent).await?;
     let timeout = read_timeout(pool);
     let mut body = BodyRelay::new(parsed.framing);
     let mut capture = BodyCapture::new(cap);
@@ -266,7 +264,7 @@ pub async fn fetch(
         }
     }
     if body.done() && rest.is_empty() && !parsed.close {
-        if let Some((_, idle)) = pool.peer_addr(peer, side) {
+        if let Some((_, idle)) = pool.peer_addr(peer) {
             idle.put(stream);
         }
     }

@@ -30,7 +30,6 @@ use crate::routes::{Backend, RequestView};
 use crate::shadow::compare::Answer;
 use crate::shadow::ShadowCtx;
 use crate::snapshot::{CompiledRoute, Snapshot};
-use crate::upstream::Side;
 use client::{read_timeout, response_headers, Answered, BodyRelay, Failure, READ_SIZE};
 use head::{Forwarding, Handoff, Head, MAX_HEADERS};
 use response::{Additions, Framing};
@@ -150,7 +149,6 @@ impl Proxy {
             head::write_upstream_request(&mut out, head, body, &fwd);
             let failure = match client::attempt(
                 pool,
-                Side::Client,
                 peer,
                 &out,
                 *method == Method::HEAD,
@@ -328,7 +326,7 @@ impl Proxy {
         // said and the upstream keeps it open.
         let reusable = !ending.failed && body.done() && rest.is_empty() && !parsed.close;
         if reusable {
-            if let Some((_, idle)) = pool.peer_addr(ctx.peer, Side::Client) {
+            if let Some((_, idle)) = pool.peer_addr(ctx.peer) {
                 idle.put(stream);
             }
         }
