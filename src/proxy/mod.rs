@@ -24,6 +24,7 @@ use crate::metrics::{FallbackReason, Metrics};
 use crate::ratelimit;
 use crate::routes::{Backend, RequestView};
 use crate::shadow::compare::{Answer, SkipReason};
+use crate::shadow::original::Original;
 use crate::shadow::{Job, ShadowCtx, Shadower};
 use crate::snapshot::{CompiledRoute, SharedSnapshot, Snapshot};
 use crate::upstream::circuit::Admit;
@@ -73,7 +74,7 @@ impl Proxy {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         let cap = self.shadow_cap(route, view, declared)?;
-        Some(ShadowCtx::new(req.clone(), cap))
+        Some(ShadowCtx::new(Original::Parsed(Box::new(req.clone())), cap))
     }
 
     /// The body cap for a shadow copy of this request, when the route mirrors it; a body

@@ -163,6 +163,19 @@ impl Found {
     }
 }
 
+impl Rules {
+    /// Whether the comparison reads a response header: the configured ones, and the two
+    /// that decide how bodies are compared. Answers keep only these.
+    pub fn reads_header(&self, name: &str) -> bool {
+        name.eq_ignore_ascii_case(CONTENT_TYPE.as_str())
+            || name.eq_ignore_ascii_case(CONTENT_ENCODING.as_str())
+            || self
+                .compare_headers
+                .iter()
+                .any(|h| name.eq_ignore_ascii_case(h.as_str()))
+    }
+}
+
 /// Compares a legacy (primary) answer with a shadow answer. `head` is true for HEAD
 /// requests, whose answers carry no body.
 pub fn compare(

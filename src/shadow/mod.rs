@@ -9,7 +9,8 @@
 //! - `compare.rs`, `pattern.rs`, `decode.rs`: the comparison, pure.
 //! - `noise.rs`, `stats.rs`: learned noise and per-route outcomes.
 //! - `difflog.rs`: `state/diffs.jsonl` and the recent mismatches for the API.
-//! - `request.rs`: the copy. Plain-HTTP upstreams get it through banyan's own client
+//! - `original.rs`, `request.rs`: the copy, from Pingora's parsed request or from the
+//!   bytes banyan's own path read. Plain-HTTP upstreams get it through banyan's own client
 //!   (`proxy::fast::client`), TLS ones through Pingora's connector (`client.rs`).
 
 pub mod capture;
@@ -19,6 +20,7 @@ pub mod decode;
 pub mod difflog;
 pub mod json;
 pub mod noise;
+pub mod original;
 pub mod pattern;
 pub mod plan;
 pub mod request;
@@ -32,7 +34,6 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
 use pingora::connectors::http::Connector;
-use pingora::http::RequestHeader;
 
 use crate::config::ShadowLimits;
 use crate::metrics::Metrics;
@@ -42,6 +43,7 @@ use crate::upstream::UpstreamPool;
 use capture::BodyCapture;
 use compare::{Answer, Difference, Field, SkipReason, Verdict};
 use difflog::{DiffEntry, DiffLog, DiffRecord};
+use original::{CopyOf, Original};
 use stats::Outcome;
 
 pub use plan::ShadowPlan;
@@ -96,14 +98,14 @@ impl Drop for Slot {
 
 /// Per-request shadow state, present only for sampled requests.
 pub struct ShadowCtx {
-    pub request: RequestHeader,
+    pub request: Original,
     pub request_body: BodyCapture,
     pub response: Option<Answer>,
     pub response_body: BodyCapture,
 }
 
 impl ShadowCtx {
-    pub fn new(request: RequestHeader, cap: usize) -> Box<Self> {
+    pub fn new(request: Original, cap: usize) -> Box<Self> {
         Box::new(ShadowCtx {
             request,
             request_body: BodyCapture::new(cap),
@@ -174,38 +176,45 @@ impl Shadower {
         });
     }
 
-    /// Sends a copy of `original` to one upstream, bounded by the shadow timeout.
+    /// Sends a copy of `original` to one upstream, bounded by the shadow timeout; the
+    /// answer keeps the headers `rules` compare.
     async fn fetch(
         &self,
         upstream: &UpstreamPool,
-        original: &RequestHeader,
-        client: Option<IpAddr>,
-        request_id: &HeaderValue,
+        original: &Original,
+        copy: &CopyOf<'_>,
         body: &Bytes,
-        scheme: &'static str,
+        rules: &compare::Rules,
     ) -> Result<Answer, String> {
         let limits = &self.shared.limits;
-        let copy = request::prepare(
-            original,
-            client,
-            scheme,
-            request_id,
-            body.len(),
-            upstream.host.as_ref(),
-        );
+        let copy = &CopyOf {
+            host: upstream.host.as_ref(),
+            ..*copy
+        };
+        let unreadable = || "the request no longer parses".to_string();
         let cap = limits.max_body_bytes;
         let exchange = async {
             if upstream.config.tls.is_some() {
+                // Boxed: Pingora's exchange future is tens of KiB, and inline it would size
+                // (and be copied into) every shadow's task, TLS or not.
                 let peer = upstream.pick_or_any().1;
-                client::exchange(&self.connector, peer, copy, body.clone(), cap)
-                    .await
-                    .map_err(|e| e.to_string())
+                let header = original.header(copy, body.len()).ok_or_else(unreadable)?;
+                Box::pin(client::exchange(
+                    &self.connector,
+                    peer,
+                    header,
+                    body.clone(),
+                    cap,
+                ))
+                .await
+                .map_err(|e| e.to_string())
             } else {
                 // Plain HTTP: banyan's own client, and the upstream's kept connections.
-                let wire = request::wire(&copy, body);
-                let head = copy.method == Method::HEAD;
-                let idempotent = copy.method.is_idempotent();
-                fast_client::fetch(upstream, &wire, head, idempotent, cap)
+                let wire = original.wire(copy, body).ok_or_else(unreadable)?;
+                let method = original.method();
+                let head = method == Method::HEAD;
+                let idempotent = method.is_idempotent();
+                fast_client::fetch(upstream, &wire, head, idempotent, cap, rules)
                     .await
                     .map_err(|e| e.to_string())
             }
@@ -247,16 +256,23 @@ impl Shadower {
         primary.body = body;
         primary.complete = complete;
         let (req_body, _) = request_body.finish();
-        let head = request.method == Method::HEAD;
+        let head = request.method() == Method::HEAD;
         let learn = plan.compare
             && plan.noise
-            && plan::is_safe(&request.method)
+            && plan::is_safe(request.method())
             && stats.take_learning_sample();
+        // Each upstream's own Host is filled in by `fetch`.
+        let copy = CopyOf {
+            client,
+            scheme,
+            request_id: &request_id,
+            host: None,
+        };
         let shadow_call = async {
             let started = Instant::now();
             let upstream = snapshot.upstream(plan.upstream);
             let r = self
-                .fetch(upstream, &request, client, &request_id, &req_body, scheme)
+                .fetch(upstream, &request, &copy, &req_body, &plan.rules)
                 .await;
             (r, started.elapsed())
         };
@@ -265,7 +281,9 @@ impl Shadower {
                 return None;
             }
             let upstream = snapshot.upstream(route.legacy);
-            self.fetch(upstream, &request, client, &request_id, &req_body, scheme)
+            // Boxed: a learning sample is rare, and inline its state would double the size
+            // of every shadow's task.
+            Box::pin(self.fetch(upstream, &request, &copy, &req_body, &plan.rules))
                 .await
                 .ok()
         };
@@ -321,27 +339,25 @@ impl Shadower {
 fn diff_record(
     shared: &ShadowShared,
     route: &str,
-    request: &RequestHeader,
+    request: &Original,
     request_id: &HeaderValue,
     primary: &Answer,
     shadow: &Answer,
     differences: Vec<Difference>,
     total: usize,
 ) -> DiffRecord {
+    let target = request.target();
     let path = if shared.limits.log_query {
-        request.uri.path_and_query().map_or_else(
-            || request.uri.path().to_string(),
-            |p| p.as_str().to_string(),
-        )
+        target
     } else {
-        request.uri.path().to_string()
+        target.split('?').next().unwrap_or(target)
     };
     let listed = differences.len();
     DiffRecord {
         time: crate::control::overrides::now_rfc3339(),
         route: route.to_string(),
-        method: request.method.to_string(),
-        path,
+        method: request.method().to_string(),
+        path: path.to_string(),
         request_id: String::from_utf8_lossy(request_id.as_bytes()).into_owned(),
         legacy_status: primary.status,
         shadow_status: shadow.status,
@@ -384,7 +400,9 @@ mod tests {
             sensitive_headers: vec![HeaderName::from_static("x-api-key")],
         };
         let shared = ShadowShared::new(limits, dir.path());
-        let req = RequestHeader::build("GET", b"/a/b?token=secret", None).expect("req");
+        let req = Original::Parsed(Box::new(
+            pingora::http::RequestHeader::build("GET", b"/a/b?token=secret", None).expect("req"),
+        ));
         let id = HeaderValue::from_static("r-1");
         let diff = |field: Field| Difference {
             field,
@@ -423,10 +441,27 @@ mod tests {
         );
         assert_eq!(r.differences[2].legacy.as_deref(), Some("secret-l"));
 
+        let limits_without_query = shared.limits.clone();
         let mut with_query = shared.limits.clone();
         with_query.log_query = true;
         let shared = ShadowShared::new(with_query, dir.path());
         let r = diff_record(&shared, "orders", &req, &id, &answer, &answer, vec![], 0);
         assert_eq!(r.path, "/a/b?token=secret");
+
+        // The same from the bytes banyan's own path read.
+        let raw = b"GET /a/b?token=secret HTTP/1.1\r\nHost: shop\r\n\r\n";
+        let mut hs = [httparse::EMPTY_HEADER; crate::proxy::fast::head::MAX_HEADERS];
+        let head = crate::proxy::fast::head::parse(raw, &mut hs).expect("parsed");
+        let copy = Bytes::copy_from_slice(raw);
+        let fast = original::Raw::new(copy, raw, &head, Method::GET).expect("raw");
+        let req = Original::Raw(fast);
+        let r = diff_record(&shared, "orders", &req, &id, &answer, &answer, vec![], 0);
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str()),
+            ("GET", "/a/b?token=secret")
+        );
+        let quiet = ShadowShared::new(limits_without_query, dir.path());
+        let r = diff_record(&quiet, "orders", &req, &id, &answer, &answer, vec![], 0);
+        assert_eq!(r.path, "/a/b");
     }
 }

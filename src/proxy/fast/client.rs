@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 
 use super::response::{self, Chunked, Framing, Parsed};
 use crate::shadow::capture::BodyCapture;
-use crate::shadow::compare::Answer;
+use crate::shadow::compare::{Answer, Rules};
 use crate::upstream::UpstreamPool;
 
 /// The largest upstream response head taken.
@@ -238,6 +238,7 @@ pub async fn fetch(
     head_request: bool,
     idempotent: bool,
     cap: usize,
+    rules: &Rules,
 ) -> Result<Answer, Failure> {
     let (peer, _) = pool.pick_or_any();
     let Answered {
@@ -271,19 +272,19 @@ pub async fn fetch(
     let (bytes, complete) = capture.finish();
     Ok(Answer {
         status: parsed.status,
-        headers: response_headers(&head),
+        headers: response_headers(&head, rules),
         body: bytes,
         complete,
     })
 }
 
-/// The headers of a response head as a map, for the shadow comparison.
-pub fn response_headers(head: &[u8]) -> HeaderMap {
+/// The headers of a response head the shadow comparison reads, as a map.
+pub fn response_headers(head: &[u8], rules: &Rules) -> HeaderMap {
     let mut hs = [httparse::EMPTY_HEADER; response::MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut hs);
     let mut map = HeaderMap::new();
     if resp.parse(head).is_ok() {
-        for h in resp.headers.iter() {
+        for h in resp.headers.iter().filter(|h| rules.reads_header(h.name)) {
             if let (Ok(n), Ok(v)) = (
                 HeaderName::from_bytes(h.name.as_bytes()),
                 HeaderValue::from_bytes(h.value),
@@ -293,4 +294,33 @@ pub fn response_headers(head: &[u8]) -> HeaderMap {
         }
     }
     map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shadow::pattern::Patterns;
+
+    #[test]
+    fn an_answer_keeps_only_the_headers_the_comparison_reads() {
+        let head = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Mon, 23 Nov 2026 05:00:00 GMT\r\n\
+            Content-Type: application/json\r\nContent-Encoding: gzip\r\nX-Version: 7\r\n\
+            x-version: 8\r\nContent-Length: 2\r\nSet-Cookie: s=1\r\n\r\n";
+        let rules = Rules {
+            compare_headers: vec![HeaderName::from_static("x-version")],
+            ignore_headers: vec![],
+            ignore: Patterns::parse(std::iter::empty()),
+            max_body: 1 << 20,
+        };
+        let map = response_headers(head, &rules);
+        let mut names: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
+        names.sort();
+        assert_eq!(names, ["content-encoding", "content-type", "x-version"]);
+        let versions: Vec<&[u8]> = map
+            .get_all("x-version")
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        assert_eq!(versions, [&b"7"[..], &b"8"[..]]);
+    }
 }

@@ -189,6 +189,8 @@ pub struct Forwarding<'a> {
     pub request_id: &'a HeaderValue,
     /// Replaces the client's Host when the upstream sets one.
     pub upstream_host: Option<&'a HeaderValue>,
+    /// A shadow copy: marked `X-Banyan-Shadow: 1`.
+    pub shadow: bool,
 }
 
 /// Writes the request as sent upstream: the client's request line and headers in their
@@ -242,6 +244,9 @@ pub fn write_upstream_request(out: &mut Vec<u8>, head: &Head, body: &[u8], fwd: 
         push_header(out, b"X-Forwarded-Host", h);
     }
     push_header(out, b"X-Request-Id", fwd.request_id.as_bytes());
+    if fwd.shadow {
+        push_header(out, b"X-Banyan-Shadow", b"1");
+    }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
 }
@@ -340,6 +345,7 @@ mod tests {
                 scheme: "http",
                 request_id: &id,
                 upstream_host: None,
+                shadow: false,
             };
             write_upstream_request(&mut out, &h, b"hi", &fwd);
             assert_eq!(

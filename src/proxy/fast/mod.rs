@@ -28,6 +28,7 @@ use crate::metrics::FallbackReason;
 use crate::routes::request::strip_port;
 use crate::routes::{Backend, RequestView};
 use crate::shadow::compare::Answer;
+use crate::shadow::original::{Original, Raw};
 use crate::shadow::ShadowCtx;
 use crate::snapshot::{CompiledRoute, Snapshot};
 use client::{read_timeout, response_headers, Answered, BodyRelay, Failure, READ_SIZE};
@@ -66,8 +67,9 @@ impl Proxy {
         let used = head.wire_len();
         let req = &req[..used];
         let method = Method::from_bytes(head.method.as_bytes()).map_err(|_| Handoff::Unusual)?;
-        let head_bytes = Bytes::copy_from_slice(&req[..head.head_len]);
-        let map = head.header_map(&head_bytes, req);
+        // The whole request: the routing map's values and a shadow copy share it.
+        let req_bytes = Bytes::copy_from_slice(req);
+        let map = head.header_map(&req_bytes, req);
         let snap = self.shared.load_full();
         let view = RequestView {
             method: head.method,
@@ -111,7 +113,7 @@ impl Proxy {
                 }
             }
         } else if decision.route.is_some() {
-            ctx.shadow = self.sample_shadow_fast(route, &view, &head, &map, body);
+            ctx.shadow = self.sample_shadow_fast(route, &view, (&head, req), &method, &req_bytes);
         }
         ctx.snapshot = Some(snap.clone());
         let served = self
@@ -145,6 +147,7 @@ impl Proxy {
                 scheme: ctx.scheme,
                 request_id: &ctx.request_id,
                 upstream_host: pool.host.as_ref(),
+                shadow: false,
             };
             head::write_upstream_request(&mut out, head, body, &fwd);
             let failure = match client::attempt(
@@ -267,10 +270,10 @@ impl Proxy {
                 close,
             },
         );
-        if let Some(sh) = ctx.shadow.as_mut() {
+        if let (Some(sh), Some(plan)) = (ctx.shadow.as_mut(), route.shadow.as_deref()) {
             sh.response = Some(Answer {
                 status: parsed.status,
-                headers: response_headers(&response_head),
+                headers: response_headers(&response_head, &plan.rules),
                 body: Bytes::new(),
                 complete: true,
             });
@@ -360,28 +363,21 @@ impl Proxy {
         Served::Close
     }
 
-    /// The fast path's `sample_shadow`: the request as Pingora would have parsed it (from
-    /// the routing map, whose values share the head), and its body, which is already whole.
+    /// The fast path's `sample_shadow`: the copy will be written from the request's bytes,
+    /// already copied for the routing map, and its body is already whole.
     fn sample_shadow_fast(
         &self,
         route: &CompiledRoute,
         view: &RequestView,
-        head: &Head<'_>,
-        map: &http::HeaderMap,
-        body: &[u8],
+        (head, parsed): (&Head<'_>, &[u8]),
+        method: &Method,
+        request: &Bytes,
     ) -> Option<Box<ShadowCtx>> {
-        let cap = self.shadow_cap(route, view, Some(body.len() as u64))?;
-        let mut req = pingora::http::RequestHeader::build(
-            head.method,
-            head.target.as_bytes(),
-            Some(map.len()),
-        )
-        .ok()?;
-        for (name, value) in map {
-            let _ = req.append_header(name.clone(), value.clone());
-        }
-        let mut sh = ShadowCtx::new(req, cap);
-        sh.request_body.push(&Bytes::copy_from_slice(body));
+        let cap = self.shadow_cap(route, view, Some(head.body_len as u64))?;
+        let raw = Raw::new(request.clone(), parsed, head, method.clone())?;
+        let mut sh = ShadowCtx::new(Original::Raw(raw), cap);
+        sh.request_body
+            .push(&request.slice(head.head_len..head.wire_len()));
         Some(sh)
     }
 }
