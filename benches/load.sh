@@ -5,7 +5,9 @@
 #   S3 S1 plus a 100 % shadow with comparison on (nginx: `mirror`, which cannot compare)
 #   S4 1,000 routes, the request matching one near the end (nginx: 1,000 locations)
 # and the least possible Pingora proxy on S1 for reference. Then RSS: each proxy idle,
-# and holding 1,000 idle keep-alive connections.
+# and holding 1,000 idle keep-alive connections. Last, a second banyan writing its access
+# log serves S1 and S3 paced once more, to split each request's time into the proxy's own
+# and its wait for the upstream (whose core also serves the shadow copies).
 #
 #   benches/load.sh [seconds per run, default 10] [connections, default 32] [rounds, default 3]
 #
@@ -158,6 +160,44 @@ for r in $(seq 1 "$ROUNDS"); do
 done
 shadowed=$(curl -s "http://127.0.0.1:$BANYAN_ADMIN/metrics" | awk '/^banyan_shadow_requests_total\{.*route="mirrored"/ {split($0, a, "outcome=\""); split(a[2], b, "\""); printf "%s %d ", b[1], $NF}')
 
+# ---- Where S3's extra client wait comes from ---------------------------------------------
+# A second banyan, the same but writing its access log, serves S1 and S3 paced once more:
+# each request's time inside the proxy (duration_ms - upstream_ms) against its wait for
+# the upstream, whose core also serves every shadow copy. (The access log costs CPU, so
+# these runs are apart from the measured ones.)
+LOG_PROXY=18183 LOG_ADMIN=18193
+mkdir -p "$WORK/banyan-log/config"
+cp -r "$WORK/banyan/routes" "$WORK/banyan-log/routes"
+banyan_config "$WORK/banyan-log" "$LOG_PROXY" "$LOG_ADMIN" "$UP_MONO" "$UP_ORDERS"
+sed -i "/^threads = 1$/a access_log = \"$WORK/access.log\"" "$WORK/banyan-log/config/banyan.toml"
+(cd "$WORK/banyan-log" && exec taskset -c 0 "$BIN" run > /dev/null) & PIDS+=($!)
+wait_http "http://127.0.0.1:$LOG_PROXY/pass/42"
+for scenario in S1:/pass/42 S3:/mirrored/42; do
+  url="http://127.0.0.1:$LOG_PROXY${scenario#*:}"
+  taskset -c 1 wrk -t1 -c"$CONNS" -d2s -s "$WORK/paced.lua" "$url" > /dev/null
+  : > "$WORK/access.log"
+  taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$WORK/paced.lua" "$url" > /dev/null
+  cp "$WORK/access.log" "$WORK/access.${scenario%%:*}"
+done
+SPLIT_TABLE=$(python3 - "$WORK/access.S1" "$WORK/access.S3" <<'EOF'
+import json, sys
+def pct(v, p):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(len(v) * p))] if v else float("nan")
+print("| paced, banyan | requests | in the proxy p50 / p99 | waiting for the upstream p50 / p99 | total p50 / p99 |")
+print("|---|---|---|---|---|")
+for name, path in (("S1", sys.argv[1]), ("S3", sys.argv[2])):
+    rows = []
+    for line in open(path):
+        d = json.loads(line)
+        if d.get("upstream_ms") is not None:
+            rows.append((d["duration_ms"] - d["upstream_ms"], d["upstream_ms"], d["duration_ms"]))
+    cols = list(zip(*rows)) or [[], [], []]
+    cells = " | ".join(f"{pct(c, .5):.3f} / {pct(c, .99):.3f} ms" for c in cols)
+    print(f"| {name} | {len(rows)} | {cells} |")
+EOF
+)
+
 # ---- RSS: idle, then holding 1,000 idle keep-alive connections -------------------------
 cat > "$WORK/idle.py" <<'EOF'
 # Opens N keep-alive connections, sends one request on each and reads the whole answer,
@@ -217,6 +257,10 @@ m() { median "$WORK/$1.rounds" "$2"; }
   echo
   table_head
   for s in S1paced S3paced; do row "$s-nginx"; row "$s-banyan"; done
+  echo
+  echo "Where the paced client's wait goes (a second banyan writing its access log, S1 and S3 paced once more):"
+  echo
+  echo "$SPLIT_TABLE"
   echo
   echo "$RSS_TABLE"
   echo
