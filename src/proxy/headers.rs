@@ -152,17 +152,23 @@ pub fn strip_response_hop_by_hop(headers: &mut impl HeaderBlock) {
     }
 }
 
+/// The comma-separated tokens of a header value, trimmed.
+pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
 /// The fields a `Connection` header names as hop-by-hop, besides its own tokens `close`,
 /// `keep-alive` and `upgrade`.
 pub fn connection_nominated(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
         .get_all(CONNECTION)
         .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
+        .flat_map(|v| tokens(v.as_bytes()))
         .filter(|t| {
-            !t.is_empty()
-                && !t.eq_ignore_ascii_case(b"close")
+            !t.eq_ignore_ascii_case(b"close")
                 && !t.eq_ignore_ascii_case(b"keep-alive")
                 && !t.eq_ignore_ascii_case(b"upgrade")
         })

@@ -161,6 +161,31 @@ impl Ctx {
         let snap = self.snapshot.as_deref()?;
         Some((snap, snap.route(self.route)))
     }
+
+    /// A new attempt on `peer` of the current upstream.
+    fn begin_attempt(&mut self, peer: usize) {
+        self.attempts += 1;
+        self.peer = peer;
+        self.attempt_started = Instant::now();
+        self.upstream_ms = None;
+    }
+
+    /// The upstream's response head arrived.
+    fn upstream_answered(&mut self) {
+        self.upstream_ms = Some(self.attempt_started.elapsed().as_secs_f64() * 1000.0);
+    }
+
+    /// A target that could not be connected to may hand the request to legacy: nothing was
+    /// sent, so whatever the method.
+    fn may_fall_back_on_connect(&self, route: &CompiledRoute) -> bool {
+        self.backend == Backend::Target && route.falls_back() && self.fallback.is_none()
+    }
+
+    /// A target that failed after the request was sent (502–504, an error, a timeout) may
+    /// have it retried on legacy, for the route's listed methods and once only.
+    fn may_retry_on_legacy(&self, route: &CompiledRoute, method: &http::Method) -> bool {
+        self.backend == Backend::Target && self.fallback.is_none() && route.retries_method(method)
+    }
 }
 
 fn no_decision() -> Box<Error> {
@@ -259,14 +284,11 @@ impl ProxyHttp for Proxy {
                 sh.request_body.reset();
             }
         }
-        ctx.attempts += 1;
         let (snap, _) = ctx.decided().ok_or_else(no_decision)?;
         let pool = snap.upstream(ctx.upstream);
         let (i, peer) = pool.pick_or_any();
         let peer = Box::new(peer.clone());
-        ctx.peer = i;
-        ctx.attempt_started = Instant::now();
-        ctx.upstream_ms = None;
+        ctx.begin_attempt(i);
         Ok(peer)
     }
 
@@ -300,8 +322,7 @@ impl ProxyHttp for Proxy {
                 "TLS to the upstream: {what}: {text}"
             );
         }
-        if ctx.backend == Backend::Target && route.falls_back() && ctx.fallback.is_none() {
-            // Nothing was sent, so any method can go to legacy instead.
+        if ctx.may_fall_back_on_connect(route) {
             self.fall_back(ctx, route, FallbackReason::Connect);
             e.set_retry(true);
         } else if ctx.connect_failures < pool.peer_count() {
@@ -355,14 +376,12 @@ impl ProxyHttp for Proxy {
         if (100..200).contains(&status) {
             return Ok(());
         }
-        ctx.upstream_ms = Some(ctx.attempt_started.elapsed().as_secs_f64() * 1000.0);
+        ctx.upstream_answered();
         let retry_on_legacy = ctx.decided().is_some_and(|(snap, route)| {
             snap.upstream(ctx.upstream)
                 .observe(ctx.peer, true, status < 500);
-            ctx.backend == Backend::Target
-                && matches!(status, 502..=504)
-                && ctx.fallback.is_none()
-                && route.retries_method(&session.req_header().method)
+            matches!(status, 502..=504)
+                && ctx.may_retry_on_legacy(route, &session.req_header().method)
                 && !session.as_ref().retry_buffer_truncated()
         });
         if retry_on_legacy {
@@ -445,11 +464,9 @@ impl ProxyHttp for Proxy {
         if !stale_keepalive && ctx.upstream_ms.is_none() {
             snap.upstream(ctx.upstream).observe(ctx.peer, false, false);
         }
-        if ctx.backend == Backend::Target
-            && ctx.fallback.is_none()
-            && !stale_keepalive
+        if !stale_keepalive
             && session.response_written().is_none()
-            && route.retries_method(&session.req_header().method)
+            && ctx.may_retry_on_legacy(route, &session.req_header().method)
             && !session.as_ref().retry_buffer_truncated()
         {
             let reason = if is_timeout(&e) {

@@ -38,12 +38,13 @@ use pingora::connectors::http::Connector;
 use crate::config::ShadowLimits;
 use crate::metrics::Metrics;
 use crate::proxy::fast::client as fast_client;
+use crate::proxy::fast::head::Forwarding;
 use crate::snapshot::Snapshot;
 use crate::upstream::UpstreamPool;
 use capture::BodyCapture;
 use compare::{Answer, Difference, Field, SkipReason, Verdict};
 use difflog::{DiffEntry, DiffLog, DiffRecord};
-use original::{CopyOf, Original};
+use original::Original;
 use stats::Outcome;
 
 pub use plan::ShadowPlan;
@@ -182,13 +183,13 @@ impl Shadower {
         &self,
         upstream: &UpstreamPool,
         original: &Original,
-        copy: &CopyOf<'_>,
+        copy: &Forwarding<'_>,
         body: &Bytes,
         rules: &compare::Rules,
     ) -> Result<Answer, String> {
         let limits = &self.shared.limits;
-        let copy = &CopyOf {
-            host: upstream.host.as_ref(),
+        let copy = &Forwarding {
+            upstream_host: upstream.host.as_ref(),
             ..*copy
         };
         let unreadable = || "the request no longer parses".to_string();
@@ -262,11 +263,12 @@ impl Shadower {
             && plan::is_safe(request.method())
             && stats.take_learning_sample();
         // Each upstream's own Host is filled in by `fetch`.
-        let copy = CopyOf {
+        let copy = Forwarding {
             client,
             scheme,
             request_id: &request_id,
-            host: None,
+            upstream_host: None,
+            shadow: true,
         };
         let shadow_call = async {
             let started = Instant::now();
@@ -450,10 +452,7 @@ mod tests {
 
         // The same from the bytes banyan's own path read.
         let raw = b"GET /a/b?token=secret HTTP/1.1\r\nHost: shop\r\n\r\n";
-        let mut hs = [httparse::EMPTY_HEADER; crate::proxy::fast::head::MAX_HEADERS];
-        let head = crate::proxy::fast::head::parse(raw, &mut hs).expect("parsed");
-        let copy = Bytes::copy_from_slice(raw);
-        let fast = original::Raw::new(copy, raw, &head, Method::GET).expect("raw");
+        let fast = original::Raw::new(Bytes::copy_from_slice(raw), Method::GET);
         let req = Original::Raw(fast);
         let r = diff_record(&shared, "orders", &req, &id, &answer, &answer, vec![], 0);
         assert_eq!(

@@ -3,10 +3,8 @@
 //! arrived, so the copy is written straight from them, the way the primary's request was,
 //! instead of building a header map and cloning it again for every mirrored request.
 
-use std::net::IpAddr;
-
 use bytes::Bytes;
-use http::{HeaderValue, Method};
+use http::Method;
 use pingora::http::RequestHeader;
 
 use super::request;
@@ -23,32 +21,13 @@ pub enum Original {
 pub struct Raw {
     bytes: Bytes,
     method: Method,
-    /// Where the request target lies in `bytes`.
-    target: (usize, usize),
 }
 
 impl Raw {
-    /// `head` was parsed from `parsed`, and `bytes` is a copy of that request from its first
-    /// byte.
-    pub fn new(bytes: Bytes, parsed: &[u8], head: &head::Head<'_>, method: Method) -> Option<Raw> {
-        let start = (head.target.as_ptr() as usize).checked_sub(parsed.as_ptr() as usize)?;
-        let end = start.checked_add(head.target.len())?;
-        (end <= bytes.len() && bytes[start..end] == *head.target.as_bytes()).then_some(Raw {
-            bytes,
-            method,
-            target: (start, end),
-        })
+    /// `bytes` holds the whole request, from its first byte; `method` is its method.
+    pub fn new(bytes: Bytes, method: Method) -> Raw {
+        Raw { bytes, method }
     }
-}
-
-/// What banyan adds to the copy besides `X-Banyan-Shadow`.
-#[derive(Clone, Copy)]
-pub struct CopyOf<'a> {
-    pub client: Option<IpAddr>,
-    pub scheme: &'static str,
-    pub request_id: &'a HeaderValue,
-    /// The upstream's own Host, when it sets one.
-    pub host: Option<&'a HeaderValue>,
 }
 
 impl Original {
@@ -66,36 +45,35 @@ impl Original {
                 .uri
                 .path_and_query()
                 .map_or_else(|| req.uri.path(), |p| p.as_str()),
-            Original::Raw(raw) => {
-                std::str::from_utf8(&raw.bytes[raw.target.0..raw.target.1]).unwrap_or("/")
-            }
+            // The request line is `METHOD SP target SP version`, single spaces: the parse
+            // that accepted it allows no other.
+            Original::Raw(raw) => raw
+                .bytes
+                .split(|&b| b == b' ')
+                .nth(1)
+                .and_then(|t| std::str::from_utf8(t).ok())
+                .unwrap_or("/"),
         }
     }
 
-    /// The copy as bytes on the wire, for banyan's own client; `body` is the captured body.
-    /// `None` only if bytes once accepted no longer parse, which cannot happen.
-    pub fn wire(&self, copy: &CopyOf<'_>, body: &Bytes) -> Option<Vec<u8>> {
+    /// The copy as bytes on the wire, for banyan's own client; `body` is the captured body
+    /// and `copy` what banyan adds (`shadow` set). `None` only if bytes once accepted no
+    /// longer parse, which cannot happen.
+    pub fn wire(&self, copy: &Forwarding<'_>, body: &Bytes) -> Option<Vec<u8>> {
         match self {
             Original::Parsed(_) => Some(request::wire(&self.header(copy, body.len())?, body)),
             Original::Raw(raw) => {
                 let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
                 let h = head::parse(&raw.bytes, &mut hs).ok()?;
                 let mut out = Vec::with_capacity(raw.bytes.len() + 192);
-                let fwd = Forwarding {
-                    client: copy.client,
-                    scheme: copy.scheme,
-                    request_id: copy.request_id,
-                    upstream_host: copy.host,
-                    shadow: true,
-                };
-                head::write_upstream_request(&mut out, &h, body, &fwd);
+                head::write_upstream_request(&mut out, &h, body, copy);
                 Some(out)
             }
         }
     }
 
     /// The copy as Pingora's request header (for TLS upstreams, through Pingora's connector).
-    pub fn header(&self, copy: &CopyOf<'_>, body_len: usize) -> Option<RequestHeader> {
+    pub fn header(&self, copy: &Forwarding<'_>, body_len: usize) -> Option<RequestHeader> {
         let prepare = |req: &RequestHeader| {
             request::prepare(
                 req,
@@ -103,7 +81,7 @@ impl Original {
                 copy.scheme,
                 copy.request_id,
                 body_len,
-                copy.host,
+                copy.upstream_host,
             )
         };
         match self {
@@ -128,6 +106,7 @@ impl Original {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     /// Every (lower-case name, value) of a request's head, sorted, and the body.
     fn fields(wire: &[u8]) -> (String, Vec<(String, String)>, Vec<u8>) {
@@ -158,7 +137,7 @@ mod tests {
         let method = Method::from_bytes(h.method.as_bytes()).expect("method");
         // A copy, as the fast path makes one of the bytes it read.
         let bytes = Bytes::copy_from_slice(raw);
-        let fast = Original::Raw(Raw::new(bytes, raw, &h, method).expect("raw"));
+        let fast = Original::Raw(Raw::new(bytes, method));
         let mut req = RequestHeader::build(h.method, h.target.as_bytes(), None).expect("req");
         for x in h.headers.iter() {
             req.append_header(x.name.to_string(), x.value)
@@ -180,11 +159,12 @@ mod tests {
         let id = HeaderValue::from_static("req-1");
         let orders = HeaderValue::from_static("orders.internal");
         for host in [None, Some(&orders)] {
-            let copy = CopyOf {
+            let copy = Forwarding {
                 client: Some([10, 0, 0, 9].into()),
                 scheme: "https",
                 request_id: &id,
-                host,
+                upstream_host: host,
+                shadow: true,
             };
             let body = Bytes::from_static(b"hello");
             let a = fields(&fast.wire(&copy, &body).expect("wire"));
@@ -208,11 +188,12 @@ mod tests {
     fn a_get_without_a_body_is_copied_without_one() {
         let (fast, parsed) = both(b"GET /a HTTP/1.1\r\nHost: shop\r\n\r\n");
         let id = HeaderValue::from_static("req-2");
-        let copy = CopyOf {
+        let copy = Forwarding {
             client: None,
             scheme: "http",
             request_id: &id,
-            host: None,
+            upstream_host: None,
+            shadow: true,
         };
         let a = fields(&fast.wire(&copy, &Bytes::new()).expect("wire"));
         assert_eq!(a, fields(&parsed.wire(&copy, &Bytes::new()).expect("wire")));

@@ -177,6 +177,45 @@ impl BodyRelay {
         self.ended = self.until_close();
     }
 
+    /// Reads the next bytes of the body into `rest` (emptied first): `Ok(true)` when there
+    /// are some to feed, `Ok(false)` when the upstream closed at the end of a body that
+    /// runs until close.
+    pub async fn read(
+        &mut self,
+        stream: &mut TcpStream,
+        rest: &mut BytesMut,
+        timeout: Duration,
+    ) -> Result<bool, Failure> {
+        rest.clear();
+        rest.reserve(READ_SIZE);
+        match tokio::time::timeout(timeout, stream.read_buf(rest)).await {
+            Ok(Ok(0)) if self.until_close() => {
+                self.closed();
+                Ok(false)
+            }
+            Ok(Ok(n)) if n > 0 => Ok(true),
+            Ok(_) => Err(Failure::lost(false, true)),
+            Err(_) => Err(Failure::lost(true, true)),
+        }
+    }
+
+    /// Returns the connection to the peer's queue when its answer ended exactly where its
+    /// framing said (`rest`: bytes read past the body) and the upstream keeps it open.
+    pub fn release(
+        &self,
+        pool: &UpstreamPool,
+        peer: usize,
+        stream: TcpStream,
+        rest: &BytesMut,
+        parsed: &Parsed,
+    ) {
+        if self.ended && rest.is_empty() && !parsed.close {
+            if let Some((_, idle)) = pool.peer_addr(peer) {
+                idle.put(stream);
+            }
+        }
+    }
+
     /// Takes the body bytes at the start of `buf` (leaving what lies past the body):
     /// framed as they came into `relay`, decoded into `decoded`.
     pub fn feed(
@@ -253,22 +292,12 @@ pub async fn fetch(
     body.feed(&mut rest, None, Some(&mut capture))
         .map_err(|_| Failure::lost(false, true))?;
     while !body.done() && !capture.overflowed() {
-        rest.clear();
-        rest.reserve(READ_SIZE);
-        match tokio::time::timeout(timeout, stream.read_buf(&mut rest)).await {
-            Ok(Ok(0)) if body.until_close() => body.closed(),
-            Ok(Ok(n)) if n > 0 => body
-                .feed(&mut rest, None, Some(&mut capture))
-                .map_err(|_| Failure::lost(false, true))?,
-            Ok(_) => return Err(Failure::lost(false, true)),
-            Err(_) => return Err(Failure::lost(true, true)),
+        if body.read(&mut stream, &mut rest, timeout).await? {
+            body.feed(&mut rest, None, Some(&mut capture))
+                .map_err(|_| Failure::lost(false, true))?;
         }
     }
-    if body.done() && rest.is_empty() && !parsed.close {
-        if let Some((_, idle)) = pool.peer_addr(peer) {
-            idle.put(stream);
-        }
-    }
+    body.release(pool, peer, stream, &rest, &parsed);
     let (bytes, complete) = capture.finish();
     Ok(Answer {
         status: parsed.status,

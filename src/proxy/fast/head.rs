@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::proxy::headers::forwarded_for;
+use crate::proxy::headers::{forwarded_for, tokens};
 
 /// Headers read per request; a request with more goes to Pingora.
 pub const MAX_HEADERS: usize = 64;
@@ -147,14 +147,6 @@ pub fn content_length(value: &[u8]) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// The comma-separated tokens of a header value, trimmed.
-pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty())
-}
-
 /// Whether a header of a message is hop-by-hop: fixed names, and those its `Connection`
 /// header names.
 pub fn hop_by_hop(name: &str, connection: &[&[u8]]) -> bool {
@@ -182,7 +174,8 @@ pub fn connection_tokens<'b>(headers: &'b [httparse::Header<'b>]) -> Vec<&'b [u8
         .collect()
 }
 
-/// What banyan adds to a request it forwards.
+/// What banyan adds to a request it forwards (or to a shadow copy of it).
+#[derive(Clone, Copy)]
 pub struct Forwarding<'a> {
     pub client: Option<IpAddr>,
     pub scheme: &'static str,

@@ -15,13 +15,12 @@ pub mod head;
 pub mod response;
 
 use std::net::IpAddr;
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::HOST;
 use http::Method;
 use pingora::protocols::l4::stream::Stream as L4Stream;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use super::{error_body, Ctx, Ending, Proxy};
 use crate::metrics::FallbackReason;
@@ -31,7 +30,7 @@ use crate::shadow::compare::Answer;
 use crate::shadow::original::{Original, Raw};
 use crate::shadow::ShadowCtx;
 use crate::snapshot::{CompiledRoute, Snapshot};
-use client::{read_timeout, response_headers, Answered, BodyRelay, Failure, READ_SIZE};
+use client::{read_timeout, response_headers, Answered, BodyRelay, Failure};
 use head::{Forwarding, Handoff, Head, MAX_HEADERS};
 use response::{Additions, Framing};
 
@@ -113,7 +112,7 @@ impl Proxy {
                 }
             }
         } else if decision.route.is_some() {
-            ctx.shadow = self.sample_shadow_fast(route, &view, (&head, req), &method, &req_bytes);
+            ctx.shadow = self.sample_shadow_fast(route, &view, &head, &method, &req_bytes);
         }
         ctx.snapshot = Some(snap.clone());
         let served = self
@@ -137,10 +136,7 @@ impl Proxy {
         let answered = loop {
             let pool = snap.upstream(ctx.upstream);
             let (peer, _) = pool.pick_or_any();
-            ctx.peer = peer;
-            ctx.attempts += 1;
-            ctx.attempt_started = Instant::now();
-            ctx.upstream_ms = None;
+            ctx.begin_attempt(peer);
             out.clear();
             let fwd = Forwarding {
                 client: ctx.client,
@@ -161,12 +157,10 @@ impl Proxy {
             {
                 Ok(a) => {
                     let status = a.parsed.status;
-                    ctx.upstream_ms = Some(ctx.attempt_started.elapsed().as_secs_f64() * 1000.0);
+                    ctx.upstream_answered();
                     pool.observe(peer, true, status < 500);
-                    if ctx.backend == Backend::Target
-                        && matches!(status, 502..=504)
-                        && ctx.fallback.is_none()
-                        && route.retries_method(method)
+                    if matches!(status, 502..=504)
+                        && ctx.may_retry_on_legacy(route, method)
                         && ctx.attempts < MAX_ATTEMPTS
                     {
                         self.fall_back(ctx, route, FallbackReason::Status);
@@ -181,33 +175,19 @@ impl Proxy {
                     pool.observe(peer, false, false);
                     ctx.connect_failures += 1;
                     if ctx.attempts >= MAX_ATTEMPTS {
-                        if timed_out {
-                            504
-                        } else {
-                            502
-                        }
-                    } else if ctx.backend == Backend::Target
-                        && route.falls_back()
-                        && ctx.fallback.is_none()
-                    {
-                        // Nothing was sent, so any method can go to legacy instead.
+                        gateway_error(timed_out)
+                    } else if ctx.may_fall_back_on_connect(route) {
                         self.fall_back(ctx, route, FallbackReason::Connect);
                         continue;
                     } else if ctx.connect_failures < pool.peer_count() {
                         continue;
-                    } else if timed_out {
-                        504
                     } else {
-                        502
+                        gateway_error(timed_out)
                     }
                 }
                 Failure::Exchange { timed_out, .. } => {
                     pool.observe(peer, false, false);
-                    if ctx.backend == Backend::Target
-                        && ctx.fallback.is_none()
-                        && route.retries_method(method)
-                        && ctx.attempts < MAX_ATTEMPTS
-                    {
+                    if ctx.may_retry_on_legacy(route, method) && ctx.attempts < MAX_ATTEMPTS {
                         let reason = if timed_out {
                             FallbackReason::Timeout
                         } else {
@@ -216,11 +196,7 @@ impl Proxy {
                         self.fall_back(ctx, route, reason);
                         continue;
                     }
-                    if timed_out {
-                        504
-                    } else {
-                        502
-                    }
+                    gateway_error(timed_out)
                 }
             };
             return self
@@ -301,11 +277,8 @@ impl Proxy {
                 upstream_ok = false;
                 break;
             }
-            rest.clear();
-            rest.reserve(READ_SIZE);
-            match tokio::time::timeout(timeout, stream.read_buf(&mut rest)).await {
-                Ok(Ok(0)) if body.until_close() => body.closed(),
-                Ok(Ok(n)) if n > 0 => {
+            match body.read(&mut stream, &mut rest, timeout).await {
+                Ok(true) => {
                     out.clear();
                     upstream_ok = body
                         .feed(
@@ -316,7 +289,8 @@ impl Proxy {
                         .is_ok();
                     client_ok = write(client.stream, &out).await;
                 }
-                _ => upstream_ok = false,
+                Ok(false) => {}
+                Err(_) => upstream_ok = false,
             }
         }
         if !upstream_ok {
@@ -325,13 +299,8 @@ impl Proxy {
         } else if !client_ok {
             ending.failed = true;
         }
-        // The connection goes back only when its answer ended exactly where its framing
-        // said and the upstream keeps it open.
-        let reusable = !ending.failed && body.done() && rest.is_empty() && !parsed.close;
-        if reusable {
-            if let Some((_, idle)) = pool.peer_addr(ctx.peer) {
-                idle.put(stream);
-            }
+        if !ending.failed {
+            body.release(pool, ctx.peer, stream, &rest, &parsed);
         }
         self.finish(ctx, ending, method, head.path());
         if close || ending.failed {
@@ -369,16 +338,25 @@ impl Proxy {
         &self,
         route: &CompiledRoute,
         view: &RequestView,
-        (head, parsed): (&Head<'_>, &[u8]),
+        head: &Head<'_>,
         method: &Method,
         request: &Bytes,
     ) -> Option<Box<ShadowCtx>> {
         let cap = self.shadow_cap(route, view, Some(head.body_len as u64))?;
-        let raw = Raw::new(request.clone(), parsed, head, method.clone())?;
+        let raw = Raw::new(request.clone(), method.clone());
         let mut sh = ShadowCtx::new(Original::Raw(raw), cap);
         sh.request_body
             .push(&request.slice(head.head_len..head.wire_len()));
         Some(sh)
+    }
+}
+
+/// The status for an upstream that failed: 504 when it ran out of time, else 502.
+fn gateway_error(timed_out: bool) -> u16 {
+    if timed_out {
+        504
+    } else {
+        502
     }
 }
 

@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 
 use http::HeaderValue;
 
-use super::head::{connection_tokens, content_length, hop_by_hop, push_header, tokens};
+use super::head::{connection_tokens, content_length, hop_by_hop, push_header};
+use crate::proxy::headers::tokens;
 
 pub const MAX_HEADERS: usize = 128;
 
