@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -48,10 +47,33 @@ pub struct Answered {
     pub rest: BytesMut,
 }
 
+/// Runs `step` within `limit`, or unbounded when the caller bounds the whole exchange
+/// (shadow copies: one timer for the exchange instead of one per read and write); `None`
+/// when it ran out of time.
+async fn within<F: std::future::Future>(limit: Option<Duration>, step: F) -> Option<F::Output> {
+    match limit {
+        Some(t) => tokio::time::timeout(t, step).await.ok(),
+        None => Some(step.await),
+    }
+}
+
 /// No single read may outlast the whole exchange's budget either.
 pub fn read_timeout(pool: &UpstreamPool) -> Duration {
     let read = pool.config.read_timeout;
     pool.config.total_timeout.map_or(read, |t| t.min(read))
+}
+
+/// How one exchange is carried out, beside the request itself.
+#[derive(Clone, Copy)]
+pub struct Exchange<'a> {
+    /// A HEAD request: the answer has no body whatever its head says.
+    pub head_request: bool,
+    /// The request may be sent again on a new connection when a kept one turns out closed.
+    pub idempotent: bool,
+    /// Each read and write's time limit; `None` when the caller bounds the whole exchange.
+    pub step_timeout: Option<Duration>,
+    /// The comparison rules whose headers the answer keeps (`Parsed::kept`).
+    pub keep: Option<&'a Rules>,
 }
 
 /// One attempt on one peer: a kept connection if there is one (replaced by a new one
@@ -61,13 +83,11 @@ pub async fn attempt(
     pool: &UpstreamPool,
     peer: usize,
     request: &[u8],
-    head_request: bool,
-    idempotent: bool,
+    how: Exchange<'_>,
 ) -> Result<Answered, Failure> {
     let Some((addr, idle)) = pool.peer_addr(peer) else {
         return Err(Failure::Connect { timed_out: false });
     };
-    let timeout = read_timeout(pool);
     let mut kept = idle.take();
     loop {
         let reused = kept.is_some();
@@ -75,11 +95,11 @@ pub async fn attempt(
             Some(s) => s,
             None => connect(addr, pool.config.connect_timeout).await?,
         };
-        match exchange(stream, request, head_request, timeout).await {
+        match exchange(stream, request, how).await {
             Err(Failure::Exchange {
                 timed_out: false,
                 answered: false,
-            }) if reused && idempotent => continue,
+            }) if reused && how.idempotent => continue,
             other => return other,
         }
     }
@@ -101,14 +121,13 @@ async fn connect(addr: std::net::SocketAddr, timeout: Duration) -> Result<TcpStr
 async fn exchange(
     mut stream: TcpStream,
     request: &[u8],
-    head_request: bool,
-    timeout: Duration,
+    how: Exchange<'_>,
 ) -> Result<Answered, Failure> {
     let lost = Failure::lost;
-    match tokio::time::timeout(timeout, stream.write_all(request)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(_)) => return Err(lost(false, false)),
-        Err(_) => return Err(lost(true, false)),
+    match within(how.step_timeout, stream.write_all(request)).await {
+        Some(Ok(())) => {}
+        Some(Err(_)) => return Err(lost(false, false)),
+        None => return Err(lost(true, false)),
     }
     let mut buf = BytesMut::with_capacity(READ_SIZE);
     loop {
@@ -116,13 +135,13 @@ async fn exchange(
             buf.reserve(READ_SIZE);
         }
         let answered = !buf.is_empty();
-        match tokio::time::timeout(timeout, stream.read_buf(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => {}
-            Ok(_) => return Err(lost(false, answered)),
-            Err(_) => return Err(lost(true, answered)),
+        match within(how.step_timeout, stream.read_buf(&mut buf)).await {
+            Some(Ok(n)) if n > 0 => {}
+            Some(_) => return Err(lost(false, answered)),
+            None => return Err(lost(true, answered)),
         }
         loop {
-            match response::parse(&buf, head_request, MAX_RESPONSE_HEAD) {
+            match response::parse(&buf, how.head_request, MAX_RESPONSE_HEAD, how.keep) {
                 Ok(None) => break,
                 Ok(Some(parsed)) if parsed.informational => {
                     // 100 Continue and early hints: the client asked for neither.
@@ -177,25 +196,25 @@ impl BodyRelay {
         self.ended = self.until_close();
     }
 
-    /// Reads the next bytes of the body into `rest` (emptied first): `Ok(true)` when there
-    /// are some to feed, `Ok(false)` when the upstream closed at the end of a body that
-    /// runs until close.
+    /// Reads the next bytes of the body into `rest` (emptied first), within `timeout`
+    /// when given: `Ok(true)` when there are some to feed, `Ok(false)` when the upstream
+    /// closed at the end of a body that runs until close.
     pub async fn read(
         &mut self,
         stream: &mut TcpStream,
         rest: &mut BytesMut,
-        timeout: Duration,
+        timeout: Option<Duration>,
     ) -> Result<bool, Failure> {
         rest.clear();
         rest.reserve(READ_SIZE);
-        match tokio::time::timeout(timeout, stream.read_buf(rest)).await {
-            Ok(Ok(0)) if self.until_close() => {
+        match within(timeout, stream.read_buf(rest)).await {
+            Some(Ok(0)) if self.until_close() => {
                 self.closed();
                 Ok(false)
             }
-            Ok(Ok(n)) if n > 0 => Ok(true),
-            Ok(_) => Err(Failure::lost(false, true)),
-            Err(_) => Err(Failure::lost(true, true)),
+            Some(Ok(n)) if n > 0 => Ok(true),
+            Some(_) => Err(Failure::lost(false, true)),
+            None => Err(Failure::lost(true, true)),
         }
     }
 
@@ -269,7 +288,8 @@ impl BodyRelay {
 }
 
 /// One whole exchange for a shadow copy (or a second legacy call): the answer with its
-/// decoded body up to `cap` bytes (`complete` false beyond). The caller bounds the time.
+/// decoded body up to `cap` bytes (`complete` false beyond). The caller bounds the whole
+/// exchange's time (the shadow timeout), so no read or write sets a timer of its own.
 /// A connection whose answer was read whole goes back to the peer's queue.
 pub async fn fetch(
     pool: &UpstreamPool,
@@ -280,19 +300,24 @@ pub async fn fetch(
     rules: &Rules,
 ) -> Result<Answer, Failure> {
     let (peer, _) = pool.pick_or_any();
+    let how = Exchange {
+        head_request,
+        idempotent,
+        step_timeout: None,
+        keep: Some(rules),
+    };
     let Answered {
         mut stream,
-        parsed,
-        head,
+        mut parsed,
         mut rest,
-    } = attempt(pool, peer, request, head_request, idempotent).await?;
-    let timeout = read_timeout(pool);
+        ..
+    } = attempt(pool, peer, request, how).await?;
     let mut body = BodyRelay::new(parsed.framing);
     let mut capture = BodyCapture::new(cap);
     body.feed(&mut rest, None, Some(&mut capture))
         .map_err(|_| Failure::lost(false, true))?;
     while !body.done() && !capture.overflowed() {
-        if body.read(&mut stream, &mut rest, timeout).await? {
+        if body.read(&mut stream, &mut rest, None).await? {
             body.feed(&mut rest, None, Some(&mut capture))
                 .map_err(|_| Failure::lost(false, true))?;
         }
@@ -301,55 +326,8 @@ pub async fn fetch(
     let (bytes, complete) = capture.finish();
     Ok(Answer {
         status: parsed.status,
-        headers: response_headers(&head, rules),
+        headers: std::mem::take(&mut parsed.kept),
         body: bytes,
         complete,
     })
-}
-
-/// The headers of a response head the shadow comparison reads, as a map.
-pub fn response_headers(head: &[u8], rules: &Rules) -> HeaderMap {
-    let mut hs = [httparse::EMPTY_HEADER; response::MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut hs);
-    let mut map = HeaderMap::new();
-    if resp.parse(head).is_ok() {
-        for h in resp.headers.iter().filter(|h| rules.reads_header(h.name)) {
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(h.name.as_bytes()),
-                HeaderValue::from_bytes(h.value),
-            ) {
-                map.append(n, v);
-            }
-        }
-    }
-    map
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::shadow::pattern::Patterns;
-
-    #[test]
-    fn an_answer_keeps_only_the_headers_the_comparison_reads() {
-        let head = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Mon, 23 Nov 2026 05:00:00 GMT\r\n\
-            Content-Type: application/json\r\nContent-Encoding: gzip\r\nX-Version: 7\r\n\
-            x-version: 8\r\nContent-Length: 2\r\nSet-Cookie: s=1\r\n\r\n";
-        let rules = Rules {
-            compare_headers: vec![HeaderName::from_static("x-version")],
-            ignore_headers: vec![],
-            ignore: Patterns::parse(std::iter::empty()),
-            max_body: 1 << 20,
-        };
-        let map = response_headers(head, &rules);
-        let mut names: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
-        names.sort();
-        assert_eq!(names, ["content-encoding", "content-type", "x-version"]);
-        let versions: Vec<&[u8]> = map
-            .get_all("x-version")
-            .iter()
-            .map(|v| v.as_bytes())
-            .collect();
-        assert_eq!(versions, [&b"7"[..], &b"8"[..]]);
-    }
 }

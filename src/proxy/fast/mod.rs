@@ -30,7 +30,7 @@ use crate::shadow::compare::Answer;
 use crate::shadow::original::{Original, Raw};
 use crate::shadow::ShadowCtx;
 use crate::snapshot::{CompiledRoute, Snapshot};
-use client::{read_timeout, response_headers, Answered, BodyRelay, Failure};
+use client::{read_timeout, Answered, BodyRelay, Exchange, Failure};
 use head::{Forwarding, Handoff, Head, MAX_HEADERS};
 use response::{Additions, Framing};
 
@@ -146,15 +146,18 @@ impl Proxy {
                 shadow: false,
             };
             head::write_upstream_request(&mut out, head, body, &fwd);
-            let failure = match client::attempt(
-                pool,
-                peer,
-                &out,
-                *method == Method::HEAD,
-                method.is_idempotent(),
-            )
-            .await
-            {
+            let how = Exchange {
+                head_request: *method == Method::HEAD,
+                idempotent: method.is_idempotent(),
+                step_timeout: Some(read_timeout(pool)),
+                // A mirrored request's answer keeps the headers its comparison reads.
+                keep: ctx
+                    .shadow
+                    .as_ref()
+                    .and(route.shadow.as_deref())
+                    .map(|plan| &plan.rules),
+            };
+            let failure = match client::attempt(pool, peer, &out, how).await {
                 Ok(a) => {
                     let status = a.parsed.status;
                     ctx.upstream_answered();
@@ -218,7 +221,7 @@ impl Proxy {
     ) -> Served {
         let Answered {
             mut stream,
-            parsed,
+            mut parsed,
             head: response_head,
             mut rest,
         } = answered;
@@ -246,16 +249,16 @@ impl Proxy {
                 close,
             },
         );
-        if let (Some(sh), Some(plan)) = (ctx.shadow.as_mut(), route.shadow.as_deref()) {
+        if let Some(sh) = ctx.shadow.as_mut() {
             sh.response = Some(Answer {
                 status: parsed.status,
-                headers: response_headers(&response_head, &plan.rules),
+                headers: std::mem::take(&mut parsed.kept),
                 body: Bytes::new(),
                 complete: true,
             });
         }
         let total = pool.config.total_timeout;
-        let timeout = read_timeout(pool);
+        let timeout = Some(read_timeout(pool));
         let started = ctx.attempt_started;
         let mut body = BodyRelay::new(parsed.framing);
         let mut ending = Ending {

@@ -4,10 +4,11 @@
 
 use std::fmt::Write as _;
 
-use http::HeaderValue;
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::head::{connection_tokens, content_length, hop_by_hop, push_header};
 use crate::proxy::headers::tokens;
+use crate::shadow::compare::Rules;
 
 pub const MAX_HEADERS: usize = 128;
 
@@ -46,10 +47,19 @@ pub struct Parsed {
     pub informational: bool,
     /// The body has a Transfer-Encoding.
     pub transfer_coded: bool,
+    /// The headers a shadow comparison reads, when `parse` was asked to keep them: taken
+    /// in the same pass instead of parsing the head again.
+    pub kept: HeaderMap,
 }
 
-/// Parses a response head from `buf`; `Ok(None)` while incomplete.
-pub fn parse(buf: &[u8], head_request: bool, limit: usize) -> Result<Option<Parsed>, BadResponse> {
+/// Parses a response head from `buf`; `Ok(None)` while incomplete. With `keep`, the
+/// headers those comparison rules read are kept in `Parsed::kept`.
+pub fn parse(
+    buf: &[u8],
+    head_request: bool,
+    limit: usize,
+    keep: Option<&Rules>,
+) -> Result<Option<Parsed>, BadResponse> {
     let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut hs);
     let head_len = match resp.parse(buf) {
@@ -68,7 +78,16 @@ pub fn parse(buf: &[u8], head_request: bool, limit: usize) -> Result<Option<Pars
     let mut length = None;
     let mut chunked = false;
     let mut coded = false;
+    let mut kept = HeaderMap::new();
     for h in resp.headers.iter() {
+        if keep.is_some_and(|rules| rules.reads_header(h.name)) {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(h.name.as_bytes()),
+                HeaderValue::from_bytes(h.value),
+            ) {
+                kept.append(n, v);
+            }
+        }
         if h.name.eq_ignore_ascii_case("content-length") {
             let n = content_length(h.value).ok_or(BadResponse::Length)?;
             if length.is_some_and(|l| l != n) {
@@ -113,6 +132,7 @@ pub fn parse(buf: &[u8], head_request: bool, limit: usize) -> Result<Option<Pars
         close: close || framing == Framing::UntilClose,
         informational,
         transfer_coded: coded,
+        kept,
     }))
 }
 
@@ -299,7 +319,7 @@ mod tests {
     use super::*;
 
     fn framing(raw: &[u8], head: bool) -> Result<Option<Parsed>, BadResponse> {
-        parse(raw, head, 1 << 16)
+        parse(raw, head, 1 << 16, None)
     }
 
     #[test]
@@ -364,7 +384,7 @@ mod tests {
     fn bad_heads_are_errors_and_partial_ones_wait() {
         assert_eq!(framing(b"HTTP/1.1 200 OK\r\nConte", false), Ok(None));
         assert_eq!(
-            parse(b"HTTP/1.1 200 OK\r\nX: y", false, 8),
+            parse(b"HTTP/1.1 200 OK\r\nX: y", false, 8, None),
             Err(BadResponse::TooLarge(8))
         );
         assert!(matches!(
@@ -455,5 +475,37 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_parse_keeps_only_the_headers_the_comparison_reads() {
+        use crate::shadow::pattern::Patterns;
+        let head = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Mon, 23 Nov 2026 05:00:00 GMT\r\n\
+            Content-Type: application/json\r\nContent-Encoding: gzip\r\nX-Version: 7\r\n\
+            x-version: 8\r\nContent-Length: 2\r\nSet-Cookie: s=1\r\n\r\n";
+        let rules = Rules {
+            compare_headers: vec![HeaderName::from_static("x-version")],
+            ignore_headers: vec![],
+            ignore: Patterns::parse(std::iter::empty()),
+            max_body: 1 << 20,
+        };
+        let parsed = parse(head, false, 1 << 16, Some(&rules))
+            .expect("valid")
+            .expect("whole");
+        let mut names: Vec<&str> = parsed.kept.keys().map(HeaderName::as_str).collect();
+        names.sort();
+        assert_eq!(names, ["content-encoding", "content-type", "x-version"]);
+        let versions: Vec<&[u8]> = parsed
+            .kept
+            .get_all("x-version")
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        assert_eq!(versions, [&b"7"[..], &b"8"[..]]);
+        assert_eq!(parsed.framing, Framing::Length(2));
+        let unkept = parse(head, false, 1 << 16, None)
+            .expect("valid")
+            .expect("whole");
+        assert!(unkept.kept.is_empty(), "nothing kept unless asked");
     }
 }
