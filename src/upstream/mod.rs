@@ -9,6 +9,7 @@ pub mod idle;
 pub mod peer;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use http::HeaderValue;
 use pingora::upstreams::peer::HttpPeer;
@@ -34,7 +35,19 @@ pub struct UpstreamPool {
     pub config: config::Upstream,
 }
 
+/// Each read's (and write's) time limit: no single one may outlast the whole exchange's
+/// budget either.
+fn read_limit(cfg: &config::Upstream) -> Duration {
+    cfg.total_timeout
+        .map_or(cfg.read_timeout, |t| t.min(cfg.read_timeout))
+}
+
 impl UpstreamPool {
+    /// Each read's and write's time limit on this upstream (Pingora's peers have the same).
+    pub fn read_timeout(&self) -> Duration {
+        read_limit(&self.config)
+    }
+
     pub fn new(cfg: &config::Upstream, metrics: &Metrics) -> Self {
         let peers = cfg
             .peers
@@ -54,10 +67,7 @@ impl UpstreamPool {
                 let o = &mut peer.options;
                 o.connection_timeout = Some(cfg.connect_timeout);
                 o.total_connection_timeout = Some(cfg.connect_timeout);
-                // No single read may outlast the whole exchange's budget either.
-                let read = cfg
-                    .total_timeout
-                    .map_or(cfg.read_timeout, |t| t.min(cfg.read_timeout));
+                let read = read_limit(cfg);
                 o.read_timeout = Some(read);
                 o.write_timeout = Some(read);
                 o.idle_timeout = Some(cfg.idle_timeout);
@@ -242,7 +252,6 @@ impl Upstreams {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     /// Upstream `m` with `n` loopback peers on ports 1..=n, no checks, no breaker.
     fn upstream(n: u16) -> config::Upstream {

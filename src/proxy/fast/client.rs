@@ -57,12 +57,6 @@ async fn within<F: std::future::Future>(limit: Option<Duration>, step: F) -> Opt
     }
 }
 
-/// No single read may outlast the whole exchange's budget either.
-pub fn read_timeout(pool: &UpstreamPool) -> Duration {
-    let read = pool.config.read_timeout;
-    pool.config.total_timeout.map_or(read, |t| t.min(read))
-}
-
 /// How one exchange is carried out, beside the request itself.
 #[derive(Clone, Copy)]
 pub struct Exchange<'a> {
@@ -308,7 +302,7 @@ pub async fn fetch(
     };
     let Answered {
         mut stream,
-        mut parsed,
+        parsed,
         mut rest,
         ..
     } = attempt(pool, peer, request, how).await?;
@@ -326,7 +320,7 @@ pub async fn fetch(
     let (bytes, complete) = capture.finish();
     Ok(Answer {
         status: parsed.status,
-        headers: std::mem::take(&mut parsed.kept),
+        headers: parsed.kept,
         body: bytes,
         complete,
     })

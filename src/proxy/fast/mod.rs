@@ -30,7 +30,7 @@ use crate::shadow::compare::Answer;
 use crate::shadow::original::{Original, Raw};
 use crate::shadow::ShadowCtx;
 use crate::snapshot::{CompiledRoute, Snapshot};
-use client::{read_timeout, Answered, BodyRelay, Exchange, Failure};
+use client::{Answered, BodyRelay, Exchange, Failure};
 use head::{Forwarding, Handoff, Head, MAX_HEADERS};
 use response::{Additions, Framing};
 
@@ -149,7 +149,7 @@ impl Proxy {
             let how = Exchange {
                 head_request: *method == Method::HEAD,
                 idempotent: method.is_idempotent(),
-                step_timeout: Some(read_timeout(pool)),
+                step_timeout: Some(pool.read_timeout()),
                 // A mirrored request's answer keeps the headers its comparison reads.
                 keep: ctx
                     .shadow
@@ -258,7 +258,7 @@ impl Proxy {
             });
         }
         let total = pool.config.total_timeout;
-        let timeout = Some(read_timeout(pool));
+        let timeout = Some(pool.read_timeout());
         let started = ctx.attempt_started;
         let mut body = BodyRelay::new(parsed.framing);
         let mut ending = Ending {
