@@ -130,7 +130,8 @@ outcomes=$(curl -s "http://127.0.0.1:$BANYAN_ADMIN/metrics" | grep '^banyan_shad
   m() { median "$WORK/$1.rounds" "$2"; }
   awk -v p0="$(m paced-banyan-shadow-0 3)" -v p1="$(m paced-banyan-shadow-100 3)" -v pa="$(m paced-banyan-shadow-0-again 3)" \
       -v r1="$(paired "$WORK/paced-banyan-shadow-100.rounds" "$WORK/paced-banyan-shadow-0.rounds")" \
-      -v ra="$(paired "$WORK/paced-banyan-shadow-0-again.rounds" "$WORK/paced-banyan-shadow-0.rounds")" -v s0="$(m banyan-shadow-0 3)" -v s1="$(m banyan-shadow-100 3)" -v c0="$(m banyan-shadow-0 4)" -v c1="$(m banyan-shadow-100 4)" \
+      -v ra="$(paired "$WORK/paced-banyan-shadow-0-again.rounds" "$WORK/paced-banyan-shadow-0.rounds")" \
+      -v s0="$(m banyan-shadow-0 3)" -v s1="$(m banyan-shadow-100 3)" -v c0="$(m banyan-shadow-0 4)" -v c1="$(m banyan-shadow-100 4)" \
       -v n0="$(m nginx 4)" -v n1="$(m nginx-mirror 4)" -v np="$(m nginx-mirror 3)" 'BEGIN {
     printf "banyan client p99 at 100 %% / at 0 %%, paced: %.2f× (target ≤ 1.10; per round %s); saturated: %.2f×\n", p1 / p0, r1, s1 / s0
     printf "control, paced p99 at 0 %% run again / at 0 %%: %.2f× (per round %s)\n", pa / p0, ra
