@@ -109,6 +109,19 @@ peers = ["127.0.0.1:$5"]
 CONF
 }
 
+ratio_ci() { # rounds-file rounds-file column: geometric mean of the per-round ratios, first over second, with its 95 % interval
+  paste "$1" "$2" | awk -v c="$3" -v w="$(awk 'END {print NF}' "$1")" '
+    { l = log($c / $(c + w)); s += l; ss += l * l; n++ }
+    END {
+      if (n < 2) { printf "%.2f× (one round, no interval)", exp(s); exit }
+      m = s / n; sd = sqrt((ss - n * m * m) / (n - 1)); se = sd / sqrt(n)
+      # Student t, 97.5 %, for n-1 degrees of freedom (rounded down to the table: wider).
+      split("12.71 4.30 3.18 2.78 2.57 2.45 2.36 2.31 2.26 2.23", t, " ")
+      q = (n - 1 <= 10) ? t[n - 1] : (n - 1 < 20) ? 2.13 : (n - 1 < 30) ? 2.09 : (n - 1 < 60) ? 2.04 : 2.00
+      printf "%.2f× (95 %% interval %.2f–%.2f, %d rounds)", exp(m), exp(m - q * se), exp(m + q * se), n
+    }'
+}
+
 table_head() { # the header of the tables `row` fills
   echo "| proxy | req/s | p50 | p99 | proxy CPU µs/req | CPU per round |"
   echo "|---|---|---|---|---|---|"

@@ -5,12 +5,15 @@
 # (set BODY=large for a 20 KB document that differs in key order, which forces a parse).
 #
 #   benches/shadow.sh [seconds per run, default 10] [connections, default 32] [rounds, default 3]
+#   PACED_ONLY=1 benches/shadow.sh 8 32 45   # only banyan's paced runs: the p99 question
 #
 # Layout as benches/load.sh: the proxy alone on core 0; upstream nginx and wrk on core 1.
 # Proxy CPU per request = (utime + stime of the proxy's processes) / client requests, so
 # the shadow's work is included. Single runs on this kind of VM differ by more than the
-# effect the p99 target is about, so the paced p99 ratio is also given round by round
-# (the two runs adjacent), beside a control: the 0 % run once more, against the first.
+# effect the p99 target is about, so the paced p99 ratio is given round by round (the
+# runs adjacent, their order rotating from round to round so none is always first) with
+# its geometric mean and 95 % interval, beside a control: the 0 % run once more, against
+# the first. PACED_ONLY=1 leaves out everything else, for rounds enough to narrow it.
 # Results go to stdout and benches/results/shadow-<time>.md.
 set -euo pipefail
 
@@ -90,16 +93,27 @@ wait_http "http://127.0.0.1:$BANYAN/plain/1"
 PACE_MS=${PACE_MS:-4}
 printf 'function delay() return %d end\n' "$PACE_MS" > "$WORK/paced.lua"
 
+PACED_ONLY=${PACED_ONLY:-}
+paced_banyan() { # which: 0, 100 or 0-again
+  local path=plain
+  [ "$1" = 100 ] && path=mirrored
+  run "paced-banyan-shadow-$1" "http://127.0.0.1:$BANYAN/$path/42" "$BANYAN_PID" -s "$WORK/paced.lua"
+}
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r of $ROUNDS..." >&2
-  run nginx "http://127.0.0.1:$NGINX/plain/42" "$NGINX_MASTER"
-  run nginx-mirror "http://127.0.0.1:$NGINX/mirrored/42" "$NGINX_MASTER"
-  run banyan-shadow-0 "http://127.0.0.1:$BANYAN/plain/42" "$BANYAN_PID"
-  run banyan-shadow-100 "http://127.0.0.1:$BANYAN/mirrored/42" "$BANYAN_PID"
-  run paced-nginx-mirror "http://127.0.0.1:$NGINX/mirrored/42" "$NGINX_MASTER" -s "$WORK/paced.lua"
-  run paced-banyan-shadow-0 "http://127.0.0.1:$BANYAN/plain/42" "$BANYAN_PID" -s "$WORK/paced.lua"
-  run paced-banyan-shadow-100 "http://127.0.0.1:$BANYAN/mirrored/42" "$BANYAN_PID" -s "$WORK/paced.lua"
-  run paced-banyan-shadow-0-again "http://127.0.0.1:$BANYAN/plain/42" "$BANYAN_PID" -s "$WORK/paced.lua"
+  if [ -z "$PACED_ONLY" ]; then
+    run nginx "http://127.0.0.1:$NGINX/plain/42" "$NGINX_MASTER"
+    run nginx-mirror "http://127.0.0.1:$NGINX/mirrored/42" "$NGINX_MASTER"
+    run banyan-shadow-0 "http://127.0.0.1:$BANYAN/plain/42" "$BANYAN_PID"
+    run banyan-shadow-100 "http://127.0.0.1:$BANYAN/mirrored/42" "$BANYAN_PID"
+    run paced-nginx-mirror "http://127.0.0.1:$NGINX/mirrored/42" "$NGINX_MASTER" -s "$WORK/paced.lua"
+  fi
+  case $((r % 3)) in
+    1) order="0 100 0-again" ;;
+    2) order="100 0-again 0" ;;
+    0) order="0-again 0 100" ;;
+  esac
+  for which in $order; do paced_banyan "$which"; done
 done
 
 # p99 of the first runs over p99 of the second, round by round.
@@ -113,29 +127,33 @@ outcomes=$(curl -s "http://127.0.0.1:$BANYAN_ADMIN/metrics" | grep '^banyan_shad
   echo "Date: $(date -u +%Y-%m-%dT%H:%MZ), banyan $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), $(nginx -v 2>&1)"
   echo "banyan shadow outcomes on the mirrored route, all rounds and warm-ups: $outcomes"
   echo
-  table_head
-  row nginx
-  row nginx-mirror
-  row banyan-shadow-0
-  row banyan-shadow-100
+  if [ -z "$PACED_ONLY" ]; then
+    table_head
+    row nginx
+    row nginx-mirror
+    row banyan-shadow-0
+    row banyan-shadow-100
+    echo
+  fi
+  echo "Paced, each connection ${PACE_MS} ms between requests, order rotating by round:"
   echo
-  echo "Paced, each connection ${PACE_MS} ms between requests:"
-  echo
   table_head
-  row paced-nginx-mirror
+  if [ -z "$PACED_ONLY" ]; then row paced-nginx-mirror; fi
   row paced-banyan-shadow-0
   row paced-banyan-shadow-100
   row paced-banyan-shadow-0-again
   echo
-  m() { median "$WORK/$1.rounds" "$2"; }
-  awk -v p0="$(m paced-banyan-shadow-0 3)" -v p1="$(m paced-banyan-shadow-100 3)" -v pa="$(m paced-banyan-shadow-0-again 3)" \
-      -v r1="$(paired "$WORK/paced-banyan-shadow-100.rounds" "$WORK/paced-banyan-shadow-0.rounds")" \
-      -v ra="$(paired "$WORK/paced-banyan-shadow-0-again.rounds" "$WORK/paced-banyan-shadow-0.rounds")" \
-      -v s0="$(m banyan-shadow-0 3)" -v s1="$(m banyan-shadow-100 3)" -v c0="$(m banyan-shadow-0 4)" -v c1="$(m banyan-shadow-100 4)" \
-      -v n0="$(m nginx 4)" -v n1="$(m nginx-mirror 4)" -v np="$(m nginx-mirror 3)" 'BEGIN {
-    printf "banyan client p99 at 100 %% / at 0 %%, paced: %.2f× (target ≤ 1.10; per round %s); saturated: %.2f×\n", p1 / p0, r1, s1 / s0
-    printf "control, paced p99 at 0 %% run again / at 0 %%: %.2f× (per round %s)\n", pa / p0, ra
-    printf "banyan CPU per request at 100 %% / at 0 %%: %.2f× (target ≤ 1.8)\n", c1 / c0
-    printf "mirroring cost per client request: banyan %.1f µs, nginx mirror %.1f µs (nginx mirror p99 %.3f ms)\n", c1 - c0, n1 - n0, np
-  }'
+  pr() { echo "$WORK/paced-banyan-shadow-$1.rounds"; }
+  echo "banyan client p99 at 100 % / at 0 %, paced: $(ratio_ci "$(pr 100)" "$(pr 0)" 3), target ≤ 1.10; per round $(paired "$(pr 100)" "$(pr 0)")"
+  echo "control, paced p99 at 0 % run again / at 0 %: $(ratio_ci "$(pr 0-again)" "$(pr 0)" 3); per round $(paired "$(pr 0-again)" "$(pr 0)")"
+  echo "banyan CPU per request at 100 % / at 0 %, paced: $(ratio_ci "$(pr 100)" "$(pr 0)" 4)"
+  if [ -z "$PACED_ONLY" ]; then
+    m() { median "$WORK/$1.rounds" "$2"; }
+    awk -v s0="$(m banyan-shadow-0 3)" -v s1="$(m banyan-shadow-100 3)" -v c0="$(m banyan-shadow-0 4)" -v c1="$(m banyan-shadow-100 4)" \
+        -v n0="$(m nginx 4)" -v n1="$(m nginx-mirror 4)" -v np="$(m nginx-mirror 3)" 'BEGIN {
+      printf "banyan client p99 at 100 %% / at 0 %%, saturated: %.2f×\n", s1 / s0
+      printf "banyan CPU per request at 100 %% / at 0 %%, saturated: %.2f× (target ≤ 1.8)\n", c1 / c0
+      printf "mirroring cost per client request: banyan %.1f µs, nginx mirror %.1f µs (nginx mirror p99 %.3f ms)\n", c1 - c0, n1 - n0, np
+    }'
+  fi
 } | tee "$ROOT/benches/results/shadow-$(date -u +%Y%m%dT%H%M%S).md"

@@ -7,10 +7,12 @@ pub mod load;
 pub mod pki;
 pub mod upstream;
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_banyan");
@@ -18,12 +20,22 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_banyan");
 /// How long anything in a test may take to become true before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
-/// A loopback port that is free now (bound, then released).
+/// A loopback port that is free now (bound, then released) and not handed out before in
+/// this test process: the kernel may give a just-released port again, and two of
+/// banyan's listeners on one port (its listeners set SO_REUSEPORT) would share it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    // Kept bound until a new port is found, so the kernel cannot offer them again.
+    let mut held = Vec::new();
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = listener.local_addr().expect("its address").port();
+        if given.insert(port) {
+            return port;
+        }
+        held.push(listener);
+    }
 }
 
 /// Polls `cond` until it holds or the deadline passes.
