@@ -109,16 +109,17 @@ peers = ["127.0.0.1:$5"]
 CONF
 }
 
-ratio_ci() { # rounds-file rounds-file column: geometric mean of the per-round ratios, first over second, with its 95 % interval
+ratio_ci() { # rounds-file rounds-file column: the per-round ratios, first over second, their geometric mean and its 95 % interval
   paste "$1" "$2" | awk -v c="$3" -v w="$(awk 'END {print NF}' "$1")" '
-    { l = log($c / $(c + w)); s += l; ss += l * l; n++ }
+    { r = $c / $(c + w); l = log(r); s += l; ss += l * l; n++; each = each (n > 1 ? ", " : "") sprintf("%.2f", r) }
     END {
       if (n < 2) { printf "%.2f× (one round, no interval)", exp(s); exit }
-      m = s / n; sd = sqrt((ss - n * m * m) / (n - 1)); se = sd / sqrt(n)
+      # Rounding can leave identical ratios a variance just below zero.
+      m = s / n; v = (ss - n * m * m) / (n - 1); se = sqrt(v > 0 ? v : 0) / sqrt(n)
       # Student t, 97.5 %, for n-1 degrees of freedom (rounded down to the table: wider).
       split("12.71 4.30 3.18 2.78 2.57 2.45 2.36 2.31 2.26 2.23", t, " ")
       q = (n - 1 <= 10) ? t[n - 1] : (n - 1 < 20) ? 2.13 : (n - 1 < 30) ? 2.09 : (n - 1 < 60) ? 2.04 : 2.00
-      printf "%.2f× (95 %% interval %.2f–%.2f, %d rounds)", exp(m), exp(m - q * se), exp(m + q * se), n
+      printf "%.2f× (95 %% interval %.2f–%.2f, %d rounds: %s)", exp(m), exp(m - q * se), exp(m + q * se), n, each
     }'
 }
 
