@@ -62,20 +62,29 @@ json_upstreams() { # folder port body [port body]...: one nginx on core 1 answer
   taskset -c 1 nginx -p "$folder" -c "$folder/nginx.conf" & PIDS+=($!)
 }
 TICKS=$(getconf CLK_TCK)
+# Time the hypervisor ran something else while this VM wanted its CPUs, all cores, in
+# clock ticks. On a shared host it governs the tail: a few ms of it in a run and that
+# run's p99 is the length of the pause, whatever the proxy does.
+steal_ticks() { awk '/^cpu / {print $9}' /proc/stat; }
 
-# One round: wrk on core 1 against url, the proxy's CPU (pid and its children) measured
-# around it. Appends "rps p50 p99 cpu_us_per_req" to $WORK/<name>.rounds.
-# Needs DURATION and CONNS; extra arguments go to wrk (a script, say). With COUNT set,
+# One round: wrk on core 1 against url, the proxy's CPU (pid and its children) and the
+# host's steal measured around it. Appends "rps p50 p99 cpu_us_per_req steal_ms" to
+# $WORK/<name>.rounds.
+# Needs DURATION and CONNS (WARMUP, default 2 s, the unmeasured run before); extra
+# arguments go to wrk (a script, say). With COUNT set,
 # also appends to $WORK/<name>.counted how much COUNT's number grew per request.
 run() { # name url pid [wrk args...]
   local name=$1 url=$2 pid=$3 before after out reqs
   shift 3
   # Warm the proxy's connection pools first.
-  taskset -c 1 wrk -t1 -c"$CONNS" -d2s "$@" "$url" >/dev/null
+  taskset -c 1 wrk -t1 -c"$CONNS" -d"${WARMUP:-2}s" "$@" "$url" >/dev/null
   local counted=${COUNT:+$($COUNT)}
   before=$(cpu_ticks "$pid")
+  local stolen
+  stolen=$(steal_ticks)
   out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$@" "$url")
   after=$(cpu_ticks "$pid")
+  stolen=$(($(steal_ticks) - stolen))
   # COUNT names a command printing a counter; its growth per request is kept beside.
   if [ -n "${COUNT:-}" ]; then
     awk -v a="$counted" -v b="$($COUNT)" -v n="$(echo "$out" | awk '/requests in/ {print $1}')" \
@@ -86,7 +95,7 @@ run() { # name url pid [wrk args...]
   {
     echo "$out" | awk '/Requests\/sec/ {printf "%.0f ", $2}'
     echo "$out" | awk '$1=="50%" || $1=="99%" {v=$2; if (v ~ /us$/) v=v/1000; else if (v ~ /ms$/) v=v+0; else if (v ~ /s$/) v=v*1000; printf "%.3f ", v}'
-    awk -v t=$((after - before)) -v hz="$TICKS" -v n="$reqs" 'BEGIN { printf "%.1f\n", t / hz * 1e6 / n }'
+    awk -v t=$((after - before)) -v hz="$TICKS" -v n="$reqs" -v st="$stolen" 'BEGIN { printf "%.1f %d\n", t / hz * 1e6 / n, st / hz * 1000 }'
   } >> "$WORK/$name.rounds"
 }
 
@@ -124,12 +133,26 @@ ratio_ci() { # rounds-file rounds-file column: the per-round ratios, first over 
 }
 
 table_head() { # the header of the tables `row` fills
-  echo "| proxy | req/s | p50 | p99 | proxy CPU µs/req | CPU per round |"
-  echo "|---|---|---|---|---|---|"
+  echo "| proxy | req/s | p50 | p99 | proxy CPU µs/req | CPU per round | host steal ms per round |"
+  echo "|---|---|---|---|---|---|---|"
 }
 
-row() { # name: a markdown row of medians, and each round's CPU
+row() { # name: a markdown row of medians, and each round's CPU and steal
   local f="$WORK/$1.rounds"
-  printf "| %s | %s | %s ms | %s ms | %s | %s |\n" "$1" "$(median "$f" 1)" "$(median "$f" 2)" "$(median "$f" 3)" "$(median "$f" 4)" \
-    "$(awk '{printf "%s%s", (NR>1 ? ", " : ""), $4}' "$f")"
+  printf "| %s | %s | %s ms | %s ms | %s | %s | %s |\n" "$1" "$(median "$f" 1)" "$(median "$f" 2)" "$(median "$f" 3)" "$(median "$f" 4)" \
+    "$(awk '{printf "%s%s", (NR>1 ? ", " : ""), $4}' "$f")" "$(awk '{printf "%s%s", (NR>1 ? ", " : ""), $5}' "$f")"
+}
+
+steal_free() { # max_ms out_dir rounds-file...: copies of the files keeping only the rounds in which no run lost more than max_ms to the host; prints how many were kept
+  mkdir -p "$2"
+  local max=$1 out=$2 f
+  shift 2
+  # Line n of every file is round n; a round is kept or dropped whole, so pairs stay pairs.
+  paste -d'|' "$@" | awk -F'|' -v max="$max" '{ for (i = 1; i <= NF; i++) { split($i, c, " "); if (c[5] > max) next } print }' > "$out/kept"
+  local i=1
+  for f in "$@"; do
+    cut -d'|' -f"$i" "$out/kept" > "$out/$(basename "$f")"
+    i=$((i + 1))
+  done
+  wc -l < "$out/kept"
 }

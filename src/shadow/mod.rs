@@ -1,10 +1,12 @@
 //! Shadow traffic: a sampled copy of legacy-served requests goes to the new service in
 //! the background, and its answer is compared with legacy's. The client never waits for
 //! it: the copy is sent after the client has its answer, from a spawned task that first
-//! lets the client work already ready go ahead, with a bounded body capture, a bounded
-//! number in flight (beyond it, dropped and counted) and its own timeout.
+//! lets the client work already ready go ahead and then waits (briefly) for banyan to have
+//! no client request in progress, with a bounded body capture, a bounded number in flight
+//! (beyond it, dropped and counted) and its own timeout.
 //!
 //! - `plan.rs`: what a route mirrors, compiled into the snapshot; the sampling decision.
+//! - `quiet.rs`: the wait for a moment without client requests.
 //! - `capture.rs`: capped copies of the request and primary response bodies.
 //! - `compare.rs`, `pattern.rs`, `decode.rs`: the comparison, pure.
 //! - `noise.rs`, `stats.rs`: learned noise and per-route outcomes.
@@ -23,6 +25,7 @@ pub mod noise;
 pub mod original;
 pub mod pattern;
 pub mod plan;
+pub mod quiet;
 pub mod request;
 pub mod stats;
 
@@ -62,6 +65,8 @@ pub struct ShadowShared {
     pub limits: ShadowLimits,
     pub diffs: DiffLog,
     in_flight: AtomicUsize,
+    /// Client requests in progress, which copies wait out.
+    pub gate: Arc<quiet::QuietGate>,
 }
 
 impl ShadowShared {
@@ -71,6 +76,7 @@ impl ShadowShared {
             limits,
             diffs,
             in_flight: AtomicUsize::new(0),
+            gate: Arc::default(),
         }
     }
 
@@ -145,6 +151,11 @@ impl Shadower {
         }
     }
 
+    /// Counts a client request as in progress, for copies to wait out (`quiet.rs`).
+    pub fn busy(&self) -> quiet::Busy {
+        quiet::QuietGate::enter(&self.shared.gate)
+    }
+
     pub fn limits(&self) -> &ShadowLimits {
         &self.shared.limits
     }
@@ -179,6 +190,7 @@ impl Shadower {
             // shadow upstream is woken once for them instead of once per copy (per request
             // 0.49 -> 0.19 wake-ups of other processes, S3 paced client p99 -20 %).
             tokio::task::yield_now().await;
+            this.shared.gate.quiet().await;
             this.run(job).await;
         });
     }
