@@ -164,16 +164,15 @@ outcomes=$(curl -s "http://127.0.0.1:$BANYAN_ADMIN/metrics" | grep '^banyan_shad
   row paced-banyan-shadow-100
   row paced-banyan-shadow-0-again
   echo
-  pr() { echo "$WORK/paced-banyan-shadow-$1.rounds"; }
+  pr() { echo "${2:-$WORK}/paced-banyan-shadow-$1.rounds"; } # which [folder]
   echo "banyan client p99 at 100 % / at 0 %, paced (target ≤ 1.10): $(ratio_ci "$(pr 100)" "$(pr 0)" 3)"
   echo "control, paced p99 at 0 % run again / at 0 %: $(ratio_ci "$(pr 0-again)" "$(pr 0)" 3)"
   echo "banyan CPU per request at 100 % / at 0 %, paced: $(ratio_ci "$(pr 100)" "$(pr 0)" 4)"
   kept=$(steal_free "$STEAL_MAX_MS" "$WORK/calm" "$(pr 0)" "$(pr 100)" "$(pr 0-again)")
   echo "rounds in which no paced run lost more than $STEAL_MAX_MS ms to the host: $kept of $ROUNDS"
   if [ "$kept" -ge 2 ]; then
-    cr() { echo "$WORK/calm/paced-banyan-shadow-$1.rounds"; }
-    echo "  over those, p99 at 100 % / at 0 %: $(ratio_ci "$(cr 100)" "$(cr 0)" 3)"
-    echo "  over those, control: $(ratio_ci "$(cr 0-again)" "$(cr 0)" 3)"
+    echo "  over those, p99 at 100 % / at 0 %: $(ratio_ci "$(pr 100 "$WORK/calm")" "$(pr 0 "$WORK/calm")" 3)"
+    echo "  over those, control: $(ratio_ci "$(pr 0-again "$WORK/calm")" "$(pr 0 "$WORK/calm")" 3)"
   fi
   echo
   echo "Each paced round, req/s p50 p99 CPU steal of the 0 % | 100 % | 0 % again runs (to pool or refilter):"

@@ -66,7 +66,7 @@ pub struct ShadowShared {
     pub diffs: DiffLog,
     in_flight: AtomicUsize,
     /// Client requests in progress, which copies wait out.
-    pub gate: Arc<quiet::QuietGate>,
+    gate: Arc<quiet::QuietGate>,
 }
 
 impl ShadowShared {

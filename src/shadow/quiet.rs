@@ -66,7 +66,8 @@ impl QuietGate {
     }
 
     /// Copies held now.
-    pub fn held(&self) -> usize {
+    #[cfg(test)]
+    fn held(&self) -> usize {
         self.held.load(SeqCst)
     }
 
