@@ -50,6 +50,7 @@ cpu_ticks() { tree_sum "$1" stat '{print $14 + $15}'; }  # utime+stime, in clock
 rss_kib() { tree_sum "$1" status '/^VmRSS/ {print $2}'; } # resident set, KiB
 
 json_upstreams() { # folder port body [port body]...: one nginx on core 1 answering each body as JSON
+  # (UP_SCHED, when set, is a command it runs under, chrt say)
   local folder=$1
   shift
   { nginx_head "$folder"
@@ -59,7 +60,7 @@ json_upstreams() { # folder port body [port body]...: one nginx on core 1 answer
     done
     echo "}"
   } > "$folder/nginx.conf"
-  taskset -c 1 nginx -p "$folder" -c "$folder/nginx.conf" & PIDS+=($!)
+  ${UP_SCHED:-} taskset -c 1 nginx -p "$folder" -c "$folder/nginx.conf" & PIDS+=($!)
 }
 TICKS=$(getconf CLK_TCK)
 # Time the hypervisor ran something else while this VM wanted its CPUs, all cores, in
@@ -97,6 +98,13 @@ run() { # name url pid [wrk args...]
     echo "$out" | awk '$1=="50%" || $1=="99%" {v=$2; if (v ~ /us$/) v=v/1000; else if (v ~ /ms$/) v=v+0; else if (v ~ /s$/) v=v*1000; printf "%.3f ", v}'
     awk -v t=$((after - before)) -v hz="$TICKS" -v n="$reqs" -v st="$stolen" 'BEGIN { printf "%.1f %d\n", t / hz * 1e6 / n, st / hz * 1000 }'
   } >> "$WORK/$name.rounds"
+}
+
+# Shadows banyan compared so far on the route named "mirrored" (every outcome but
+# `dropped`, which a saturated proxy sheds rather than slow its clients); needs
+# BANYAN_ADMIN. As run's COUNT: copies compared per client request.
+shadows_completed() {
+  curl -s "http://127.0.0.1:$BANYAN_ADMIN/metrics" | awk '/^banyan_shadow_requests_total\{.*route="mirrored"/ && !/outcome="dropped"/ {n += $NF} END {print n + 0}'
 }
 
 median() { # file column

@@ -135,12 +135,6 @@ end
 EOF
 printf 'function delay() return %d end\n' "$PACE_MS" > "$WORK/paced.lua"
 
-# Shadows banyan compared so far (every outcome but `dropped`, which a saturated proxy
-# sheds rather than slow its clients).
-shadows_completed() {
-  curl -s "http://127.0.0.1:$BANYAN_ADMIN/metrics" | awk '/^banyan_shadow_requests_total\{.*route="mirrored"/ && !/outcome="dropped"/ {n += $NF} END {print n + 0}'
-}
-
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r of $ROUNDS..." >&2
   for p in nginx banyan; do

@@ -13,6 +13,7 @@ pub mod diag;
 pub mod guard;
 pub mod logging;
 pub mod metrics;
+pub mod priority;
 pub mod proxy;
 pub mod ratelimit;
 pub mod routes;

@@ -112,6 +112,29 @@ fn identical_answers_match_and_clients_never_see_the_shadow() {
     );
     assert_eq!(orders.hits(), hits);
     assert_eq!(b.route_status("catalog")["shadow"]["paused"], true);
+
+    // The copies have a thread of their own, below the data path's priority.
+    #[cfg(target_os = "linux")]
+    assert_eq!(thread_nice(b.pid(), "banyan-shadow"), vec![10]);
+}
+
+/// The nice value of each of `pid`'s threads named `name`.
+#[cfg(target_os = "linux")]
+fn thread_nice(pid: u32, name: &str) -> Vec<i64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks");
+    let mut found = Vec::new();
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim_end() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).expect("stat");
+        // Fields after the parenthesised name: state is the 3rd of stat(5), nice the 19th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let nice = rest.split_whitespace().nth(16).and_then(|v| v.parse().ok());
+        found.push(nice.expect("nice in stat"));
+    }
+    found
 }
 
 #[test]

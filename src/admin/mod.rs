@@ -311,7 +311,7 @@ impl ServeHttp for AdminApp {
         let control = Arc::clone(&self.control);
         let token = self.token.clone();
         let mut resp = match tokio::task::spawn_blocking(move || {
-            crate::control::priority::lower_this_thread();
+            crate::priority::lower_this_thread();
             handle(&control, token.as_deref(), &req)
         })
         .await

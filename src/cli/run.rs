@@ -122,10 +122,10 @@ pub fn run(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let shadower = Arc::new(Shadower::new(
-        Arc::clone(&control.shadow),
-        Arc::clone(&metrics),
-    ));
+    let shadower = Arc::new(
+        Shadower::new(Arc::clone(&control.shadow), Arc::clone(&metrics))
+            .map_err(|e| anyhow::anyhow!("cannot start the shadow worker: {e}"))?,
+    );
     let access_log = Arc::new(AccessLog::start(
         &config.server.access_log,
         metrics.access_log_dropped_total.clone(),

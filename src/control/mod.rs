@@ -9,7 +9,6 @@
 pub mod audit;
 pub mod build;
 pub mod overrides;
-pub mod priority;
 pub mod rates;
 pub mod service;
 

@@ -20,7 +20,8 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedSender};
 use tokio::time::Instant;
 
 use super::audit::Source;
-use super::{overrides, priority, Control};
+use super::{overrides, Control};
+use crate::priority;
 
 /// What a file-system event means for the control plane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

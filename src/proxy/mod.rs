@@ -25,6 +25,7 @@ use crate::ratelimit;
 use crate::routes::{Backend, RequestView};
 use crate::shadow::compare::{Answer, SkipReason};
 use crate::shadow::original::Original;
+use crate::shadow::stats::Outcome;
 use crate::shadow::{Job, ShadowCtx, Shadower};
 use crate::snapshot::{CompiledRoute, SharedSnapshot, Snapshot};
 use crate::upstream::circuit::Admit;
@@ -78,7 +79,8 @@ impl Proxy {
     }
 
     /// The body cap for a shadow copy of this request, when the route mirrors it; a body
-    /// known to be over the cap is counted as skipped instead.
+    /// known to be over the cap is counted as skipped instead, and a copy the shadow
+    /// worker has no room for as dropped, before anything is captured for it.
     fn shadow_cap(
         &self,
         route: &CompiledRoute,
@@ -95,6 +97,10 @@ impl Proxy {
                 .metrics
                 .shadow
                 .record_skip(&self.metrics, SkipReason::RequestTooLarge);
+            return None;
+        }
+        if self.shadower.full() {
+            route.metrics.shadow.record(&self.metrics, Outcome::Dropped);
             return None;
         }
         Some(cap)
@@ -154,8 +160,6 @@ pub struct Ctx {
     /// Present when this request is mirrored.
     shadow: Option<Box<ShadowCtx>>,
     shadowed: bool,
-    /// Counts this request as in progress until it is finished.
-    busy: Option<crate::shadow::quiet::Busy>,
 }
 
 impl Ctx {
@@ -231,7 +235,6 @@ impl ProxyHttp for Proxy {
             retry_on_legacy: false,
             shadow: None,
             shadowed: false,
-            busy: Some(self.shadower.busy()),
         }
     }
 
@@ -246,11 +249,6 @@ impl ProxyHttp for Proxy {
         ctx.client = client;
         if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
             ctx.scheme = "https";
-        }
-        if session.is_upgrade_req() {
-            // A tunnel for as long as it is open: counted as a request in progress, it
-            // would leave shadow copies no quiet moment to wait for.
-            ctx.busy = None;
         }
         let view = RequestView::new(&req.method, &req.uri, &req.headers, client);
         let decision = snap.table.decide(&view);
@@ -587,8 +585,6 @@ struct Ending {
 impl Proxy {
     /// A finished request's metrics, guard window, shadow hand-off and access log line.
     fn finish(&self, ctx: &mut Ctx, end: Ending, method: &http::Method, path: &str) {
-        // Finished for the client: its own copy, and others, need not wait for it.
-        drop(ctx.busy.take());
         let shadow = ctx.shadow.take();
         let Some((_, route)) = ctx.decided() else {
             return;

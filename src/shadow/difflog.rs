@@ -166,7 +166,7 @@ fn open_append(path: &Path) -> std::io::Result<(File, u64)> {
 }
 
 fn write_loop(path: &Path, max_bytes: u64, rx: Receiver<Vec<u8>>) {
-    crate::control::priority::lower_this_thread();
+    crate::priority::lower_this_thread();
     let mut file: Option<(File, u64)> = None;
     let mut warned = false;
     while let Ok(line) = rx.recv() {

@@ -1,12 +1,11 @@
 //! Shadow traffic: a sampled copy of legacy-served requests goes to the new service in
 //! the background, and its answer is compared with legacy's. The client never waits for
-//! it: the copy is sent after the client has its answer, from a spawned task that first
-//! lets the client work already ready go ahead and then waits (briefly) for banyan to have
-//! no client request in progress, with a bounded body capture, a bounded number in flight
-//! (beyond it, dropped and counted) and its own timeout.
+//! it: the copy is handed, after the client has its answer, to the shadow worker, a thread
+//! of its own at a lower CPU priority than the data path's; with a bounded body capture,
+//! a bounded number in flight (beyond it, dropped and counted) and its own timeout.
 //!
 //! - `plan.rs`: what a route mirrors, compiled into the snapshot; the sampling decision.
-//! - `quiet.rs`: the wait for a moment without client requests.
+//! - `worker.rs`: the shadow worker's thread, runtime and hand-off.
 //! - `capture.rs`: capped copies of the request and primary response bodies.
 //! - `compare.rs`, `pattern.rs`, `decode.rs`: the comparison, pure.
 //! - `noise.rs`, `stats.rs`: learned noise and per-route outcomes.
@@ -25,9 +24,9 @@ pub mod noise;
 pub mod original;
 pub mod pattern;
 pub mod plan;
-pub mod quiet;
 pub mod request;
 pub mod stats;
+pub mod worker;
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -65,8 +64,6 @@ pub struct ShadowShared {
     pub limits: ShadowLimits,
     pub diffs: DiffLog,
     in_flight: AtomicUsize,
-    /// Client requests in progress, which copies wait out.
-    gate: Arc<quiet::QuietGate>,
 }
 
 impl ShadowShared {
@@ -76,7 +73,6 @@ impl ShadowShared {
             limits,
             diffs,
             in_flight: AtomicUsize::new(0),
-            gate: Arc::default(),
         }
     }
 
@@ -133,35 +129,50 @@ pub struct Job {
     pub ctx: Box<ShadowCtx>,
 }
 
-/// The data path's side of shadowing: one shared Pingora connector for TLS upstreams (it
-/// owns their pool of shadow connections) and the limits. Plain-HTTP copies share the
-/// upstream's kept connections with the fast path.
+/// A copy on its way to the worker, with the in-flight slot it holds.
+type Queued = (Job, Slot);
+
+/// The data path's side of shadowing: the limits, and the hand-off to the shadow worker.
 pub struct Shadower {
-    connector: Connector,
+    worker: worker::Worker<Queued>,
     shared: Arc<ShadowShared>,
     metrics: Arc<Metrics>,
 }
 
 impl Shadower {
-    pub fn new(shared: Arc<ShadowShared>, metrics: Arc<Metrics>) -> Self {
-        Shadower {
+    /// Starts the shadow worker's thread.
+    pub fn new(shared: Arc<ShadowShared>, metrics: Arc<Metrics>) -> std::io::Result<Self> {
+        let copier = Arc::new(Copier {
             connector: Connector::new(None),
+            shared: Arc::clone(&shared),
+            metrics: Arc::clone(&metrics),
+        });
+        let worker = worker::Worker::start("banyan-shadow", move |(job, slot): Queued| {
+            let copier = Arc::clone(&copier);
+            async move {
+                let _slot = slot;
+                copier.run(job).await;
+            }
+        })?;
+        Ok(Shadower {
+            worker,
             shared,
             metrics,
-        }
+        })
     }
 
-    /// Counts a client request as in progress, for copies to wait out (`quiet.rs`).
-    pub fn busy(&self) -> quiet::Busy {
-        quiet::QuietGate::enter(&self.shared.gate)
+    /// Whether `max_in_flight` copies are already queued or under way: while the cores
+    /// are busy with clients the worker falls behind, and new copies are dropped.
+    pub fn full(&self) -> bool {
+        self.shared.in_flight() >= self.shared.limits.max_in_flight
     }
 
     pub fn limits(&self) -> &ShadowLimits {
         &self.shared.limits
     }
 
-    /// Starts the shadow exchange in the background, or counts why it cannot.
-    pub fn dispatch(self: &Arc<Self>, job: Job) {
+    /// Hands the copy to the shadow worker, or counts why it cannot.
+    pub fn dispatch(&self, job: Job) {
         let Some(route) = job.snapshot.routes.get(job.route) else {
             return;
         };
@@ -181,20 +192,25 @@ impl Shadower {
             return;
         }
         let slot = Slot(Arc::clone(&self.shared));
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let _slot = slot;
-            // Clients first: a freshly spawned task would run next, before anything the
-            // I/O poll made ready. Yielding once puts the copy behind every client request
-            // and answer ready by then, and sends the copies of one turn together, so the
-            // shadow upstream is woken once for them instead of once per copy (per request
-            // 0.49 -> 0.19 wake-ups of other processes, S3 paced client p99 -20 %).
-            tokio::task::yield_now().await;
-            this.shared.gate.quiet().await;
-            this.run(job).await;
-        });
+        if let Err((job, _slot)) = self.worker.send((job, slot)) {
+            // Only if the worker's thread died: nothing can send the copy.
+            if let Some(route) = job.snapshot.routes.get(job.route) {
+                route.metrics.shadow.record(&self.metrics, Outcome::Dropped);
+            }
+        }
     }
+}
 
+/// The shadow worker's side: one shared Pingora connector for TLS upstreams (it owns
+/// their pool of shadow connections); plain-HTTP copies use the upstream's shadow lane of
+/// kept connections.
+struct Copier {
+    connector: Connector,
+    shared: Arc<ShadowShared>,
+    metrics: Arc<Metrics>,
+}
+
+impl Copier {
     /// Sends a copy of `original` to one upstream, bounded by the shadow timeout; the
     /// answer keeps the headers `rules` compare.
     async fn fetch(

@@ -21,13 +21,25 @@ use circuit::{Admit, Breaker, Transition};
 use idle::IdlePool;
 use peer::PeerHealth;
 
+/// Whose kept connections an exchange takes and returns: client requests' or shadow
+/// copies'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Client,
+    Shadow,
+}
+
 pub struct UpstreamPool {
     pub name: String,
     peers: Vec<HttpPeer>,
     health: Vec<PeerHealth>,
-    /// Per peer: connections kept alive by the fast path and plain-HTTP shadow copies
-    /// (Pingora keeps its own).
+    /// Per peer: connections kept alive by the fast path (Pingora keeps its own).
     idle: Vec<IdlePool>,
+    /// Per peer: connections kept alive by plain-HTTP shadow copies. Apart from the
+    /// clients' because each belongs to the runtime that opened it, whose thread sees its
+    /// readiness: a client waiting on a connection the idle-priority shadow worker opened
+    /// would wait for that worker to get the CPU.
+    shadow_idle: Vec<IdlePool>,
     next: AtomicUsize,
     breaker: Option<Breaker>,
     /// The Host header sent to this upstream, when it sets one.
@@ -95,6 +107,11 @@ impl UpstreamPool {
                 .iter()
                 .map(|_| IdlePool::new(cfg.idle_timeout))
                 .collect(),
+            shadow_idle: cfg
+                .peers
+                .iter()
+                .map(|_| IdlePool::new(cfg.idle_timeout))
+                .collect(),
             next: AtomicUsize::new(0),
             breaker: cfg
                 .circuit
@@ -139,14 +156,21 @@ impl UpstreamPool {
         self.pick().unwrap_or_else(|| self.pick_any())
     }
 
-    /// Peer `i`'s resolved address and its kept connections.
-    pub fn peer_addr(&self, i: usize) -> Option<(std::net::SocketAddr, &IdlePool)> {
-        Some((self.config.peers.get(i)?.addr, self.idle.get(i)?))
+    /// Peer `i`'s resolved address and its kept connections for `lane`.
+    pub fn peer_addr(&self, i: usize, lane: Lane) -> Option<(std::net::SocketAddr, &IdlePool)> {
+        let idle = match lane {
+            Lane::Client => &self.idle,
+            Lane::Shadow => &self.shadow_idle,
+        };
+        Some((self.config.peers.get(i)?.addr, idle.get(i)?))
     }
 
     /// Closes kept connections the upstream closed or that idled too long.
     pub fn sweep_idle(&self) {
-        self.idle.iter().for_each(IdlePool::sweep);
+        self.idle
+            .iter()
+            .chain(&self.shadow_idle)
+            .for_each(IdlePool::sweep);
     }
 
     pub fn peer_count(&self) -> usize {
@@ -300,6 +324,35 @@ mod tests {
             pool.host.as_ref().map(|h| h.as_bytes()),
             Some(&b"legacy.internal"[..])
         );
+    }
+
+    #[tokio::test]
+    async fn shadow_copies_keep_their_connections_apart_from_the_clients() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let cfg = config::Upstream {
+            peers: vec![config::Peer {
+                spec: addr.to_string(),
+                addr,
+            }],
+            ..upstream(1)
+        };
+        let metrics = Metrics::new().expect("metrics");
+        let pool = UpstreamPool::new(&cfg, &metrics);
+        let kept = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (_server, _) = listener.accept().await.expect("accept");
+        let (at, shadow) = pool.peer_addr(0, Lane::Shadow).expect("peer");
+        assert_eq!(at, addr);
+        shadow.put(kept);
+        let (_, client) = pool.peer_addr(0, Lane::Client).expect("peer");
+        assert!(
+            client.take().is_none(),
+            "a client never gets a copy's connection"
+        );
+        assert!(shadow.take().is_some(), "the next copy does");
+        assert!(pool.peer_addr(1, Lane::Client).is_none());
     }
 
     #[test]

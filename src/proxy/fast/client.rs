@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use super::response::{self, Chunked, Framing, Parsed};
 use crate::shadow::capture::BodyCapture;
 use crate::shadow::compare::{Answer, Rules};
-use crate::upstream::UpstreamPool;
+use crate::upstream::{Lane, UpstreamPool};
 
 /// The largest upstream response head taken.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -68,6 +68,8 @@ pub struct Exchange<'a> {
     pub step_timeout: Option<Duration>,
     /// The comparison rules whose headers the answer keeps (`Parsed::kept`).
     pub keep: Option<&'a Rules>,
+    /// Whose kept connections it takes and returns.
+    pub lane: Lane,
 }
 
 /// One attempt on one peer: a kept connection if there is one (replaced by a new one
@@ -79,7 +81,7 @@ pub async fn attempt(
     request: &[u8],
     how: Exchange<'_>,
 ) -> Result<Answered, Failure> {
-    let Some((addr, idle)) = pool.peer_addr(peer) else {
+    let Some((addr, idle)) = pool.peer_addr(peer, how.lane) else {
         return Err(Failure::Connect { timed_out: false });
     };
     let mut kept = idle.take();
@@ -217,13 +219,13 @@ impl BodyRelay {
     pub fn release(
         &self,
         pool: &UpstreamPool,
-        peer: usize,
+        (peer, lane): (usize, Lane),
         stream: TcpStream,
         rest: &BytesMut,
         parsed: &Parsed,
     ) {
         if self.ended && rest.is_empty() && !parsed.close {
-            if let Some((_, idle)) = pool.peer_addr(peer) {
+            if let Some((_, idle)) = pool.peer_addr(peer, lane) {
                 idle.put(stream);
             }
         }
@@ -299,6 +301,7 @@ pub async fn fetch(
         idempotent,
         step_timeout: None,
         keep: Some(rules),
+        lane: Lane::Shadow,
     };
     let Answered {
         mut stream,
@@ -316,7 +319,7 @@ pub async fn fetch(
                 .map_err(|_| Failure::lost(false, true))?;
         }
     }
-    body.release(pool, peer, stream, &rest, &parsed);
+    body.release(pool, (peer, Lane::Shadow), stream, &rest, &parsed);
     let (bytes, complete) = capture.finish();
     Ok(Answer {
         status: parsed.status,

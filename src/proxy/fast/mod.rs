@@ -30,6 +30,7 @@ use crate::shadow::compare::Answer;
 use crate::shadow::original::{Original, Raw};
 use crate::shadow::ShadowCtx;
 use crate::snapshot::{CompiledRoute, Snapshot};
+use crate::upstream::Lane;
 use client::{Answered, BodyRelay, Exchange, Failure};
 use head::{Forwarding, Handoff, Head, MAX_HEADERS};
 use response::{Additions, Framing};
@@ -156,6 +157,7 @@ impl Proxy {
                     .as_ref()
                     .and(route.shadow.as_deref())
                     .map(|plan| &plan.rules),
+                lane: Lane::Client,
             };
             let failure = match client::attempt(pool, peer, &out, how).await {
                 Ok(a) => {
@@ -303,7 +305,7 @@ impl Proxy {
             ending.failed = true;
         }
         if !ending.failed {
-            body.release(pool, ctx.peer, stream, &rest, &parsed);
+            body.release(pool, (ctx.peer, Lane::Client), stream, &rest, &parsed);
         }
         self.finish(ctx, ending, method, head.path());
         if close || ending.failed {
