@@ -136,11 +136,9 @@ STEAL_MAX_MS=${STEAL_MAX_MS:-50}
 
 PACED_ONLY=${PACED_ONLY:-}
 paced_banyan() { # which: 0, 100 or 0-again
-  if [ "$1" = 100 ]; then
-    COUNT=shadows_completed run "paced-banyan-shadow-$1" "http://127.0.0.1:$BANYAN/mirrored/42" "$BANYAN_PID" -s "$WORK/paced.lua"
-  else
-    run "paced-banyan-shadow-$1" "http://127.0.0.1:$BANYAN/plain/42" "$BANYAN_PID" -s "$WORK/paced.lua"
-  fi
+  local path=plain count=
+  [ "$1" = 100 ] && path=mirrored count=shadows_completed
+  COUNT=$count run "paced-banyan-shadow-$1" "http://127.0.0.1:$BANYAN/$path/42" "$BANYAN_PID" -s "$WORK/paced.lua"
 }
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r of $ROUNDS..." >&2

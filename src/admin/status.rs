@@ -34,7 +34,8 @@ pub struct Status {
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct ShadowOverview {
-    /// Shadow exchanges running now, and the most allowed (`shadow.max_in_flight`).
+    /// Shadow copies waiting for the shadow worker or under way, and the most allowed
+    /// (`shadow.max_in_flight`).
     pub in_flight: usize,
     pub max_in_flight: usize,
     pub diff_log: String,

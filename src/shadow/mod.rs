@@ -171,7 +171,7 @@ pub struct Job {
     pub ctx: Box<ShadowCtx>,
 }
 
-/// A copy on its way to the worker, with the in-flight slot it holds.
+/// A copy on its way to the worker, with the in-flight and waiting places it holds.
 type Queued = (Job, Slot, Waiting);
 
 /// The data path's side of shadowing: the limits, and the hand-off to the shadow worker.

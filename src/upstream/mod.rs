@@ -37,7 +37,7 @@ pub struct UpstreamPool {
     idle: Vec<IdlePool>,
     /// Per peer: connections kept alive by plain-HTTP shadow copies. Apart from the
     /// clients' because each belongs to the runtime that opened it, whose thread sees its
-    /// readiness: a client waiting on a connection the idle-priority shadow worker opened
+    /// readiness: a client waiting on a connection the lower-priority shadow worker opened
     /// would wait for that worker to get the CPU.
     shadow_idle: Vec<IdlePool>,
     next: AtomicUsize,
