@@ -185,7 +185,11 @@ fn click(action: &str) -> String {
 
 #[test]
 fn the_dashboard_rolls_a_route_back_and_resumes_it_in_a_real_browser() {
-    let (_monolith, _orders, mut setup) = common::orders_world(25.0);
+    let (_monolith, _orders, setup) = common::orders_world(25.0);
+    let mut setup = setup.route_file(
+        "catalog.toml",
+        "[[route]]\nname = \"catalog\"\nmatch.path_prefix = \"/catalog\"\nlegacy = \"monolith\"\n\n[route.shadow]\npercent = 100\nupstream = \"orders\"\n",
+    );
     setup.env = vec![("BANYAN_ADMIN_TOKEN", "dashboard-s3cret")];
     let b = setup.start();
     let mut browser = Browser::start();
@@ -253,4 +257,23 @@ fn the_dashboard_rolls_a_route_back_and_resumes_it_in_a_real_browser() {
     );
     assert_eq!(browser.eval(&click("set")), json!(true));
     browser.wait_for("the new percent", PERCENT, json!("12.50"));
+
+    // A mirrored route shows its match rate and how many copies were compared.
+    for i in 0..3 {
+        let (code, _) = common::http_request(b.proxy, "GET", &format!("/catalog/{i}"), None, "");
+        assert_eq!(code, 200);
+    }
+    browser.wait_for(
+        "the shadow's match count",
+        r#"(() => { const e = document.querySelector('tr[data-route="catalog"] [data-field="shadow"]'); return e ? e.textContent : null; })()"#,
+        json!("100.0 % match (3)"),
+    );
+    // Drops say which bound turned the copies away.
+    let cell = browser.eval(
+        r#"document.createRange().createContextualFragment(shadowCell({active: true, compare: true, stats: {match: 221, mismatch: 0, match_rate: 1, errors: 0, dropped: 82, dropped_by_reason: [["worker_behind", 79], ["max_in_flight", 3]]}})).textContent"#,
+    );
+    assert_eq!(
+        cell,
+        json!("100.0 % match (221)82 dropped (worker behind 79, max in flight 3)")
+    );
 }

@@ -396,10 +396,17 @@ fn silent_slow_and_refusing_shadows_never_cost_a_client_request() {
     }
     assert!(max_seen <= 4, "in flight {max_seen} above the cap");
     let silent_stats = shadow_stats(&b, "silent");
-    assert!(
-        silent_stats["dropped"].as_u64().unwrap_or(0) > 0,
+    let dropped = silent_stats["dropped"].as_u64().unwrap_or(0);
+    assert!(dropped > 0, "{silent_stats}");
+    // The status says which bound turned them away.
+    assert_eq!(
+        silent_stats["dropped_by_reason"],
+        serde_json::json!([["max_in_flight", dropped]]),
         "{silent_stats}"
     );
+    let out = b.cli(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("max in flight"), "{text}");
     // Every copy ends one way or another: errors (timeout, refused) or dropped.
     for name in ["silent", "slow", "refused"] {
         wait_outcomes(&b, name, sent);

@@ -64,6 +64,14 @@ fn shadow_cell(s: &ShadowStatus) -> String {
     }
     if st.dropped > 0 {
         cell.push_str(&format!(", {} dropped", st.dropped));
+        let reasons: Vec<String> = st
+            .dropped_by_reason
+            .iter()
+            .map(|(reason, n)| format!("{} {n}", reason.replace('_', " ")))
+            .collect();
+        if !reasons.is_empty() {
+            cell.push_str(&format!(" ({})", reasons.join(", ")));
+        }
     }
     cell
 }
@@ -278,4 +286,46 @@ pub fn status(args: &Args) -> anyhow::Result<ExitCode> {
         println!("  the overrides above stay in force; `banyan resume --all` or any override change rewrites the file");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shadow::stats::ShadowStats;
+
+    fn shadow(stats: ShadowStats) -> ShadowStatus {
+        ShadowStatus {
+            percent: 100.0,
+            upstream: "orders".into(),
+            methods: vec!["GET".into()],
+            compare: true,
+            noise: false,
+            paused: false,
+            active: true,
+            ignore: vec![],
+            compare_headers: vec![],
+            stats,
+        }
+    }
+
+    #[test]
+    fn the_shadow_cell_says_why_copies_were_dropped() {
+        let cell = shadow_cell(&shadow(ShadowStats {
+            matched: 221,
+            match_rate: Some(1.0),
+            dropped: 82,
+            dropped_by_reason: vec![("worker_behind".into(), 79), ("max_in_flight".into(), 3)],
+            ..ShadowStats::default()
+        }));
+        assert_eq!(
+            cell,
+            "100.0% match (221), 82 dropped (worker behind 79, max in flight 3)"
+        );
+        let quiet = shadow_cell(&shadow(ShadowStats {
+            matched: 3,
+            match_rate: Some(1.0),
+            ..ShadowStats::default()
+        }));
+        assert_eq!(quiet, "100.0% match (3)");
+    }
 }

@@ -25,7 +25,6 @@ use crate::ratelimit;
 use crate::routes::{Backend, RequestView};
 use crate::shadow::compare::{Answer, SkipReason};
 use crate::shadow::original::Original;
-use crate::shadow::stats::Outcome;
 use crate::shadow::{Job, ShadowCtx, Shadower};
 use crate::snapshot::{CompiledRoute, SharedSnapshot, Snapshot};
 use crate::upstream::circuit::Admit;
@@ -99,8 +98,8 @@ impl Proxy {
                 .record_skip(&self.metrics, SkipReason::RequestTooLarge);
             return None;
         }
-        if self.shadower.full() {
-            route.metrics.shadow.record(&self.metrics, Outcome::Dropped);
+        if let Some(reason) = self.shadower.full() {
+            route.metrics.shadow.record_drop(&self.metrics, reason);
             return None;
         }
         Some(cap)

@@ -47,7 +47,7 @@ use capture::BodyCapture;
 use compare::{Answer, Difference, Field, SkipReason, Verdict};
 use difflog::{DiffEntry, DiffLog, DiffRecord};
 use original::Original;
-use stats::Outcome;
+use stats::{DropReason, Outcome};
 
 pub use plan::ShadowPlan;
 
@@ -92,25 +92,30 @@ impl ShadowShared {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Whether a new copy would be dropped: `max_in_flight` under way, or `MAX_WAITING`
-    /// not yet started.
-    fn full(&self) -> bool {
-        self.in_flight() >= self.limits.max_in_flight
-            || self.waiting.load(Ordering::Relaxed) >= MAX_WAITING
+    /// Why a new copy would be dropped, if it would: `MAX_WAITING` not yet started, or
+    /// `max_in_flight` under way.
+    fn full(&self) -> Option<DropReason> {
+        if self.waiting.load(Ordering::Relaxed) >= MAX_WAITING {
+            Some(DropReason::WorkerBehind)
+        } else if self.in_flight() >= self.limits.max_in_flight {
+            Some(DropReason::InFlight)
+        } else {
+            None
+        }
     }
 
     /// Takes an in-flight slot and a waiting one, unless either bound is reached.
-    fn admit(self: &Arc<Self>) -> Option<(Slot, Waiting)> {
+    fn admit(self: &Arc<Self>) -> Result<(Slot, Waiting), DropReason> {
         if self.waiting.fetch_add(1, Ordering::Relaxed) >= MAX_WAITING {
             self.waiting.fetch_sub(1, Ordering::Relaxed);
-            return None;
+            return Err(DropReason::WorkerBehind);
         }
         let waiting = Waiting(Arc::clone(self));
         if self.in_flight.fetch_add(1, Ordering::Relaxed) >= self.limits.max_in_flight {
             self.in_flight.fetch_sub(1, Ordering::Relaxed);
-            return None;
+            return Err(DropReason::InFlight);
         }
-        Some((Slot(Arc::clone(self)), waiting))
+        Ok((Slot(Arc::clone(self)), waiting))
     }
 
     fn is_sensitive(&self, name: &str) -> bool {
@@ -205,9 +210,9 @@ impl Shadower {
         })
     }
 
-    /// Whether a new copy would be dropped (`ShadowShared::full`): while the cores are
-    /// busy with clients the worker falls behind, and new copies give way.
-    pub fn full(&self) -> bool {
+    /// Why a new copy would be dropped, if it would (`ShadowShared::full`): while the
+    /// cores are busy the worker falls behind, and new copies give way.
+    pub fn full(&self) -> Option<DropReason> {
         self.shared.full()
     }
 
@@ -229,14 +234,18 @@ impl Shadower {
             stats.record_skip(&self.metrics, SkipReason::NoPrimary);
             return;
         }
-        let Some((slot, waiting)) = self.shared.admit() else {
-            stats.record(&self.metrics, Outcome::Dropped);
-            return;
+        let (slot, waiting) = match self.shared.admit() {
+            Ok(places) => places,
+            Err(reason) => {
+                stats.record_drop(&self.metrics, reason);
+                return;
+            }
         };
         if let Err((job, _, _)) = self.worker.send((job, slot, waiting)) {
             // Only if the worker's thread died: nothing can send the copy.
             if let Some(route) = job.snapshot.routes.get(job.route) {
-                route.metrics.shadow.record(&self.metrics, Outcome::Dropped);
+                let stats = &route.metrics.shadow;
+                stats.record_drop(&self.metrics, DropReason::WorkerStopped);
             }
         }
     }
@@ -481,20 +490,20 @@ mod tests {
         let held: Vec<_> = (0..MAX_WAITING)
             .map(|_| shared.admit().expect("room"))
             .collect();
-        assert!(shared.full());
-        assert!(shared.admit().is_none(), "no more may wait");
+        assert_eq!(shared.full(), Some(DropReason::WorkerBehind));
+        assert_eq!(shared.admit().err(), Some(DropReason::WorkerBehind));
         assert_eq!((shared.in_flight(), waiting()), (MAX_WAITING, MAX_WAITING));
         // Started copies no longer wait, but stay in flight until they end.
         let started: Vec<Slot> = held.into_iter().map(|(slot, _)| slot).collect();
-        assert!(!shared.full());
+        assert_eq!(shared.full(), None);
         let more: Vec<_> = (0..8).map(|_| shared.admit().expect("room")).collect();
-        assert!(shared.full());
-        assert!(shared.admit().is_none(), "max_in_flight reached");
+        assert_eq!(shared.full(), Some(DropReason::InFlight));
+        assert_eq!(shared.admit().err(), Some(DropReason::InFlight));
         assert_eq!((shared.in_flight(), waiting()), (MAX_WAITING + 8, 8));
         drop(started);
         drop(more);
         assert_eq!((shared.in_flight(), waiting()), (0, 0));
-        assert!(!shared.full());
+        assert_eq!(shared.full(), None);
     }
 
     #[test]

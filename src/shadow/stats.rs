@@ -41,6 +41,35 @@ impl Outcome {
     }
 }
 
+/// Why a copy was dropped: what to change differs (a slow new service fills
+/// `max_in_flight`; a host whose cores are busy starves the worker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// `shadow.max_in_flight` copies were under way.
+    InFlight,
+    /// `shadow::MAX_WAITING` copies were waiting for the worker to start them: the cores
+    /// were busy with clients or with the host's other work.
+    WorkerBehind,
+    /// The shadow worker's thread is gone; nothing can send copies.
+    WorkerStopped,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 3] = [
+        DropReason::InFlight,
+        DropReason::WorkerBehind,
+        DropReason::WorkerStopped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::InFlight => "max_in_flight",
+            DropReason::WorkerBehind => "worker_behind",
+            DropReason::WorkerStopped => "worker_stopped",
+        }
+    }
+}
+
 /// Pairs of legacy answers compared for every route before sampling thins out: enough to
 /// meet most noisy fields early, when people first look at the match rate.
 const LEARN_ALWAYS: u64 = 100;
@@ -52,6 +81,7 @@ pub struct RouteShadow {
     outcomes: [OnceLock<IntCounter>; 5],
     duration: OnceLock<Histogram>,
     skipped: [AtomicU64; 5],
+    dropped: [AtomicU64; 3],
     /// Legacy-twice samples taken, for the learning schedule.
     learn_ticks: AtomicU64,
     noise: Mutex<NoiseTable>,
@@ -64,6 +94,7 @@ impl RouteShadow {
             outcomes: Default::default(),
             duration: OnceLock::new(),
             skipped: Default::default(),
+            dropped: Default::default(),
             learn_ticks: AtomicU64::new(0),
             noise: Mutex::new(NoiseTable::default()),
         }
@@ -83,6 +114,11 @@ impl RouteShadow {
     pub fn record_skip(&self, m: &Metrics, reason: SkipReason) {
         self.skipped[reason.index()].fetch_add(1, Ordering::Relaxed);
         self.record(m, Outcome::Skipped);
+    }
+
+    pub fn record_drop(&self, m: &Metrics, reason: DropReason) {
+        self.dropped[reason as usize].fetch_add(1, Ordering::Relaxed);
+        self.record(m, Outcome::Dropped);
     }
 
     pub fn observe_duration(&self, m: &Metrics, seconds: f64) {
@@ -131,17 +167,9 @@ impl RouteShadow {
             mismatched,
             errors: count(Outcome::Error),
             dropped: count(Outcome::Dropped),
+            dropped_by_reason: by_reason(DropReason::ALL.map(DropReason::as_str), &self.dropped),
             skipped: count(Outcome::Skipped),
-            skipped_by_reason: SkipReason::ALL
-                .iter()
-                .map(|r| {
-                    (
-                        r.as_str().to_string(),
-                        self.skipped[r.index()].load(Ordering::Relaxed),
-                    )
-                })
-                .filter(|(_, n)| *n > 0)
-                .collect(),
+            skipped_by_reason: by_reason(SkipReason::ALL.map(SkipReason::as_str), &self.skipped),
             match_rate: (compared > 0).then(|| matched as f64 / compared as f64),
             noisy_fields: noisy_fields
                 .into_iter()
@@ -152,6 +180,16 @@ impl RouteShadow {
     }
 }
 
+/// `[name, count]` for the reasons counted at least once; `names` in the counters' order.
+fn by_reason<const N: usize>(names: [&str; N], counts: &[AtomicU64; N]) -> Vec<(String, u64)> {
+    names
+        .iter()
+        .zip(counts)
+        .map(|(name, n)| (name.to_string(), n.load(Ordering::Relaxed)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct ShadowStats {
     #[serde(rename = "match")]
@@ -160,6 +198,9 @@ pub struct ShadowStats {
     pub mismatched: u64,
     pub errors: u64,
     pub dropped: u64,
+    /// `[reason, count]` for the reasons seen, as `DropReason::as_str` names them.
+    #[serde(default)]
+    pub dropped_by_reason: Vec<(String, u64)>,
     pub skipped: u64,
     pub skipped_by_reason: Vec<(String, u64)>,
     /// matches / (matches + mismatches); `None` before the first comparison.
@@ -173,4 +214,41 @@ pub struct ShadowStats {
 pub struct NoisyField {
     pub field: String,
     pub count: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drops_and_skips_are_counted_with_their_reasons() {
+        let metrics = Metrics::new().expect("metrics");
+        let route = RouteShadow::new("orders");
+        for _ in 0..3 {
+            route.record_drop(&metrics, DropReason::WorkerBehind);
+        }
+        route.record_drop(&metrics, DropReason::InFlight);
+        route.record_skip(&metrics, SkipReason::Encoding);
+        route.record(&metrics, Outcome::Match);
+        let s = route.summary();
+        assert_eq!((s.dropped, s.skipped, s.matched), (4, 1, 1));
+        assert_eq!(
+            s.dropped_by_reason,
+            [
+                ("max_in_flight".to_string(), 1),
+                ("worker_behind".to_string(), 3)
+            ]
+        );
+        assert_eq!(s.skipped_by_reason, [("content_encoding".to_string(), 1)]);
+        let dropped = metrics
+            .shadow_requests_total
+            .with_label_values(&["orders", "dropped"])
+            .get();
+        assert_eq!(dropped, 4, "the contract's counter sees every drop");
+        let json = serde_json::to_value(&s).expect("json");
+        assert_eq!(
+            json["dropped_by_reason"],
+            serde_json::json!([["max_in_flight", 1], ["worker_behind", 3]])
+        );
+    }
 }
