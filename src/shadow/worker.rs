@@ -5,7 +5,8 @@
 //! takes the core back from it: the kernel preempts the copy mid-way, where on the data
 //! path's runtime a client task would queue behind it until it yielded. While the cores
 //! are busy, copies wait in the channel, each holding its in-flight slot, and beyond
-//! `max_in_flight` new ones are dropped and counted: when CPU runs short, mirroring gives
+//! `shadow::MAX_WAITING` waiting or `max_in_flight` under way new ones are dropped and
+//! counted with the bound that turned them away: when CPU runs short, mirroring gives
 //! way, clients do not.
 //!
 //! Everything a copy touches belongs to this runtime: the connections it opens are polled
