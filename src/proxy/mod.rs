@@ -159,6 +159,9 @@ pub struct Ctx {
     /// Present when this request is mirrored.
     shadow: Option<Box<ShadowCtx>>,
     shadowed: bool,
+    /// Counts this request as in progress until it is finished for the client, so that
+    /// shadow copies wait for a moment without any (`shadow::quiet`).
+    busy: Option<crate::shadow::quiet::Busy>,
 }
 
 impl Ctx {
@@ -234,6 +237,7 @@ impl ProxyHttp for Proxy {
             retry_on_legacy: false,
             shadow: None,
             shadowed: false,
+            busy: Some(self.shadower.busy()),
         }
     }
 
@@ -248,6 +252,11 @@ impl ProxyHttp for Proxy {
         ctx.client = client;
         if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
             ctx.scheme = "https";
+        }
+        if session.is_upgrade_req() {
+            // A tunnel for as long as it is open: counted as a request in progress, it
+            // would leave shadow copies no quiet moment to wait for.
+            ctx.busy = None;
         }
         let view = RequestView::new(&req.method, &req.uri, &req.headers, client);
         let decision = snap.table.decide(&view);
@@ -584,6 +593,8 @@ struct Ending {
 impl Proxy {
     /// A finished request's metrics, guard window, shadow hand-off and access log line.
     fn finish(&self, ctx: &mut Ctx, end: Ending, method: &http::Method, path: &str) {
+        // Finished for the client: its own copy, and others, need not wait for it.
+        drop(ctx.busy.take());
         let shadow = ctx.shadow.take();
         let Some((_, route)) = ctx.decided() else {
             return;

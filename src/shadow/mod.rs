@@ -6,6 +6,7 @@
 //!
 //! - `plan.rs`: what a route mirrors, compiled into the snapshot; the sampling decision.
 //! - `worker.rs`: the shadow worker's thread, runtime and hand-off.
+//! - `quiet.rs`: the worker's wait for a moment without client requests.
 //! - `capture.rs`: capped copies of the request and primary response bodies.
 //! - `compare.rs`, `pattern.rs`, `decode.rs`: the comparison, pure.
 //! - `noise.rs`, `stats.rs`: learned noise and per-route outcomes.
@@ -24,6 +25,7 @@ pub mod noise;
 pub mod original;
 pub mod pattern;
 pub mod plan;
+pub mod quiet;
 pub mod request;
 pub mod stats;
 pub mod worker;
@@ -75,6 +77,7 @@ pub struct ShadowShared {
     in_flight: AtomicUsize,
     /// Copies handed to the worker and not yet started (within `in_flight`).
     waiting: AtomicUsize,
+    gate: Arc<quiet::QuietGate>,
 }
 
 impl ShadowShared {
@@ -85,6 +88,7 @@ impl ShadowShared {
             diffs,
             in_flight: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
+            gate: Arc::default(),
         }
     }
 
@@ -200,6 +204,7 @@ impl Shadower {
                 async move {
                     drop(waiting);
                     let _slot = slot;
+                    copier.shared.gate.quiet().await;
                     copier.run(job).await;
                 }
             })?;
@@ -208,6 +213,11 @@ impl Shadower {
             shared,
             metrics,
         })
+    }
+
+    /// Counts a client request as in progress, for copies to wait out (`quiet.rs`).
+    pub fn busy(&self) -> quiet::Busy {
+        quiet::QuietGate::enter(&self.shared.gate)
     }
 
     /// Why a new copy would be dropped, if it would (`ShadowShared::full`): while the

@@ -7,7 +7,8 @@
 //! are busy, copies wait in the channel, each holding its in-flight slot, and beyond
 //! `shadow::MAX_WAITING` waiting or `max_in_flight` under way new ones are dropped and
 //! counted with the bound that turned them away: when CPU runs short, mirroring gives
-//! way, clients do not.
+//! way, clients do not. Once started, a copy still waits on this runtime for a moment
+//! without client requests (`quiet.rs`) before it is sent.
 //!
 //! Everything a copy touches belongs to this runtime: the connections it opens are polled
 //! by this thread alone, which is why shadow copies keep their own connections
