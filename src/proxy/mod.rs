@@ -594,7 +594,7 @@ impl Proxy {
     /// A finished request's metrics, guard window, shadow hand-off and access log line.
     fn finish(&self, ctx: &mut Ctx, end: Ending, method: &http::Method, path: &str) {
         // Finished for the client: its own copy, and others, need not wait for it.
-        drop(ctx.busy.take());
+        ctx.busy = None;
         let shadow = ctx.shadow.take();
         let Some((_, route)) = ctx.decided() else {
             return;

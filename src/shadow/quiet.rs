@@ -39,6 +39,7 @@ pub struct QuietGate {
     strikes: AtomicUsize,
     /// Until when (ms since `epoch`) copies go at once; 0 while holding.
     pass_until: AtomicU64,
+    /// Tokio's clock rather than `crate::clock`: the tests move it with paused time.
     epoch: Instant,
     quiet: Notify,
 }

@@ -81,7 +81,7 @@ pub struct RouteShadow {
     outcomes: [OnceLock<IntCounter>; 5],
     duration: OnceLock<Histogram>,
     skipped: [AtomicU64; 5],
-    dropped: [AtomicU64; 3],
+    dropped: [AtomicU64; DropReason::ALL.len()],
     /// Legacy-twice samples taken, for the learning schedule.
     learn_ticks: AtomicU64,
     noise: Mutex<NoiseTable>,
