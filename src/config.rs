@@ -12,6 +12,9 @@ use toml::Spanned;
 
 use crate::diag::{Report, SourceFile};
 use crate::tomlspan::{self, DurationText};
+pub use limits::ClientLimits;
+
+pub mod limits;
 
 pub const DEFAULT_CONFIG_PATH: &str = "config/banyan.toml";
 pub const TOKEN_ENV: &str = "BANYAN_ADMIN_TOKEN";
@@ -48,6 +51,8 @@ pub struct Server {
     /// editor's or a ConfigMap's several writes become one reload.
     pub reload_debounce: Duration,
     pub tls: Option<ServerTls>,
+    /// Head, keep-alive and send timeouts and the connection cap for clients.
+    pub limits: ClientLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +172,10 @@ struct RawServer {
     shutdown_timeout: Option<DurationText>,
     work_stealing: Option<bool>,
     reload_debounce: Option<DurationText>,
+    client_header_timeout: Option<DurationText>,
+    keepalive_timeout: Option<DurationText>,
+    send_timeout: Option<DurationText>,
+    max_connections: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -507,10 +516,20 @@ fn validate_server(
             v => v,
         },
     };
+    let limits = limits::validate(
+        src,
+        limits::RawLimits {
+            client_header_timeout: raw.client_header_timeout.as_ref(),
+            keepalive_timeout: raw.keepalive_timeout.as_ref(),
+            send_timeout: raw.send_timeout.as_ref(),
+            max_connections: raw.max_connections.as_ref(),
+        },
+    );
     if !ok {
         return None;
     }
     Some(Server {
+        limits: limits?,
         listen,
         threads,
         routes_dir: resolve_path(base, raw.routes_dir.as_deref().unwrap_or("routes")),

@@ -43,6 +43,17 @@ pub struct Metrics {
     pub circuit_open: IntGaugeVec,
     pub rate_limited_total: IntCounterVec,
     pub access_log_dropped_total: IntCounter,
+    /// Requests refused before routing because their framing is ambiguous, by reason.
+    pub bad_requests_total: IntCounterVec,
+    /// Upstream answers refused (502, connection dropped) for their framing, by reason.
+    pub bad_responses_total: IntCounterVec,
+    /// Client connections open now, and those closed at once because
+    /// `server.max_connections` were open.
+    pub connections_active: IntGauge,
+    pub connections_refused_total: IntCounter,
+    /// Client connections cut by a server limit: `header` (client_header_timeout),
+    /// `send` (send_timeout).
+    pub client_timeouts_total: IntCounterVec,
 }
 
 /// Why a target-bound request was served by legacy: the `reason` label of
@@ -218,6 +229,40 @@ impl Metrics {
                 r.register(Box::new(c.clone()))?;
                 c
             },
+            bad_requests_total: counter(
+                &r,
+                "banyan_bad_requests_total",
+                "Requests refused with 400 or 501 before routing, by reason",
+                &["reason"],
+            )?,
+            bad_responses_total: counter(
+                &r,
+                "banyan_bad_responses_total",
+                "Upstream responses refused for ambiguous framing (the client gets 502)",
+                &["reason"],
+            )?,
+            connections_active: {
+                let g = IntGauge::new(
+                    "banyan_connections_active",
+                    "Client connections open on the plain and TLS listeners",
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
+            connections_refused_total: {
+                let c = IntCounter::new(
+                    "banyan_connections_refused_total",
+                    "Client connections closed at once because server.max_connections were open",
+                )?;
+                r.register(Box::new(c.clone()))?;
+                c
+            },
+            client_timeouts_total: counter(
+                &r,
+                "banyan_client_timeouts_total",
+                "Client connections cut by client_header_timeout (header) or send_timeout (send)",
+                &["phase"],
+            )?,
             registry: r,
         })
     }

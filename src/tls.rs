@@ -168,6 +168,11 @@ pub struct UpstreamTls {
     pub ca: Option<Arc<[WrappedX509]>>,
     /// A client certificate for mutual TLS.
     pub client: Option<Arc<CertKey>>,
+    /// A digest of everything above (SNI, every trusted root, the client certificate
+    /// chain and key): the pooled-connection key, so connections are shared only between
+    /// upstreams that trust and present exactly the same things. Pingora's own reuse key
+    /// leaves the trusted roots out.
+    pub identity: u64,
 }
 
 impl fmt::Debug for UpstreamTls {
@@ -191,13 +196,19 @@ impl UpstreamTls {
                 "tls.sni `{sni}` is not a server name (an empty one would turn verification off)"
             ));
         }
+        let mut identity = Identity::default();
+        identity.part(sni.as_bytes());
         let ca = match ca {
             None => None,
             Some(path) => {
                 let certs = read_certs(path)?;
+                identity.part(b"ca");
                 let wrapped: Vec<WrappedX509> = certs
                     .into_iter()
-                    .map(|c| WrappedX509::new(c.to_vec(), pingora::utils::tls::parse_x509))
+                    .map(|c| {
+                        identity.part(&c);
+                        WrappedX509::new(c.to_vec(), pingora::utils::tls::parse_x509)
+                    })
                     .collect();
                 Some(Arc::from(wrapped.into_boxed_slice()))
             }
@@ -213,6 +224,9 @@ impl UpstreamTls {
                 PrivateKeyDer::try_from(der.clone()).map_err(|e| {
                     format!("{}: the key's DER is not recognised: {e}", key.display())
                 })?;
+                identity.part(b"client");
+                certs.iter().for_each(|c| identity.part(c));
+                identity.part(&der);
                 Some(Arc::new(CertKey::new(
                     certs.into_iter().map(|c| c.to_vec()).collect(),
                     der,
@@ -223,7 +237,24 @@ impl UpstreamTls {
             sni: sni.to_string(),
             ca,
             client,
+            identity: identity.finish(),
         })
+    }
+}
+
+/// Length-prefixed parts hashed into one 64-bit key (xxh3, as the split uses).
+#[derive(Default)]
+struct Identity(Vec<u8>);
+
+impl Identity {
+    fn part(&mut self, bytes: &[u8]) {
+        self.0
+            .extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        self.0.extend_from_slice(bytes);
+    }
+
+    fn finish(self) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(&self.0)
     }
 }
 
@@ -296,6 +327,25 @@ mod tests {
             .expect("loads");
         assert_eq!(t.ca.as_ref().map(|c| c.len()), Some(1));
         assert!(t.client.is_none());
+        // Connections are keyed by everything that made them.
+        let again = UpstreamTls::load("orders.internal", Some(&dir.path().join("cert.pem")), None)
+            .expect("loads");
+        assert_eq!(t.identity, again.identity, "same files, same key");
+        let system_roots = UpstreamTls::load("orders.internal", None, None).expect("loads");
+        assert_ne!(t.identity, system_roots.identity);
+        let other_sni =
+            UpstreamTls::load("other.internal", Some(&dir.path().join("cert.pem")), None)
+                .expect("loads");
+        assert_ne!(t.identity, other_sni.identity);
+        let other = tempfile::tempdir().expect("dir");
+        write_pair(other.path(), "ca.example");
+        let other_ca = UpstreamTls::load(
+            "orders.internal",
+            Some(&other.path().join("cert.pem")),
+            None,
+        )
+        .expect("loads");
+        assert_ne!(t.identity, other_ca.identity, "another CA, another pool");
         let t = UpstreamTls::load(
             "orders.internal",
             None,
@@ -303,5 +353,9 @@ mod tests {
         )
         .expect("client pair");
         assert!(t.client.is_some());
+        assert_ne!(
+            t.identity, system_roots.identity,
+            "a client certificate, another pool"
+        );
     }
 }

@@ -184,6 +184,59 @@ fn route_to(target: &str, extra: &str) -> String {
     )
 }
 
+/// Two upstreams at one address and SNI, one trusting the service's CA and one trusting
+/// another: a connection the first verified must never carry the second's requests
+/// (Pingora's own pool key leaves the CA out).
+#[test]
+fn upstreams_with_different_trust_never_share_a_connection() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new("services CA");
+    let ca_file = ca.write(dir.path(), "ca");
+    let other_file = Ca::new("someone else's CA").write(dir.path(), "other");
+    let service = Upstream::start_tls(
+        "service",
+        pki::server_config(
+            &ca.server(&["orders.internal"], dir.path(), "service"),
+            None,
+        ),
+    );
+    let monolith = Upstream::start("monolith");
+    let trusting = format!(
+        "tls = {{ sni = \"orders.internal\", ca = \"{}\" }}",
+        ca_file.display()
+    );
+    let distrusting = format!(
+        "tls = {{ sni = \"orders.internal\", ca = \"{}\" }}",
+        other_file.display()
+    );
+    let mut s = Setup::new(
+        vec![
+            ("monolith", vec![monolith.addr]),
+            ("trusting", vec![service.addr]),
+            ("distrusting", vec![service.addr]),
+        ],
+        "monolith",
+    )
+    .route_file(
+        "routes.toml",
+        route_to("trusting", "") + &route_to("distrusting", ""),
+    );
+    s.upstream_extra = vec![
+        ("trusting", trusting.as_str()),
+        ("distrusting", distrusting.as_str()),
+    ];
+    let b: Banyan = s.start();
+    let get = |path: &str| common::http_request(b.proxy, "GET", path, None, "");
+    for round in 0..3 {
+        let (code, body) = get("/api/trusting/1");
+        assert_eq!(code, 200, "round {round}: {body}");
+        // A pooled connection to the same address and SNI now exists; it must not be
+        // taken by an upstream that could not have verified it.
+        let (code, body) = get("/api/distrusting/1");
+        assert_eq!(code, 502, "round {round}: {body}");
+    }
+}
+
 #[test]
 fn upstream_tls_is_verified_and_mutual() {
     let dir = tempfile::tempdir().expect("dir");

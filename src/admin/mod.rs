@@ -2,6 +2,7 @@
 //! Pingora service and runtime, so nothing here can slow the data path; changes it asks
 //! for go through the control plane like any other.
 
+pub mod origin;
 pub mod status;
 
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub const CLIENT_HEADER: &str = "x-banyan-client";
 pub struct AdminApp {
     control: Arc<Control>,
     token: Option<String>,
+    /// Where the admin API listens: a tokenless API answers only requests that name it.
+    listen: std::net::SocketAddr,
 }
 
 /// One admin request, as plain data.
@@ -40,11 +43,18 @@ pub struct AdminRequest {
     pub authorization: Option<Vec<u8>>,
     pub from_cli: bool,
     pub body: Vec<u8>,
+    pub host: Option<Vec<u8>>,
+    pub origin: Option<Vec<u8>>,
+    pub content_type: Option<Vec<u8>>,
 }
 
 impl AdminApp {
-    pub fn new(control: Arc<Control>, token: Option<String>) -> Self {
-        AdminApp { control, token }
+    pub fn new(control: Arc<Control>, token: Option<String>, listen: std::net::SocketAddr) -> Self {
+        AdminApp {
+            control,
+            token,
+            listen,
+        }
     }
 }
 
@@ -105,9 +115,31 @@ fn outcome(result: Result<Outcome, ControlError>) -> Response<Vec<u8>> {
 }
 
 /// Routes one request. Blocking (overrides are fsync'ed before the answer), so the
-/// service runs it off the async threads.
-pub fn handle(control: &Control, token: Option<&str>, req: &AdminRequest) -> Response<Vec<u8>> {
+/// service runs it off the async threads. `listen` is the admin's address: without a
+/// token, requests from other sites or through other names are refused (`origin`).
+pub fn handle(
+    control: &Control,
+    token: Option<&str>,
+    listen: std::net::SocketAddr,
+    req: &AdminRequest,
+) -> Response<Vec<u8>> {
     let path = req.path.as_str();
+    if token.is_none() {
+        let seen = origin::Seen {
+            method: &req.method,
+            path,
+            host: req.host.as_deref(),
+            origin: req.origin.as_deref(),
+            content_type: req.content_type.as_deref(),
+        };
+        if let Err(why) = origin::check(&seen, listen) {
+            let status = match why {
+                origin::Foreign::NotJson => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                origin::Foreign::Host | origin::Foreign::Origin => StatusCode::FORBIDDEN,
+            };
+            return json_error(status, &why.to_string());
+        }
+    }
     if path.starts_with("/api/") && !authorized(token, req.authorization.as_deref()) {
         return json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
     }
@@ -292,6 +324,9 @@ impl ServeHttp for AdminApp {
                 .get(CLIENT_HEADER)
                 .is_some_and(|v| v.as_bytes() == b"cli"),
             body: Vec::new(),
+            host: field(h, header::HOST),
+            origin: field(h, header::ORIGIN),
+            content_type: field(h, header::CONTENT_TYPE),
         };
         loop {
             match session.read_request_body().await {
@@ -310,9 +345,10 @@ impl ServeHttp for AdminApp {
         let head = req.method == Method::HEAD;
         let control = Arc::clone(&self.control);
         let token = self.token.clone();
+        let listen = self.listen;
         let mut resp = match tokio::task::spawn_blocking(move || {
             crate::priority::lower_this_thread();
-            handle(&control, token.as_deref(), &req)
+            handle(&control, token.as_deref(), listen, &req)
         })
         .await
         {
@@ -327,6 +363,11 @@ impl ServeHttp for AdminApp {
         }
         resp
     }
+}
+
+/// A request header's value (the first, when repeated).
+fn field(h: &pingora::http::RequestHeader, name: header::HeaderName) -> Option<Vec<u8>> {
+    h.headers.get(name).map(|v| v.as_bytes().to_vec())
 }
 
 fn text(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Vec<u8>> {

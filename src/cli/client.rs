@@ -98,10 +98,8 @@ impl Admin {
             if let Some(a) = &auth {
                 req = req.header("authorization", a);
             }
-            match body {
-                Some(b) => req.send_json(b),
-                None => req.send_empty(),
-            }
+            // Always JSON: a tokenless admin API takes no other changes (`admin::origin`).
+            req.send_json(body.unwrap_or_else(|| Value::Object(Default::default())))
         };
         let mut resp = result.map_err(|e| match e {
             ureq::Error::Io(_)

@@ -136,12 +136,15 @@ pub fn run(
         shadower,
         access_log,
         config.server.debug_headers,
+        config.server.limits,
     );
     // Plain listeners take HTTP/1.1 and h2c with prior knowledge on the same port.
     let app = PlainOrH2c::new(
         proxy.clone(),
         pingora::proxy::http_proxy(&server.configuration, proxy.clone()),
         pingora::proxy::http_proxy(&server.configuration, proxy),
+        config.server.limits,
+        Arc::clone(&metrics),
     );
     let mut proxy_service = Service::new("banyan proxy".to_string(), app);
     for addr in &config.server.listen {
@@ -164,7 +167,7 @@ pub fn run(
     }
     server.add_service(proxy_service);
 
-    let admin = AdminApp::new(Arc::clone(&control), token);
+    let admin = AdminApp::new(Arc::clone(&control), token, config.admin.listen);
     let mut admin_service = Service::new("banyan admin".to_string(), admin);
     admin_service.add_tcp(&config.admin.listen.to_string());
     admin_service.threads = Some(1);

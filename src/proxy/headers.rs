@@ -8,6 +8,7 @@ use std::net::IpAddr;
 use http::header::{CONNECTION, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::proxy::framing::{protected, tokens};
 use crate::routes::request::IpText;
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -132,9 +133,9 @@ pub fn original_host(headers: &HeaderMap, uri: &http::Uri) -> Option<HeaderValue
 }
 
 /// Removes hop-by-hop fields from a response bound to the client: `Keep-Alive`,
-/// `Proxy-Connection`, and every field the upstream's `Connection` header names. Framing
-/// (`Connection`, `Transfer-Encoding`) and `Upgrade` stay with Pingora, which rewrites
-/// them for the client connection.
+/// `Proxy-Connection`, and every field the upstream's `Connection` header names except the
+/// framing fields. Framing (`Connection`, `Transfer-Encoding`, `Content-Length`) and
+/// `Upgrade` stay with Pingora, which frames the body for the client connection itself.
 pub fn strip_response_hop_by_hop(headers: &mut impl HeaderBlock) {
     const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
     const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -152,16 +153,9 @@ pub fn strip_response_hop_by_hop(headers: &mut impl HeaderBlock) {
     }
 }
 
-/// The comma-separated tokens of a header value, trimmed.
-pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|&b| b == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty())
-}
-
 /// The fields a `Connection` header names as hop-by-hop, besides its own tokens `close`,
-/// `keep-alive` and `upgrade`.
+/// `keep-alive` and `upgrade`, and never the framing fields or Host
+/// (`framing::protected`).
 pub fn connection_nominated(headers: &HeaderMap) -> Vec<HeaderName> {
     headers
         .get_all(CONNECTION)
@@ -173,6 +167,7 @@ pub fn connection_nominated(headers: &HeaderMap) -> Vec<HeaderName> {
                 && !t.eq_ignore_ascii_case(b"upgrade")
         })
         .filter_map(|t| HeaderName::from_bytes(t).ok())
+        .filter(|n| !protected(n.as_str()))
         .collect()
 }
 
@@ -229,8 +224,9 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             CONNECTION,
-            HeaderValue::from_static("keep-alive, X-Internal-Hop"),
+            HeaderValue::from_static("keep-alive, X-Internal-Hop, Content-Length"),
         );
+        h.insert("content-length", HeaderValue::from_static("12"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
         h.insert("x-internal-hop", HeaderValue::from_static("secret"));
@@ -240,5 +236,6 @@ mod tests {
         assert!(h.get("proxy-connection").is_none());
         assert!(h.get("x-internal-hop").is_none());
         assert_eq!(h["content-type"], "application/json");
+        assert_eq!(h["content-length"], "12", "framing is never nominated away");
     }
 }

@@ -1,10 +1,12 @@
-//! The plain listener's protocol choice: HTTP/2 with prior knowledge (h2c) beside
-//! HTTP/1.1 on one port. Pingora can do this itself, but it waits for 24 bytes (the
-//! length of the HTTP/2 preface) before deciding, so a shorter HTTP/1.0 request
-//! (`OPTIONS / HTTP/1.0\r\n\r\n` from a load balancer's health check, say) would hang.
-//! Here the preface is compared byte by byte as bytes arrive, and the first byte that
-//! differs (the first one, for every HTTP/1 method but `PRI`) settles it. Both sides are
-//! the same proxy; TLS connections go to the HTTP/1 side, which takes HTTP/2 by ALPN.
+//! Client connections, plain and TLS: the connection cap, the deadlines a client must
+//! keep (whole head, keep-alive, sending), and the protocol choice on plain listeners:
+//! HTTP/2 with prior knowledge (h2c) beside HTTP/1.1 on one port. Pingora can choose
+//! itself, but it waits for 24 bytes (the length of the HTTP/2 preface) before deciding, so
+//! a shorter HTTP/1.0 request (`OPTIONS / HTTP/1.0\r\n\r\n` from a load balancer's health
+//! check, say) would hang. Here the preface is compared byte by byte as bytes arrive, and
+//! the first byte that differs (the first one, for every HTTP/1 method but `PRI`) settles
+//! it. Both sides are the same proxy; TLS connections go to the HTTP/1 side, which takes
+//! HTTP/2 by ALPN.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,24 +19,43 @@ use pingora::protocols::{GetSocketDigest, Stream};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 use tokio::io::AsyncReadExt;
+use tokio::time::Instant;
 
 use super::fast::head::Handoff;
 use super::fast::{Client, Served};
 use super::Proxy;
+use crate::config::ClientLimits;
+use crate::metrics::Metrics;
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Bytes read at a time while waiting for a request: a request that fits is served by the
+/// fast path from them; otherwise they are put back for Pingora's parser.
+const FIRST_READ: usize = 4096;
+
+/// The largest request head read on plain connections (nginx's default allows 32 KiB);
+/// a larger one is answered 431.
+pub const MAX_HEAD: usize = 64 * 1024;
 
 pub struct PlainOrH2c {
     /// The fast path's proxy; the same one `h1` and `h2c` wrap.
     proxy: Proxy,
     h1: Arc<HttpProxy<Proxy>>,
     h2c: Arc<HttpProxy<Proxy>>,
+    limits: ClientLimits,
+    metrics: Arc<Metrics>,
 }
 
 impl PlainOrH2c {
     /// `h1` and `h2c` serve the same routes; `h2c` gets the connections that open with the
     /// HTTP/2 preface.
-    pub fn new(proxy: Proxy, h1: HttpProxy<Proxy>, mut h2c: HttpProxy<Proxy>) -> Self {
+    pub fn new(
+        proxy: Proxy,
+        h1: HttpProxy<Proxy>,
+        mut h2c: HttpProxy<Proxy>,
+        limits: ClientLimits,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let mut options = HttpServerOptions::default();
         options.h2c = true;
         h2c.server_options = Some(options);
@@ -42,7 +63,30 @@ impl PlainOrH2c {
             proxy,
             h1: Arc::new(h1),
             h2c: Arc::new(h2c),
+            limits,
+            metrics,
         }
+    }
+
+    /// A place for one more connection, while fewer than `max_connections` are open.
+    fn admit(&self) -> Option<Slot> {
+        let gauge = &self.metrics.connections_active;
+        gauge.inc();
+        let slot = Slot(gauge.clone());
+        if gauge.get() > self.limits.max_connections as i64 {
+            self.metrics.connections_refused_total.inc();
+            return None;
+        }
+        Some(slot)
+    }
+}
+
+/// One open client connection, counted until dropped.
+struct Slot(prometheus::IntGauge);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -62,39 +106,62 @@ async fn opens_with_preface(stream: &mut Stream) -> Option<bool> {
     Some(true)
 }
 
-/// How long a keep-alive connection may sit idle between requests: Pingora's figure, and
-/// none once the service is shutting down.
-const IDLE_BETWEEN_REQUESTS: Duration = Duration::from_secs(60);
-
-fn keepalive(shutdown: &ShutdownWatch) -> Option<u64> {
-    (!*shutdown.borrow()).then_some(IDLE_BETWEEN_REQUESTS.as_secs())
+/// Whether Pingora, having served a request, holds bytes of the next one (a client that
+/// pipelined behind a body Pingora read): then Pingora must parse it. Pingora hands such
+/// bytes only to its next session and has no getter for them; its settings' `Debug` text is
+/// the one public view (checked by a test, so a Pingora upgrade that changes it fails).
+fn holds_next_request(settings: &HttpPersistentSettings) -> bool {
+    format!("{settings:?}").contains("pipelined_prefix: Some(")
 }
 
-/// Bytes read while waiting for the next request: a request that fits is served by the
-/// fast path from them; otherwise they are put back for Pingora's parser, so the read is
-/// one Pingora would have made anyway.
-const FIRST_READ: usize = 4096;
+/// How a wait for client bytes ended.
+enum Read {
+    More,
+    /// Closed, or the service is shutting down: nothing to answer.
+    Gone,
+    TimedOut,
+}
 
-/// Reads the next bytes of a connection into `buf`. `None` when the client closed, the
-/// idle time ran out, or the service is shutting down. (banyan does not turn on Pingora's
-/// HTTP/1.1 pipelining, so no bytes of the next request are held elsewhere.)
-async fn read_more(
+/// Reads more bytes of a connection into `buf` until `deadline`.
+async fn read_until(
     stream: &mut L4Stream,
-    buf: &mut [u8],
+    buf: &mut Vec<u8>,
+    deadline: Instant,
     shutdown: &ShutdownWatch,
-) -> Option<usize> {
+) -> Read {
     if *shutdown.borrow() {
-        return None;
+        return Read::Gone;
+    }
+    if buf.capacity() - buf.len() < 512 {
+        let grow = buf.capacity().clamp(FIRST_READ, MAX_HEAD);
+        buf.reserve(grow);
     }
     let mut shutdown = shutdown.clone();
     tokio::select! {
         biased;
-        read = tokio::time::timeout(IDLE_BETWEEN_REQUESTS, stream.read(buf)) => match read {
-            Ok(Ok(n)) if n > 0 => Some(n),
-            _ => None,
+        read = tokio::time::timeout_at(deadline, stream.read_buf(buf)) => match read {
+            Ok(Ok(n)) if n > 0 => Read::More,
+            Ok(_) => Read::Gone,
+            Err(_) => Read::TimedOut,
         },
-        _ = shutdown.changed() => None,
+        _ = shutdown.changed() => Read::Gone,
     }
+}
+
+/// A refusal written by the listener itself: no request was routed. The connection closes.
+fn plain_answer(status: u16, reason: &str, error: &str) -> Vec<u8> {
+    let body = serde_json::json!({ "error": error }).to_string();
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Whole seconds, rounded up (Pingora's keep-alive takes seconds; 0 would mean forever).
+pub fn seconds(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 #[async_trait]
@@ -104,12 +171,26 @@ impl ServerApp for PlainOrH2c {
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        if stream.get_ssl_digest().is_none() && opens_with_preface(&mut stream).await? {
-            return self.h2c.process_new(stream, shutdown).await;
-        }
+        let _slot = self.admit()?;
+        let accepted = Instant::now();
+        let head_deadline = accepted + self.limits.header_timeout;
         if stream.get_ssl_digest().is_some() {
-            // TLS: ALPN picks HTTP/2 or HTTP/1.1 inside Pingora.
+            // TLS: ALPN picks HTTP/2 or HTTP/1.1 inside Pingora, which bounds each read of
+            // a head by its keep-alive and read timeouts (see the README).
             return self.h1.process_new(stream, shutdown).await;
+        }
+        let preface = tokio::time::timeout_at(head_deadline, opens_with_preface(&mut stream));
+        match preface.await {
+            Ok(Some(true)) => return self.h2c.process_new(stream, shutdown).await,
+            Ok(Some(false)) => {}
+            Ok(None) => return None,
+            Err(_) => {
+                self.metrics
+                    .client_timeouts_total
+                    .with_label_values(&["header"])
+                    .inc();
+                return None;
+            }
         }
         // Plain HTTP/1: one request at a time, so that between requests the connection
         // waits here holding nothing but itself (Pingora's own keep-alive loop waits inside
@@ -119,57 +200,166 @@ impl ServerApp for PlainOrH2c {
         if !stream.as_any().is::<L4Stream>() {
             return self.h1.process_new(stream, shutdown).await;
         }
-        let mut l4: Box<L4Stream> = stream.into_any().downcast().ok()?;
-        let ip = l4
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let mut buf = [0u8; FIRST_READ];
-        // Bytes of requests not yet served: a pipelined next request, or the start of one
-        // still arriving.
-        let mut filled = 0;
-        let mut need_read = true;
-        let mut settings: Option<HttpPersistentSettings> = None;
-        loop {
-            if need_read {
-                filled += read_more(&mut l4, &mut buf[filled..], shutdown).await?;
-            }
-            let client = Client {
-                stream: &mut l4,
-                ip,
-                closing: *shutdown.borrow(),
-            };
-            match self.proxy.serve_fast(client, &buf[..filled]).await {
-                Ok((Served::KeepAlive, used)) => {
-                    buf.copy_within(used..filled, 0);
-                    filled -= used;
-                    need_read = filled == 0;
-                    continue;
-                }
-                Ok((Served::Close, _)) => return None,
-                Err(Handoff::Partial) if filled < FIRST_READ => {
-                    need_read = true;
-                    continue;
-                }
-                Err(_) => {}
-            }
-            // Pingora reads the request from the start, as if nothing had been read.
-            l4.rewind(&buf[..filled]);
-            filled = 0;
-            need_read = true;
-            let mut session = ServerSession::new_http1(l4);
-            match settings.take() {
-                Some(s) => s.apply_to_session(&mut session),
-                None => session.set_keepalive(keepalive(shutdown)),
-            }
-            let reused = self.h1.process_new_http(session, shutdown).await?;
-            let (stream, kept) = reused.consume();
-            settings = kept;
-            l4 = stream.into_any().downcast().ok()?;
-        }
+        let l4: Box<L4Stream> = stream.into_any().downcast().ok()?;
+        self.serve_plain(l4, head_deadline, shutdown).await
     }
 
     async fn cleanup(&self) {
         self.h1.cleanup().await;
         self.h2c.cleanup().await;
+    }
+}
+
+impl PlainOrH2c {
+    async fn serve_plain(
+        &self,
+        mut l4: Box<L4Stream>,
+        first_deadline: Instant,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let ip = l4
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let limits = self.limits;
+        // Bytes of requests not yet served: a pipelined next request, or the start of one
+        // still arriving.
+        let mut buf: Vec<u8> = Vec::with_capacity(FIRST_READ);
+        let mut settings: Option<HttpPersistentSettings> = None;
+        let mut deadline = Some(first_deadline);
+        loop {
+            let to_pingora = settings.as_ref().is_some_and(holds_next_request);
+            if !to_pingora {
+                if buf.is_empty() {
+                    // Waiting for the next request: the keep-alive timeout, then the head's.
+                    let wait =
+                        deadline.unwrap_or_else(|| Instant::now() + limits.keepalive_timeout);
+                    match read_until(&mut l4, &mut buf, wait, shutdown).await {
+                        Read::More => {}
+                        Read::Gone => return None,
+                        Read::TimedOut if deadline.is_some() => {
+                            self.metrics
+                                .client_timeouts_total
+                                .with_label_values(&["header"])
+                                .inc();
+                            return None;
+                        }
+                        Read::TimedOut => return None,
+                    }
+                }
+                let head_by =
+                    *deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
+                let client = Client {
+                    stream: &mut l4,
+                    ip,
+                    closing: *shutdown.borrow(),
+                };
+                match self.proxy.serve_fast(client, &buf).await {
+                    Ok((Served::KeepAlive, used)) => {
+                        buf.drain(..used);
+                        if buf.capacity() > FIRST_READ && buf.len() <= FIRST_READ {
+                            buf.shrink_to(FIRST_READ);
+                        }
+                        deadline = None;
+                        continue;
+                    }
+                    Ok((Served::Close, _)) => return None,
+                    Err(Handoff::Refused(why)) => {
+                        self.proxy.refuse(&mut l4, why).await;
+                        return None;
+                    }
+                    Err(Handoff::PartialHead) => {
+                        if buf.len() >= MAX_HEAD {
+                            let out = plain_answer(
+                                431,
+                                "Request Header Fields Too Large",
+                                "the request head is larger than 64 KiB",
+                            );
+                            super::fast::write(&mut l4, &out, limits.send_timeout).await;
+                            return None;
+                        }
+                        match read_until(&mut l4, &mut buf, head_by, shutdown).await {
+                            Read::More => continue,
+                            Read::Gone => return None,
+                            Read::TimedOut => {
+                                self.metrics
+                                    .client_timeouts_total
+                                    .with_label_values(&["header"])
+                                    .inc();
+                                let out = plain_answer(
+                                    408,
+                                    "Request Timeout",
+                                    "the request head did not arrive within client_header_timeout",
+                                );
+                                super::fast::write(&mut l4, &out, limits.send_timeout).await;
+                                return None;
+                            }
+                        }
+                    }
+                    // A small body still arriving is waited for, within the head's time;
+                    // past it, or a larger body, Pingora streams it.
+                    Err(Handoff::PartialBody) if buf.len() < FIRST_READ => {
+                        match read_until(&mut l4, &mut buf, head_by, shutdown).await {
+                            Read::More => continue,
+                            Read::Gone => return None,
+                            Read::TimedOut => {}
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+            // Pingora reads the request from the start, as if nothing had been read, or
+            // from the bytes it kept.
+            l4.rewind(&buf);
+            buf.clear();
+            buf.shrink_to(FIRST_READ);
+            let mut session = ServerSession::new_http1(l4);
+            match settings.take() {
+                Some(s) => s.apply_to_session(&mut session),
+                None => {
+                    session.set_keepalive(
+                        (!*shutdown.borrow()).then(|| seconds(limits.keepalive_timeout)),
+                    );
+                    // Bytes a client pipelined behind this request are kept for the next
+                    // one instead of closing the connection unanswered.
+                    session.set_pipelining_enabled(true);
+                }
+            }
+            session.set_write_timeout(Some(limits.send_timeout));
+            let reused = self.h1.process_new_http(session, shutdown).await?;
+            let (stream, kept) = reused.consume();
+            settings = kept;
+            l4 = stream.into_any().downcast().ok()?;
+            deadline = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pingora_settings_show_whether_they_hold_the_next_request() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let session = ServerSession::new_http1(Box::new(L4Stream::from(server)));
+        let mut settings = HttpPersistentSettings::for_session(&session);
+        assert!(!holds_next_request(&settings));
+        settings.set_pipelined_prefix(bytes::BytesMut::from(&b"GET / HTTP/1.1\r\n"[..]));
+        assert!(holds_next_request(&settings));
+    }
+
+    #[test]
+    fn refusals_close_with_json() {
+        let out = String::from_utf8(plain_answer(408, "Request Timeout", "slow")).expect("text");
+        assert!(out.starts_with("HTTP/1.1 408 Request Timeout\r\n"), "{out}");
+        assert!(out.contains("Connection: close\r\n"), "{out}");
+        assert!(out.ends_with("\r\n\r\n{\"error\":\"slow\"}"), "{out}");
+        assert_eq!(seconds(Duration::from_millis(1500)), 2);
+        assert_eq!(seconds(Duration::from_secs(60)), 60);
     }
 }

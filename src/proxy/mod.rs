@@ -3,9 +3,12 @@
 //! request context. Bodies stream through Pingora untouched.
 
 pub mod access_log;
+pub mod chunked;
 pub mod fast;
+pub mod framing;
 pub mod headers;
 pub mod listener;
+pub mod strict;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::clock::now_ms;
+use crate::config::ClientLimits;
 use crate::metrics::{FallbackReason, Metrics};
 use crate::ratelimit;
 use crate::routes::{Backend, RequestView};
@@ -30,6 +34,7 @@ use crate::snapshot::{CompiledRoute, SharedSnapshot, Snapshot};
 use crate::upstream::circuit::Admit;
 use crate::upstream::UpstreamPool;
 use access_log::{AccessLog, Line};
+use framing::BadFraming;
 
 #[derive(Clone)]
 pub struct Proxy {
@@ -38,6 +43,7 @@ pub struct Proxy {
     shadower: Arc<Shadower>,
     access_log: Arc<AccessLog>,
     debug_headers: bool,
+    limits: ClientLimits,
 }
 
 impl Proxy {
@@ -47,6 +53,7 @@ impl Proxy {
         shadower: Arc<Shadower>,
         access_log: Arc<AccessLog>,
         debug_headers: bool,
+        limits: ClientLimits,
     ) -> Self {
         Proxy {
             shared,
@@ -54,6 +61,7 @@ impl Proxy {
             shadower,
             access_log,
             debug_headers,
+            limits,
         }
     }
 
@@ -114,6 +122,32 @@ impl Proxy {
         ctx.fallback = Some(reason);
     }
 
+    /// An upstream answer whose framing is in doubt: counted, the upstream connection is
+    /// not reused (an error ends the exchange), and the request is handled as a broken
+    /// exchange: retried on legacy where the route allows, else a 502.
+    fn bad_response(&self, session: &Session, ctx: &mut Ctx, bad: BadFraming) -> Box<Error> {
+        self.metrics
+            .bad_responses_total
+            .with_label_values(&[bad.as_str()])
+            .inc();
+        let mut e = Error::explain(
+            ErrorType::HTTPStatus(502),
+            format!("the upstream's answer cannot be framed: {bad}"),
+        );
+        e.set_retry(false);
+        if let Some(snap) = ctx.snapshot.clone() {
+            let route = snap.route(ctx.route);
+            snap.upstream(ctx.upstream).observe(ctx.peer, false, false);
+            if ctx.may_retry_on_legacy(route, &session.req_header().method)
+                && !session.as_ref().retry_buffer_truncated()
+            {
+                self.fall_back(ctx, route, FallbackReason::Error);
+                ctx.retry_on_legacy = true;
+            }
+        }
+        e
+    }
+
     /// Why the target cannot take a request now: `Some(reason)` when its circuit is open
     /// or health checks have every peer out of rotation.
     fn target_unavailable(pool: &UpstreamPool) -> Option<FallbackReason> {
@@ -146,6 +180,8 @@ pub struct Ctx {
     refused_target: bool,
     /// Refused by the rate limit.
     limited: bool,
+    /// Refused before routing: a request no hop could frame without doubt.
+    refused: Option<framing::Refusal>,
     /// Attempts so far (connections tried), for retries and body replay.
     attempts: usize,
     connect_failures: usize,
@@ -229,6 +265,7 @@ impl ProxyHttp for Proxy {
             target_failed: None,
             refused_target: false,
             limited: false,
+            refused: None,
             attempts: 0,
             connect_failures: 0,
             peer: 0,
@@ -242,6 +279,22 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // Pingora sets each HTTP/1 request's keep-alive from the client's own `Keep-Alive`
+        // (unbounded by default): banyan's limits apply instead, and bytes a client
+        // pipelines behind this request are kept for the next one, not refused.
+        let downstream = session.as_downstream_mut();
+        downstream.set_keepalive(Some(listener::seconds(self.limits.keepalive_timeout)));
+        downstream.set_pipelining_enabled(true);
+        downstream.set_write_timeout(Some(self.limits.send_timeout));
+        if let Err(why) = strict::check_request(session.as_downstream()) {
+            self.metrics
+                .bad_requests_total
+                .with_label_values(&[why.as_str()])
+                .inc();
+            ctx.refused = Some(why);
+            respond_error(session, why.status(), ctx, None).await;
+            return Ok(true);
+        }
         let snap = self.shared.load_full();
         let client = session
             .client_addr()
@@ -353,6 +406,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         let (snap, _) = ctx.decided().ok_or_else(no_decision)?;
+        strict::reframe_request(session.req_header(), upstream_request);
         let host = headers::original_host(&session.req_header().headers, &session.req_header().uri);
         headers::apply_forwarding(
             upstream_request,
@@ -391,6 +445,10 @@ impl ProxyHttp for Proxy {
             return Ok(());
         }
         ctx.upstream_answered();
+        let head_request = session.req_header().method == http::Method::HEAD;
+        if let Err(bad) = strict::check_response(upstream_response, head_request) {
+            return Err(self.bad_response(session, ctx, bad));
+        }
         let retry_on_legacy = ctx.decided().is_some_and(|(snap, route)| {
             snap.upstream(ctx.upstream)
                 .observe(ctx.peer, true, status < 500);
@@ -529,7 +587,11 @@ impl ProxyHttp for Proxy {
             _ => match e.esource() {
                 ErrorSource::Upstream => 502,
                 ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    ErrorType::WriteError
+                    | ErrorType::ReadError
+                    | ErrorType::ConnectionClosed
+                    | ErrorType::WriteTimedout
+                    | ErrorType::ReadTimedout => 0,
                     _ => 400,
                 },
                 ErrorSource::Internal | ErrorSource::Unset => 500,
@@ -544,13 +606,34 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    /// A client that leaves mid-request is normal traffic, counted as status class `none`;
+    /// Pingora's error lines name the request this way: no query string (it may carry
+    /// tokens), the request id to find it in the access log.
+    fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .map(HeaderValue::as_bytes);
+        crate::logging::request_summary(
+            req.method.as_str(),
+            req.uri.path(),
+            host.or(req.uri.host().map(str::as_bytes)),
+            ctx.request_id.as_bytes(),
+        )
+    }
+
+    /// A client that leaves mid-request, or is cut by a client limit (counted in
+    /// `banyan_client_timeouts_total`), is normal traffic, counted as status class `none`;
     /// failures towards upstreams are still logged.
     fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, error: &Error) -> bool {
         error.esource() == &ErrorSource::Downstream
             && matches!(
                 error.etype(),
-                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+                ErrorType::ConnectionClosed
+                    | ErrorType::ReadError
+                    | ErrorType::WriteError
+                    | ErrorType::WriteTimedout
+                    | ErrorType::ReadTimedout
             )
     }
 
@@ -568,6 +651,14 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if e.is_some_and(|e| {
+            e.esource() == &ErrorSource::Downstream && e.etype() == &ErrorType::WriteTimedout
+        }) {
+            self.metrics
+                .client_timeouts_total
+                .with_label_values(&["send"])
+                .inc();
+        }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
         let ending = Ending {
@@ -596,6 +687,10 @@ impl Proxy {
         // Finished for the client: its own copy, and others, need not wait for it.
         ctx.busy = None;
         let shadow = ctx.shadow.take();
+        if ctx.refused.is_some() {
+            // Never routed: counted in banyan_bad_requests_total only.
+            return;
+        }
         let Some((_, route)) = ctx.decided() else {
             return;
         };
@@ -713,7 +808,10 @@ fn error_body(code: u16, ctx: &Ctx, retry_after: Option<u64>) -> Bytes {
         ),
         502 => format!("upstream `{upstream}` is unavailable"),
         504 => format!("upstream `{upstream}` did not answer in time"),
-        400 => "bad request".to_string(),
+        400 | 501 => match ctx.refused {
+            Some(why) => format!("bad request: {why}"),
+            None => "bad request".to_string(),
+        },
         _ => "the proxy could not complete the request".to_string(),
     };
     let mut body = serde_json::json!({

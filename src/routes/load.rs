@@ -27,7 +27,9 @@ pub struct RouteSet {
 
 /// The `*.toml` files of a routes folder, sorted by name. Hidden entries are skipped, which
 /// also skips the `..data` folders of a Kubernetes ConfigMap mount (its files are
-/// symlinks at the top level and are followed).
+/// symlinks at the top level and are followed). A `*.toml` entry that cannot be read as a
+/// file (a dangling symlink, no permission) is listed all the same, so that reading it
+/// fails the load instead of its routes silently vanishing.
 pub fn route_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -38,7 +40,7 @@ pub fn route_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
             continue;
         }
         let path = entry.path();
-        if std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+        if !std::fs::metadata(&path).is_ok_and(|m| m.is_dir()) {
             files.push(path);
         }
     }

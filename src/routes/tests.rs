@@ -45,6 +45,7 @@ fn config() -> Config {
             work_stealing: true,
             reload_debounce: Duration::from_millis(100),
             tls: None,
+            limits: Default::default(),
         },
         admin: Admin {
             listen: ([127, 0, 0, 1], 9090).into(),
@@ -553,4 +554,27 @@ fn without_a_key_the_split_is_random_but_proportional() {
         .filter(|_| table.decide(&view).backend() == Backend::Target)
         .count();
     assert!((4500..=5500).contains(&target), "{target}");
+}
+
+#[test]
+fn a_route_file_that_cannot_be_read_fails_the_load() {
+    let dir = tempfile::tempdir().expect("dir");
+    std::fs::write(dir.path().join("orders.toml"), ORDERS).expect("write");
+    let (set, _) = load_dir(dir.path(), &config()).expect("a good folder loads");
+    assert_eq!(set.routes.len(), 1);
+    // A dangling symlink (a ConfigMap key removed, a file deleted behind a link): its
+    // routes must not silently vanish from a reload that says ok.
+    std::os::unix::fs::symlink(dir.path().join("gone.toml"), dir.path().join("users.toml"))
+        .expect("symlink");
+    let report = load_dir(dir.path(), &config()).expect_err("refused");
+    let errors: Vec<String> = report.errors().map(|d| d.to_string()).collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("users.toml") && errors[0].contains("cannot read"),
+        "{errors:?}"
+    );
+    // A folder named like a route file is not one.
+    std::fs::remove_file(dir.path().join("users.toml")).expect("rm");
+    std::fs::create_dir(dir.path().join("old.toml")).expect("mkdir");
+    assert!(load_dir(dir.path(), &config()).is_ok());
 }

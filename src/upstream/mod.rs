@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::HeaderValue;
-use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
 
 use crate::clock::now_ms;
 use crate::config;
@@ -73,10 +73,18 @@ impl UpstreamPool {
                         let mut peer = HttpPeer::new(p.addr, true, tls.sni.clone());
                         peer.options.ca = tls.ca.clone();
                         peer.client_cert_key = tls.client.clone();
+                        peer.group_key = tls.identity;
                         peer
                     }
                 };
                 let o = &mut peer.options;
+                // banyan removes what a client's Connection header nominates itself, and
+                // never the framing fields or Host (`proxy::strict::reframe_request`);
+                // Pingora's own removal would take those too.
+                o.http_upstream_request_policy = HttpUpstreamRequestPolicy {
+                    strip_connection_nominated: false,
+                    ..HttpUpstreamRequestPolicy::standard()
+                };
                 o.connection_timeout = Some(cfg.connect_timeout);
                 o.total_connection_timeout = Some(cfg.connect_timeout);
                 let read = read_limit(cfg);

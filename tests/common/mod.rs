@@ -5,6 +5,7 @@
 
 pub mod load;
 pub mod pki;
+pub mod recorder;
 pub mod upstream;
 
 use std::collections::BTreeSet;

@@ -9,7 +9,8 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::response::{self, Chunked, Framing, Parsed};
+use super::response::{self, BadResponse, Framing, Parsed};
+use crate::proxy::chunked::{self, BadChunk, Decoder};
 use crate::shadow::capture::BodyCapture;
 use crate::shadow::compare::{Answer, Rules};
 use crate::upstream::{Lane, UpstreamPool};
@@ -28,6 +29,10 @@ pub enum Failure {
     /// response had come.
     #[error("the exchange failed{}", if *.timed_out { " (timed out)" } else { "" })]
     Exchange { timed_out: bool, answered: bool },
+    /// The answer's head could not be framed without doubt (`framing::response`): the
+    /// connection is dropped. The reason is the metric's label.
+    #[error("the answer cannot be framed: {0}")]
+    BadAnswer(&'static str),
 }
 
 impl Failure {
@@ -152,6 +157,7 @@ async fn exchange(
                         rest: buf,
                     });
                 }
+                Err(BadResponse::Framing(bad)) => return Err(Failure::BadAnswer(bad.as_str())),
                 Err(_) => return Err(lost(false, true)),
             }
         }
@@ -162,7 +168,7 @@ async fn exchange(
 pub struct BodyRelay {
     framing: Framing,
     remaining: u64,
-    chunked: Chunked,
+    chunked: Decoder,
     ended: bool,
 }
 
@@ -174,7 +180,7 @@ impl BodyRelay {
                 Framing::Length(n) => n,
                 _ => 0,
             },
-            chunked: Chunked::default(),
+            chunked: Decoder::default(),
             ended: framing == Framing::Empty || framing == Framing::Length(0),
         }
     }
@@ -231,14 +237,15 @@ impl BodyRelay {
         }
     }
 
-    /// Takes the body bytes at the start of `buf` (leaving what lies past the body):
-    /// framed as they came into `relay`, decoded into `decoded`.
+    /// Takes the body bytes at the start of `buf` (leaving what lies past the body): into
+    /// `relay` as the client gets them (a chunked body re-chunked by banyan, extensions
+    /// and trailers left out), decoded into `decoded`.
     pub fn feed(
         &mut self,
         buf: &mut BytesMut,
         relay: Option<&mut Vec<u8>>,
         decoded: Option<&mut BodyCapture>,
-    ) -> Result<(), response::BadChunk> {
+    ) -> Result<(), BadChunk> {
         if self.ended {
             return Ok(());
         }
@@ -255,16 +262,14 @@ impl BodyRelay {
             Framing::UntilClose => buf.len(),
             Framing::Chunked => {
                 let mut data = BytesMut::new();
-                let keep = decoded.is_some();
-                let n = self.chunked.feed(buf, |d| {
-                    if keep {
-                        data.extend_from_slice(d)
-                    }
-                })?;
+                let n = self.chunked.feed(buf, |d| data.extend_from_slice(d))?;
                 self.ended = self.chunked.done();
-                let framed = buf.split_to(n);
+                buf.advance(n);
                 if let Some(out) = relay {
-                    out.extend_from_slice(&framed);
+                    chunked::encode(out, &data);
+                    if self.ended {
+                        out.extend_from_slice(chunked::LAST);
+                    }
                 }
                 if let Some(capture) = decoded {
                     capture.push(&data.freeze());

@@ -7,7 +7,9 @@ use std::net::IpAddr;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::proxy::headers::{forwarded_for, tokens};
+use crate::proxy::chunked;
+use crate::proxy::framing::{self, hop_by_hop, tokens, Body, Refusal};
+use crate::proxy::headers::forwarded_for;
 
 /// Headers read per request; a request with more goes to Pingora.
 pub const MAX_HEADERS: usize = 64;
@@ -15,8 +17,10 @@ pub const MAX_HEADERS: usize = 64;
 /// Why a request is left to Pingora. Nothing was consumed or written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handoff {
-    /// The head, or the body it declares, is not all in the bytes read.
-    Partial,
+    /// The head is not all in the bytes read.
+    PartialHead,
+    /// The head is, but not all of the body it declares.
+    PartialBody,
     /// Not HTTP/1.1, or not a request Pingora would accept as is (it answers 400).
     Unusual,
     /// Chunked or otherwise framed bodies, `Expect`, upgrades.
@@ -24,6 +28,8 @@ pub enum Handoff {
     /// Something of the route or upstream the fast path does not do (TLS upstream, a
     /// refusal answered by Pingora).
     Route,
+    /// A request no hop could frame without doubt: refused before anything is forwarded.
+    Refused(Refusal),
 }
 
 /// One parsed request head, borrowed from the bytes read.
@@ -34,7 +40,10 @@ pub struct Head<'b> {
     pub target: &'b str,
     pub headers: &'b [httparse::Header<'b>],
     pub head_len: usize,
+    /// The body's bytes on the wire (chunked: with its framing).
     pub body_len: usize,
+    /// A chunked body, decoded: forwarded with banyan's own length.
+    pub decoded: Option<Vec<u8>>,
     /// The client asked to close after this request.
     pub close: bool,
 }
@@ -43,6 +52,14 @@ impl Head<'_> {
     /// The request's bytes, head and body: where a pipelined next request starts.
     pub fn wire_len(&self) -> usize {
         self.head_len + self.body_len
+    }
+
+    /// The body to forward: `req` holds the request's bytes from its first.
+    pub fn body<'r>(&'r self, req: &'r [u8]) -> &'r [u8] {
+        match &self.decoded {
+            Some(data) => data,
+            None => req.get(self.head_len..self.wire_len()).unwrap_or_default(),
+        }
     }
 
     pub fn path(&self) -> &str {
@@ -79,7 +96,8 @@ impl Head<'_> {
     }
 }
 
-/// Parses the request in `buf` (everything read so far) into `headers`.
+/// Parses the request in `buf` (everything read so far) into `headers`. Framing follows
+/// `framing::request`: what it refuses is refused here, before any byte is forwarded.
 pub fn parse<'b>(
     buf: &'b [u8],
     headers: &'b mut [httparse::Header<'b>; MAX_HEADERS],
@@ -87,7 +105,7 @@ pub fn parse<'b>(
     let mut req = httparse::Request::new(headers);
     let head_len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Err(Handoff::Partial),
+        Ok(httparse::Status::Partial) => return Err(Handoff::PartialHead),
         Err(httparse::Error::TooManyHeaders) => return Err(Handoff::Framing),
         Err(_) => return Err(Handoff::Unusual),
     };
@@ -97,37 +115,26 @@ pub fn parse<'b>(
     if !target.starts_with('/') {
         return Err(Handoff::Unusual);
     }
-    let mut body_len = None;
-    let mut close = false;
-    for h in req.headers.iter() {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("content-length") {
-            let n = content_length(h.value)
-                .and_then(|n| usize::try_from(n).ok())
-                .ok_or(Handoff::Unusual)?;
-            if body_len.is_some_and(|b| b != n) {
-                return Err(Handoff::Unusual);
-            }
-            body_len = Some(n);
-        } else if name.eq_ignore_ascii_case("transfer-encoding")
-            || name.eq_ignore_ascii_case("expect")
-            || name.eq_ignore_ascii_case("upgrade")
-        {
-            return Err(Handoff::Framing);
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in tokens(h.value) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    return Err(Handoff::Framing);
-                }
-            }
-        }
+    let fields = req.headers.iter().map(|h| (h.name, h.value));
+    let framed = framing::request(1, fields).map_err(Handoff::Refused)?;
+    if framed.expects || framed.upgrade {
+        return Err(Handoff::Framing);
     }
-    let body_len = body_len.unwrap_or(0);
-    let total = head_len.checked_add(body_len).ok_or(Handoff::Unusual)?;
+    // A chunked body that is all here is decoded (strictly: a malformed one is refused)
+    // and sent on with a length; one still arriving waits, a larger one goes to Pingora.
+    let (body_len, decoded) = match framed.body {
+        Body::None => (0, None),
+        Body::Length(n) => (usize::try_from(n).map_err(|_| Handoff::Framing)?, None),
+        Body::Chunked => match chunked::decode_whole(&buf[head_len..]) {
+            Ok(Some((n, data))) => (n, Some(data)),
+            Ok(None) => return Err(Handoff::PartialBody),
+            Err(_) => return Err(Handoff::Refused(Refusal::BadChunk)),
+        },
+        Body::UntilClose => return Err(Handoff::Framing),
+    };
+    let total = head_len.checked_add(body_len).ok_or(Handoff::Framing)?;
     if buf.len() < total {
-        return Err(Handoff::Partial);
+        return Err(Handoff::PartialBody);
     }
     Ok(Head {
         method,
@@ -135,34 +142,9 @@ pub fn parse<'b>(
         headers: req.headers,
         head_len,
         body_len,
-        close,
+        decoded,
+        close: framed.close,
     })
-}
-
-/// A `Content-Length` value: digits only (no sign, no spaces), as RFC 9110 has it.
-pub fn content_length(value: &[u8]) -> Option<u64> {
-    std::str::from_utf8(value)
-        .ok()
-        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-        .and_then(|v| v.parse().ok())
-}
-
-/// Whether a header of a message is hop-by-hop: fixed names, and those its `Connection`
-/// header names.
-pub fn hop_by_hop(name: &str, connection: &[&[u8]]) -> bool {
-    const FIXED: [&str; 7] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ];
-    FIXED.iter().any(|f| name.eq_ignore_ascii_case(f))
-        || connection
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// Every token the message's `Connection` headers carry.
@@ -187,11 +169,13 @@ pub struct Forwarding<'a> {
 }
 
 /// Writes the request as sent upstream: the client's request line and headers in their
-/// order and case, minus hop-by-hop fields and the ones banyan sets, then banyan's
-/// forwarding headers (the same rules as `headers::apply_forwarding` on the Pingora path),
-/// then the body.
+/// order and case, minus hop-by-hop fields, framing fields and the ones banyan sets, then
+/// banyan's forwarding headers (the same rules as `headers::apply_forwarding` on the
+/// Pingora path), banyan's own `Content-Length` for `body`, then the body. The client's
+/// `Connection` header can take away neither the length nor the Host.
 pub fn write_upstream_request(out: &mut Vec<u8>, head: &Head, body: &[u8], fwd: &Forwarding) {
-    const OWN: [&str; 5] = [
+    const OWN: [&str; 6] = [
+        "content-length",
         "x-forwarded-for",
         "x-forwarded-proto",
         "x-forwarded-host",
@@ -205,11 +189,13 @@ pub fn write_upstream_request(out: &mut Vec<u8>, head: &Head, body: &[u8], fwd: 
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut previous_xff = None;
     let mut host = None;
+    let mut declared_length = false;
     for h in head.headers {
         let name = h.name;
         if name.eq_ignore_ascii_case("x-forwarded-for") && previous_xff.is_none() {
             previous_xff = Some(h.value);
         }
+        declared_length |= name.eq_ignore_ascii_case("content-length");
         if name.eq_ignore_ascii_case("host") {
             host = host.or(Some(h.value));
             if fwd.upstream_host.is_some() {
@@ -223,6 +209,10 @@ pub fn write_upstream_request(out: &mut Vec<u8>, head: &Head, body: &[u8], fwd: 
     }
     if let Some(h) = fwd.upstream_host {
         push_header(out, b"Host", h.as_bytes());
+    }
+    if !body.is_empty() || declared_length {
+        let mut digits = [0u8; 20];
+        push_header(out, b"Content-Length", format_len(&mut digits, body.len()));
     }
     if let Some(ip) = fwd.client {
         let prev = previous_xff.and_then(|v| HeaderValue::from_bytes(v).ok());
@@ -242,6 +232,19 @@ pub fn write_upstream_request(out: &mut Vec<u8>, head: &Head, body: &[u8], fwd: 
     }
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
+}
+
+/// `n` in decimal, written at the end of `buf`.
+pub fn format_len(buf: &mut [u8; 20], mut n: usize) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
 }
 
 pub fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -272,44 +275,70 @@ mod tests {
             assert_eq!((h.head_len, h.body_len, h.close), (raw.len(), 0, false));
             assert_eq!(h.header("x-user-id"), Some(&b"u1"[..]));
         });
-        let post = b"POST /a HTTP/1.1\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+        let post =
+            b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
         parsed(post, |h| {
             let h = h.expect("fast");
             assert_eq!((h.body_len, h.close), (5, true));
         });
+        // A whole chunked body is decoded; the next request stays.
+        let chunked = b"POST /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\n\r\nGET /";
+        parsed(chunked, |h| {
+            let h = h.expect("fast");
+            assert_eq!(h.decoded.as_deref(), Some(&b"hello"[..]));
+            assert_eq!(h.wire_len(), chunked.len() - 5);
+            assert_eq!(h.body(chunked), b"hello");
+        });
         // A pipelined next request is left for the next parse.
-        let two = b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n";
-        parsed(two, |h| assert_eq!(h.expect("fast").wire_len(), 19));
+        let two = b"GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n";
+        parsed(two, |h| assert_eq!(h.expect("fast").wire_len(), 28));
     }
 
     #[test]
     fn everything_else_goes_to_pingora() {
-        let cases: [(&[u8], Handoff); 9] = [
-            (b"GET / HTTP/1.1\r\nHost: a\r\n", Handoff::Partial),
+        let cases: [(&[u8], Handoff); 14] = [
+            (b"GET / HTTP/1.1\r\nHost: a\r\n", Handoff::PartialHead),
             (
-                b"POST / HTTP/1.1\r\nContent-Length: 9\r\n\r\nabc",
-                Handoff::Partial,
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\n\r\nabc",
+                Handoff::PartialBody,
             ),
             (b"GET / HTTP/1.0\r\n\r\n", Handoff::Unusual),
-            (b"GET http://a/ HTTP/1.1\r\n\r\n", Handoff::Unusual),
+            (b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n", Handoff::Unusual),
             (
-                b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
-                Handoff::Unusual,
+                b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nab",
+                Handoff::Refused(Refusal::RepeatedLength),
             ),
             (
-                b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-                Handoff::Unusual,
+                b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\nhello",
+                Handoff::Refused(Refusal::BadLength),
             ),
             (
-                b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+                Handoff::Refused(Refusal::BadLength),
+            ),
+            (b"GET / HTTP/1.1\r\n\r\n", Handoff::Refused(Refusal::MissingHost)),
+            (
+                b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+                Handoff::Refused(Refusal::RepeatedHost),
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+                Handoff::Refused(Refusal::LengthAndEncoding),
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+                Handoff::PartialBody,
+            ),
+            (
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1;a\nb\r\nx\r\n0\r\n\r\n",
+                Handoff::Refused(Refusal::BadChunk),
+            ),
+            (
+                b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
                 Handoff::Framing,
             ),
             (
-                b"GET /ws HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-                Handoff::Framing,
-            ),
-            (
-                b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
                 Handoff::Framing,
             ),
         ];
@@ -318,7 +347,7 @@ mod tests {
                 assert_eq!(h.err(), Some(want), "{}", String::from_utf8_lossy(raw))
             });
         }
-        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        let mut many = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
         for i in 0..=MAX_HEADERS {
             many.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
         }
@@ -368,6 +397,57 @@ mod tests {
             );
             assert!(!text.contains("X-Forwarded-For"), "{text}");
         });
+    }
+
+    #[test]
+    fn connection_cannot_take_the_length_or_host_away() {
+        // The smuggling attempt: a body kept, its length nominated away.
+        let raw = b"POST / HTTP/1.1\r\nHost: shop\r\nConnection: Content-Length, Host, Transfer-Encoding\r\nContent-Length: 35\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+        let id = HeaderValue::from_static("rid");
+        parsed(raw, |h| {
+            let h = h.expect("fast");
+            assert_eq!(h.body_len, 35);
+            let mut out = Vec::new();
+            let fwd = Forwarding {
+                client: None,
+                scheme: "http",
+                request_id: &id,
+                upstream_host: None,
+                shadow: false,
+            };
+            write_upstream_request(&mut out, &h, &raw[h.head_len..], &fwd);
+            let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let sent = parse(&out, &mut hs).expect("the upstream parses one request");
+            assert_eq!(
+                sent.wire_len(),
+                out.len(),
+                "the body is the rest, nothing after it"
+            );
+            assert_eq!(sent.header("host"), Some(&b"shop"[..]));
+            assert_eq!(sent.header("content-length"), Some(&b"35"[..]));
+            assert!(sent.header("connection").is_none());
+        });
+        // A declared empty body keeps its length; none declared, none written.
+        let zero = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n";
+        parsed(zero, |h| {
+            let mut out = Vec::new();
+            let fwd = Forwarding {
+                client: None,
+                scheme: "http",
+                request_id: &id,
+                upstream_host: None,
+                shadow: false,
+            };
+            write_upstream_request(&mut out, &h.expect("fast"), b"", &fwd);
+            assert!(String::from_utf8_lossy(&out).contains("\r\nContent-Length: 0\r\n"));
+        });
+        let mut d = [0u8; 20];
+        assert_eq!(format_len(&mut d, 0), b"0");
+        assert_eq!(format_len(&mut d, 1234567), b"1234567");
+        assert_eq!(
+            format_len(&mut d, usize::MAX),
+            usize::MAX.to_string().as_bytes()
+        );
     }
 
     #[test]

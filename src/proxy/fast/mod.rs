@@ -15,6 +15,7 @@ pub mod head;
 pub mod response;
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::HOST;
@@ -24,6 +25,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::{error_body, Ctx, Ending, Proxy};
 use crate::metrics::FallbackReason;
+use crate::proxy::framing::Refusal;
 use crate::routes::request::strip_port;
 use crate::routes::{Backend, RequestView};
 use crate::shadow::compare::Answer;
@@ -98,7 +100,7 @@ impl Proxy {
         }
         ctx.backend = backend;
         ctx.upstream = route.upstream_index(backend);
-        let body = &req[head.head_len..];
+        let body = head.body(req);
         if backend == Backend::Target {
             if let Some(reason) = Self::target_unavailable(snap.upstream(ctx.upstream)) {
                 if route.falls_back() {
@@ -190,6 +192,18 @@ impl Proxy {
                         gateway_error(timed_out)
                     }
                 }
+                Failure::BadAnswer(why) => {
+                    self.metrics
+                        .bad_responses_total
+                        .with_label_values(&[why])
+                        .inc();
+                    pool.observe(peer, false, false);
+                    if ctx.may_retry_on_legacy(route, method) && ctx.attempts < MAX_ATTEMPTS {
+                        self.fall_back(ctx, route, FallbackReason::Error);
+                        continue;
+                    }
+                    502
+                }
                 Failure::Exchange { timed_out, .. } => {
                     pool.observe(peer, false, false);
                     if ctx.may_retry_on_legacy(route, method) && ctx.attempts < MAX_ATTEMPTS {
@@ -268,15 +282,17 @@ impl Proxy {
             failed: false,
             upstream_failed: false,
         };
-        // The first write carries the head and whatever body came with it.
-        let mut upstream_ok = body
+        // The first write carries the head and whatever body came with it. A chunked body
+        // that turns out malformed ends the exchange: the client has what came before it.
+        let mut body_bad = body
             .feed(
                 &mut rest,
                 Some(&mut out),
                 ctx.shadow.as_deref_mut().map(|s| &mut s.response_body),
             )
-            .is_ok();
-        let mut client_ok = write(client.stream, &out).await;
+            .is_err();
+        let mut upstream_ok = !body_bad;
+        let mut client_ok = self.write(client.stream, &out).await;
         while upstream_ok && client_ok && !body.done() {
             if total.is_some_and(|t| started.elapsed() > t) {
                 upstream_ok = false;
@@ -285,20 +301,27 @@ impl Proxy {
             match body.read(&mut stream, &mut rest, timeout).await {
                 Ok(true) => {
                     out.clear();
-                    upstream_ok = body
+                    body_bad = body
                         .feed(
                             &mut rest,
                             Some(&mut out),
                             ctx.shadow.as_deref_mut().map(|s| &mut s.response_body),
                         )
-                        .is_ok();
-                    client_ok = write(client.stream, &out).await;
+                        .is_err();
+                    upstream_ok = !body_bad;
+                    client_ok = self.write(client.stream, &out).await;
                 }
                 Ok(false) => {}
                 Err(_) => upstream_ok = false,
             }
         }
         if !upstream_ok {
+            if body_bad {
+                self.metrics
+                    .bad_responses_total
+                    .with_label_values(&["bad_chunk"])
+                    .inc();
+            }
             ending.failed = true;
             ending.upstream_failed = true;
         } else if !client_ok {
@@ -327,7 +350,7 @@ impl Proxy {
         head: &Head<'_>,
     ) -> Served {
         let out = error_response(code, ctx);
-        let ok = write(client.stream, &out).await;
+        let ok = self.write(client.stream, &out).await;
         let ending = Ending {
             status: if ok { code } else { 0 },
             failed: upstream_failed,
@@ -335,6 +358,45 @@ impl Proxy {
         };
         self.finish(ctx, ending, method, head.path());
         Served::Close
+    }
+
+    /// A write to the client within `server.send_timeout`, counted when it runs out: the
+    /// exchange then ends, and its upstream connection is closed, not kept.
+    async fn write(&self, stream: &mut L4Stream, bytes: &[u8]) -> bool {
+        match write(stream, bytes, self.limits.send_timeout).await {
+            Sent::Done => true,
+            Sent::Gone => false,
+            Sent::TimedOut => {
+                self.metrics
+                    .client_timeouts_total
+                    .with_label_values(&["send"])
+                    .inc();
+                false
+            }
+        }
+    }
+
+    /// Answers a request refused for its framing (400, or 501 for an unknown coding) and
+    /// counts it; nothing was forwarded, and the connection closes, since where the next
+    /// request would start is what is in doubt.
+    pub async fn refuse(&self, stream: &mut L4Stream, why: Refusal) {
+        self.metrics
+            .bad_requests_total
+            .with_label_values(&[why.as_str()])
+            .inc();
+        tracing::debug!("request refused: {why}");
+        let status = why.status();
+        let reason = http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("");
+        let body = serde_json::json!({ "error": format!("bad request: {why}") }).to_string();
+        let out = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             Cache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = write(stream, out.as_bytes(), self.limits.send_timeout).await;
     }
 
     /// The fast path's `sample_shadow`: the copy will be written from the request's bytes,
@@ -347,11 +409,16 @@ impl Proxy {
         method: &Method,
         request: &Bytes,
     ) -> Option<Box<ShadowCtx>> {
-        let cap = self.shadow_cap(route, view, Some(head.body_len as u64))?;
+        let body = head.body(request);
+        let cap = self.shadow_cap(route, view, Some(body.len() as u64))?;
         let raw = Raw::new(request.clone(), method.clone());
         let mut sh = ShadowCtx::new(Original::Raw(raw), cap);
-        sh.request_body
-            .push(&request.slice(head.head_len..head.wire_len()));
+        if head.decoded.is_some() {
+            sh.request_body.push(&Bytes::copy_from_slice(body));
+        } else {
+            sh.request_body
+                .push(&request.slice(head.head_len..head.wire_len()));
+        }
         Some(sh)
     }
 }
@@ -365,9 +432,24 @@ fn gateway_error(timed_out: bool) -> u16 {
     }
 }
 
-/// Writes everything and flushes; false when the client is gone.
-async fn write(stream: &mut L4Stream, bytes: &[u8]) -> bool {
-    stream.write_all(bytes).await.is_ok() && stream.flush().await.is_ok()
+/// How a write to a client ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    Done,
+    /// The client is gone.
+    Gone,
+    /// It stopped reading for `server.send_timeout`.
+    TimedOut,
+}
+
+/// Writes everything and flushes within `limit` (`server.send_timeout`).
+pub async fn write(stream: &mut L4Stream, bytes: &[u8], limit: Duration) -> Sent {
+    let all = async { stream.write_all(bytes).await.is_ok() && stream.flush().await.is_ok() };
+    match tokio::time::timeout(limit, all).await {
+        Ok(true) => Sent::Done,
+        Ok(false) => Sent::Gone,
+        Err(_) => Sent::TimedOut,
+    }
 }
 
 /// banyan's JSON error answer, as the Pingora path writes it; the connection closes.

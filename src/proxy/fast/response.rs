@@ -1,13 +1,13 @@
 //! The fast path's response side, pure: an upstream's response head, how its body is
-//! framed, the head the client gets, and where a chunked body ends. Bodies are relayed
-//! as they come (chunked ones with their framing), never held whole.
+//! framed (`framing::response`), and the head the client gets, with banyan's own framing
+//! fields. Bodies are relayed as they come, never held whole; chunked ones re-chunked.
 
 use std::fmt::Write as _;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::head::{connection_tokens, content_length, hop_by_hop, push_header};
-use crate::proxy::headers::tokens;
+use super::head::{connection_tokens, format_len, push_header};
+use crate::proxy::framing::{self, hop_by_hop, BadFraming, Body};
 use crate::shadow::compare::Rules;
 
 pub const MAX_HEADERS: usize = 128;
@@ -29,8 +29,8 @@ pub enum BadResponse {
     Invalid(String),
     #[error("the response head is larger than {0} bytes")]
     TooLarge(usize),
-    #[error("conflicting Content-Length headers")]
-    Length,
+    #[error("the response cannot be framed without doubt: {0}")]
+    Framing(#[from] BadFraming),
     #[error("the upstream switched protocols on a request that asked for no upgrade")]
     Switched,
 }
@@ -45,8 +45,9 @@ pub struct Parsed {
     pub close: bool,
     /// 1xx other than 101: a response to skip before the real one.
     pub informational: bool,
-    /// The body has a Transfer-Encoding.
-    pub transfer_coded: bool,
+    /// A chunked body's `Transfer-Encoding` names codings before `chunked`, which the
+    /// client gets as they are.
+    pub coded: bool,
     /// The headers a shadow comparison reads, when `parse` was asked to keep them: taken
     /// in the same pass instead of parsing the head again.
     pub kept: HeaderMap,
@@ -71,16 +72,21 @@ pub fn parse(
         Err(e) => return Err(BadResponse::Invalid(e.to_string())),
     };
     let status = resp.code.unwrap_or(0);
+    if !(100..=599).contains(&status) {
+        // "012" parses as 12; a status outside the five classes frames nothing.
+        return Err(BadResponse::Invalid(format!("status {status}")));
+    }
     if status == 101 {
         return Err(BadResponse::Switched);
     }
-    let mut close = resp.version == Some(0);
-    let mut length = None;
-    let mut chunked = false;
-    let mut coded = false;
+    let minor = resp.version.unwrap_or(0);
+    let informational = (100..200).contains(&status);
+    let no_body = informational || head_request || status == 204 || status == 304;
+    let fields = resp.headers.iter().map(|h| (h.name, h.value));
+    let framed = framing::response(minor, no_body, fields)?;
     let mut kept = HeaderMap::new();
-    for h in resp.headers.iter() {
-        if keep.is_some_and(|rules| rules.reads_header(h.name)) {
+    if let Some(rules) = keep {
+        for h in resp.headers.iter().filter(|h| rules.reads_header(h.name)) {
             if let (Ok(n), Ok(v)) = (
                 HeaderName::from_bytes(h.name.as_bytes()),
                 HeaderValue::from_bytes(h.value),
@@ -88,50 +94,20 @@ pub fn parse(
                 kept.append(n, v);
             }
         }
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let n = content_length(h.value).ok_or(BadResponse::Length)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(BadResponse::Length);
-            }
-            length = Some(n);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            coded = true;
-            chunked = tokens(h.value)
-                .last()
-                .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            for t in tokens(h.value) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if t.eq_ignore_ascii_case(b"keep-alive") && resp.version == Some(0) {
-                    close = false;
-                }
-            }
-        }
     }
-    let informational = (100..200).contains(&status);
-    let framing = if informational || head_request || status == 204 || status == 304 {
-        Framing::Empty
-    } else if coded {
-        // RFC 9112 6.3: Transfer-Encoding overrides Content-Length; a coding that does not
-        // end in chunked runs until close.
-        if chunked {
-            Framing::Chunked
-        } else {
-            Framing::UntilClose
-        }
-    } else if let Some(n) = length {
-        Framing::Length(n)
-    } else {
-        Framing::UntilClose
+    let framing = match framed.body {
+        Body::None => Framing::Empty,
+        Body::Length(n) => Framing::Length(n),
+        Body::Chunked => Framing::Chunked,
+        Body::UntilClose => Framing::UntilClose,
     };
     Ok(Some(Parsed {
         status,
         head_len,
         framing,
-        close: close || framing == Framing::UntilClose,
+        close: framed.close,
         informational,
-        transfer_coded: coded,
+        coded: framed.coded,
         kept,
     }))
 }
@@ -161,19 +137,28 @@ pub fn write_client_head(out: &mut Vec<u8>, head: &[u8], parsed: &Parsed, add: &
     let mut has_id = false;
     for h in resp.headers.iter() {
         let name = h.name;
-        // Transfer-Encoding describes the body as relayed; a Content-Length beside it is
-        // wrong (RFC 9112 6.3) and dropped.
-        let keep = if name.eq_ignore_ascii_case("transfer-encoding") {
-            true
-        } else if name.eq_ignore_ascii_case("content-length") {
-            !parsed.transfer_coded
-        } else {
-            !hop_by_hop(name, &connection)
-        };
-        if keep {
+        let framing_field = name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("transfer-encoding");
+        // A bodiless answer's length describes the resource (HEAD, 304): passed on as it
+        // was validated. Every other framing field is banyan's own, written below.
+        let pass_length =
+            parsed.framing == Framing::Empty && name.eq_ignore_ascii_case("content-length");
+        if pass_length || (!framing_field && !hop_by_hop(name, &connection)) {
             has_id |= name.eq_ignore_ascii_case("x-request-id");
             push_header(out, name.as_bytes(), h.value);
         }
+        if parsed.coded && name.eq_ignore_ascii_case("transfer-encoding") {
+            push_header(out, b"Transfer-Encoding", h.value);
+        }
+    }
+    match parsed.framing {
+        Framing::Length(n) => {
+            let mut digits = [0u8; 20];
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            push_header(out, b"Content-Length", format_len(&mut digits, n));
+        }
+        Framing::Chunked if !parsed.coded => push_header(out, b"Transfer-Encoding", b"chunked"),
+        Framing::Chunked | Framing::Empty | Framing::UntilClose => {}
     }
     if !has_id {
         push_header(out, b"X-Request-Id", add.request_id.as_bytes());
@@ -185,133 +170,6 @@ pub fn write_client_head(out: &mut Vec<u8>, head: &[u8], parsed: &Parsed, add: &
         push_header(out, b"Connection", b"close");
     }
     out.extend_from_slice(b"\r\n");
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("the chunked body is malformed")]
-pub struct BadChunk;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Size,
-    Extension,
-    SizeLf,
-    Data,
-    DataCr,
-    DataLf,
-    TrailerStart,
-    TrailerLine,
-    EndLf,
-    Done,
-}
-
-/// Follows a chunked body as it streams, to know where it ends; data spans are reported
-/// for callers that keep a decoded copy (shadow comparison).
-#[derive(Debug)]
-pub struct Chunked {
-    state: State,
-    size: u64,
-    digits: u8,
-}
-
-impl Default for Chunked {
-    fn default() -> Self {
-        Chunked {
-            state: State::Size,
-            size: 0,
-            digits: 0,
-        }
-    }
-}
-
-impl Chunked {
-    pub fn done(&self) -> bool {
-        self.state == State::Done
-    }
-
-    /// Consumes `buf` up to the end of the body; returns how many bytes belong to it.
-    /// `data` receives each piece of chunk data.
-    pub fn feed(&mut self, buf: &[u8], mut data: impl FnMut(&[u8])) -> Result<usize, BadChunk> {
-        let mut i = 0;
-        while i < buf.len() && self.state != State::Done {
-            let b = buf[i];
-            match self.state {
-                State::Size => match b {
-                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
-                        let digit = (b as char).to_digit(16).unwrap_or(0);
-                        self.digits += 1;
-                        if self.digits > 15 {
-                            return Err(BadChunk);
-                        }
-                        self.size = self.size * 16 + u64::from(digit);
-                    }
-                    b';' | b' ' | b'\t' if self.digits > 0 => self.state = State::Extension,
-                    b'\r' if self.digits > 0 => self.state = State::SizeLf,
-                    _ => return Err(BadChunk),
-                },
-                State::Extension => {
-                    if b == b'\r' {
-                        self.state = State::SizeLf;
-                    }
-                }
-                State::SizeLf => {
-                    if b != b'\n' {
-                        return Err(BadChunk);
-                    }
-                    self.state = if self.size == 0 {
-                        State::TrailerStart
-                    } else {
-                        State::Data
-                    };
-                }
-                State::Data => {
-                    let take =
-                        (buf.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
-                    data(&buf[i..i + take]);
-                    self.size -= take as u64;
-                    i += take;
-                    if self.size == 0 {
-                        self.state = State::DataCr;
-                    }
-                    continue;
-                }
-                State::DataCr => {
-                    if b != b'\r' {
-                        return Err(BadChunk);
-                    }
-                    self.state = State::DataLf;
-                }
-                State::DataLf => {
-                    if b != b'\n' {
-                        return Err(BadChunk);
-                    }
-                    self.digits = 0;
-                    self.state = State::Size;
-                }
-                State::TrailerStart => {
-                    self.state = if b == b'\r' {
-                        State::EndLf
-                    } else {
-                        State::TrailerLine
-                    };
-                }
-                State::TrailerLine => {
-                    if b == b'\n' {
-                        self.state = State::TrailerStart;
-                    }
-                }
-                State::EndLf => {
-                    if b != b'\n' {
-                        return Err(BadChunk);
-                    }
-                    self.state = State::Done;
-                }
-                State::Done => break,
-            }
-            i += 1;
-        }
-        Ok(i)
-    }
 }
 
 #[cfg(test)]
@@ -339,12 +197,8 @@ mod tests {
             Framing::Chunked
         );
         assert_eq!(
-            f(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n"),
+            f(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
             Framing::Chunked
-        );
-        assert_eq!(
-            f(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n"),
-            Framing::UntilClose
         );
         assert_eq!(f(b"HTTP/1.1 200 OK\r\n\r\n"), Framing::UntilClose);
         assert_eq!(f(b"HTTP/1.1 204 No Content\r\n\r\n"), Framing::Empty);
@@ -391,17 +245,35 @@ mod tests {
             framing(b"HTTP/9 nope\r\n\r\n", false),
             Err(BadResponse::Invalid(_))
         ));
-        assert_eq!(
-            framing(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-                false
+        for (raw, why) in [
+            (
+                &b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n"[..],
+                BadFraming::RepeatedLength,
             ),
-            Err(BadResponse::Length)
-        );
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+                BadFraming::LengthAndEncoding,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                BadFraming::Encoding,
+            ),
+        ] {
+            assert_eq!(framing(raw, false), Err(BadResponse::Framing(why)));
+        }
         assert_eq!(
             framing(b"HTTP/1.1 101 Switching Protocols\r\n\r\n", false),
             Err(BadResponse::Switched)
         );
+        for status in [&b"012"[..], b"099", b"600"] {
+            let mut raw = b"HTTP/1.0 ".to_vec();
+            raw.extend_from_slice(status);
+            raw.extend_from_slice(b"\r\n\r\n");
+            assert!(
+                matches!(framing(&raw, false), Err(BadResponse::Invalid(_))),
+                "{raw:?}"
+            );
+        }
     }
 
     #[test]
@@ -426,54 +298,35 @@ mod tests {
             "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\
              X-Request-Id: rid\r\nX-Banyan-Route: orders\r\nConnection: close\r\n\r\n"
         );
-        let raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\nx-request-id: up\r\n\r\n";
-        let parsed = framing(raw, false).expect("valid").expect("complete");
-        let mut out = Vec::new();
         let add = Additions {
             request_id: &id,
             debug: &[],
             close: false,
         };
-        write_client_head(&mut out, raw, &parsed, &add);
-        assert_eq!(
-            String::from_utf8(out).expect("text"),
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nx-request-id: up\r\n\r\n"
-        );
-    }
-
-    #[test]
-    fn chunked_bodies_end_where_the_last_chunk_and_trailers_end() {
-        let body = b"5\r\nhello\r\n1;ext=1\r\n!\r\n0\r\nX-Trailer: t\r\n\r\nNEXT";
-        let end = body.len() - 4;
-        // Every split point: the tracker sees the same body in two reads.
-        for split in 0..=end {
-            let mut c = Chunked::default();
-            let mut data = Vec::new();
-            let a = c
-                .feed(&body[..split], |d| data.extend_from_slice(d))
-                .expect("valid");
-            assert_eq!(a, split);
-            let b = c
-                .feed(&body[split..], |d| data.extend_from_slice(d))
-                .expect("valid");
-            assert_eq!(split + b, end, "split at {split}");
-            assert!(c.done());
-            assert_eq!(data, b"hello!");
-        }
-        let mut c = Chunked::default();
-        assert_eq!(c.feed(b"0\r\n\r\n", |_| {}), Ok(5));
-        assert!(c.done());
-        for bad in [
-            &b"x\r\n"[..],
-            b"5\r\nhelloXX",
-            b"\r\n",
-            b"ffffffffffffffff\r\n",
-        ] {
-            assert_eq!(
-                Chunked::default().feed(bad, |_| {}),
-                Err(BadChunk),
-                "{bad:?}"
-            );
+        // banyan writes the framing fields itself, whatever their case and place upstream.
+        let cases: [(&[u8], &str); 4] = [
+            (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: Chunked\r\nx-request-id: up\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nx-request-id: up\r\nTransfer-Encoding: chunked\r\n\r\n",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nX-Request-Id: rid\r\n\r\n",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nConnection: Content-Length\r\ncontent-length: 007\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nX-Request-Id: rid\r\n\r\n",
+            ),
+            (
+                b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\nX-Request-Id: rid\r\n\r\n",
+            ),
+        ];
+        for (raw, want) in cases {
+            let parsed = framing(raw, false).expect("valid").expect("complete");
+            let mut out = Vec::new();
+            write_client_head(&mut out, raw, &parsed, &add);
+            assert_eq!(String::from_utf8(out).expect("text"), want);
         }
     }
 

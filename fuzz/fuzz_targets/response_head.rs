@@ -1,0 +1,49 @@
+//! Upstream response heads: parsed without panic, and the head banyan writes for the client
+//! parses again to the same status and framing.
+#![no_main]
+
+use banyan::proxy::fast::response::{self, Additions, Framing};
+use banyan::proxy::framing::{self, Body};
+use http::HeaderValue;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|input: &[u8]| {
+    let Some((&flags, data)) = input.split_first() else {
+        return;
+    };
+    let head_request = flags & 1 == 1;
+    let Ok(Some(p)) = response::parse(data, head_request, 64 * 1024, None) else {
+        return;
+    };
+    if p.informational {
+        return;
+    }
+    let id = HeaderValue::from_static("fuzz");
+    let mut out = Vec::new();
+    let add = Additions {
+        request_id: &id,
+        debug: &[],
+        close: flags & 2 == 2,
+    };
+    response::write_client_head(&mut out, &data[..p.head_len], &p, &add);
+    // Read back with room for the fields banyan adds.
+    let mut hs = [httparse::EMPTY_HEADER; 2 * response::MAX_HEADERS];
+    let mut again = httparse::Response::new(&mut hs);
+    let text = || String::from_utf8_lossy(&out).into_owned();
+    match again.parse(&out) {
+        Ok(httparse::Status::Complete(n)) => assert_eq!(n, out.len(), "{}", text()),
+        other => panic!("banyan wrote a head it cannot read ({other:?}): {}", text()),
+    }
+    assert_eq!(again.code, Some(p.status));
+    let no_body = head_request || p.framing == Framing::Empty;
+    let fields = again.headers.iter().map(|h| (h.name, h.value));
+    let framed = framing::response(1, no_body, fields)
+        .unwrap_or_else(|e| panic!("banyan wrote framing it refuses ({e}): {}", text()));
+    let want = match p.framing {
+        Framing::Empty => Body::None,
+        Framing::Length(n) => Body::Length(n),
+        Framing::Chunked => Body::Chunked,
+        Framing::UntilClose => Body::UntilClose,
+    };
+    assert_eq!(framed.body, want, "{}", text());
+});

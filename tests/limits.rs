@@ -1,0 +1,166 @@
+//! Slow and greedy clients: a head trickled past `client_header_timeout`, a kept-alive
+//! connection idle past `keepalive_timeout`, a client that stops reading an answer past
+//! `send_timeout`, and connections beyond `max_connections`. Each limit is set short and
+//! the test waits for the proxy to act, never for a fixed time.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::upstream::Upstream;
+use common::{wait_until, Banyan, Setup, DEADLINE};
+
+fn start(limits: &'static str) -> (Upstream, Banyan) {
+    let up = Upstream::start("legacy");
+    let mut s = Setup::new(vec![("legacy", vec![up.addr])], "legacy");
+    s.server_extra = limits;
+    let b = s.start();
+    (up, b)
+}
+
+fn connect(b: &Banyan) -> TcpStream {
+    let s = TcpStream::connect(b.proxy).expect("connect");
+    s.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    s
+}
+
+/// Reads until the proxy closes the connection; what it sent.
+fn read_to_close(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn served(b: &Banyan) -> bool {
+    common::http_get(b.proxy, "/ok").is_some_and(|(code, _)| code == 200)
+}
+
+#[test]
+fn a_trickled_head_is_cut_at_client_header_timeout_and_others_are_served() {
+    let (_up, b) = start("client_header_timeout = \"300ms\"");
+    let mut slow = connect(&b);
+    slow.set_nonblocking(false).expect("blocking");
+    let started = Instant::now();
+    // One byte at a time, as a slowloris does: the proxy must give up on the head while
+    // bytes still arrive (a per-read timeout never would).
+    let mut head = b"GET /slow HTTP/1.1\r\nHost: shop\r\nX-Padding: ".to_vec();
+    head.extend(std::iter::repeat_n(b'a', 1000));
+    let mut cut = false;
+    for b in head.iter() {
+        if slow.write_all(&[*b]).is_err() {
+            cut = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let mut probe = [0u8; 512];
+        slow.set_nonblocking(true).expect("nonblocking");
+        let read = slow.read(&mut probe);
+        slow.set_nonblocking(false).expect("blocking");
+        match read {
+            Ok(0) => {
+                cut = true;
+                break;
+            }
+            Ok(n) => {
+                let text = String::from_utf8_lossy(&probe[..n]).into_owned();
+                assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+                cut = true;
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(
+        cut,
+        "the trickled head was still being read after {:?}",
+        started.elapsed()
+    );
+    assert!(served(&b), "other clients are served");
+    b.wait_metric("banyan_client_timeouts_total{phase=\"header\"}", 1.0);
+    // A connection that sends nothing at all is closed too.
+    let mut silent = connect(&b);
+    assert_eq!(read_to_close(&mut silent), "");
+    b.wait_metric("banyan_client_timeouts_total{phase=\"header\"}", 2.0);
+}
+
+#[test]
+fn an_idle_kept_alive_connection_is_closed_at_keepalive_timeout() {
+    let (_up, b) = start("keepalive_timeout = \"300ms\"");
+    for transport in ["fast", "pingora"] {
+        let mut s = connect(&b);
+        // A body larger than the first read goes through Pingora's path.
+        let body = if transport == "fast" {
+            String::new()
+        } else {
+            "x".repeat(6000)
+        };
+        write!(
+            s,
+            "POST /idle HTTP/1.1\r\nHost: shop\r\nKeep-Alive: timeout=600\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("write");
+        let (head, _) = common::read_response(&mut s).expect("an answer");
+        assert!(head.starts_with("HTTP/1.1 200"), "{transport}: {head}");
+        // The client's own Keep-Alive asks for ten minutes; banyan's limit wins.
+        assert_eq!(read_to_close(&mut s), "", "{transport}");
+    }
+}
+
+#[test]
+fn a_client_that_stops_reading_is_cut_at_send_timeout() {
+    let (_up, b) = start("send_timeout = \"300ms\"");
+    for transport in ["fast", "pingora"] {
+        let mut s = connect(&b);
+        let body = if transport == "fast" {
+            String::new()
+        } else {
+            "x".repeat(6000)
+        };
+        let total: u64 = 256 * 1024 * 1024;
+        write!(
+            s,
+            "POST /download?bytes={total} HTTP/1.1\r\nHost: shop\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("write");
+        // Read nothing until the proxy gives up on this client.
+        let series = "banyan_client_timeouts_total{phase=\"send\"}";
+        let before = b.metric(series).unwrap_or(0.0);
+        b.wait_metric(series, before + 1.0);
+        // What was buffered arrives, then the close: far less than the whole answer.
+        let mut got = 0u64;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n as u64,
+            }
+        }
+        assert!(
+            got < total / 4,
+            "{transport}: the client was sent {got} bytes"
+        );
+        assert!(served(&b), "{transport}: the proxy still serves");
+    }
+}
+
+#[test]
+fn connections_beyond_max_connections_are_refused_and_counted() {
+    let (_up, b) = start("max_connections = 3");
+    wait_until("the readiness probes' connections to close", || {
+        b.metric("banyan_connections_active") == Some(0.0)
+    });
+    let held: Vec<TcpStream> = (0..3).map(|_| connect(&b)).collect();
+    wait_until("three open connections", || {
+        b.metric("banyan_connections_active") == Some(3.0)
+    });
+    let mut fourth = connect(&b);
+    let _ = fourth.write_all(b"GET /x HTTP/1.1\r\nHost: shop\r\n\r\n");
+    assert_eq!(read_to_close(&mut fourth), "", "closed unanswered");
+    b.wait_metric("banyan_connections_refused_total", 1.0);
+    drop(held);
+    wait_until("a place to free up", || served(&b));
+}
