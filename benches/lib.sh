@@ -126,6 +126,18 @@ peers = ["127.0.0.1:$5"]
 CONF
 }
 
+orders_route() { # file: the load benchmark's S2 route, a 20 % sticky split of /api/orders
+  cat > "$1" <<ROUTE
+[[route]]
+name = "orders"
+match.path_prefix = "/api/orders"
+legacy = "monolith"
+target = "orders"
+percent = 20
+sticky = "header:x-user-id"
+ROUTE
+}
+
 ratio_ci() { # rounds-file rounds-file column: the per-round ratios, first over second, their geometric mean and its 95 % interval
   paste "$1" "$2" | awk -v c="$3" -v w="$(awk 'END {print NF}' "$1")" '
     { r = $c / $(c + w); l = log(r); s += l; ss += l * l; n++; each = each (n > 1 ? ", " : "") sprintf("%.2f", r) }

@@ -33,6 +33,23 @@ fn read_to_close(s: &mut TcpStream) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A POST through either path: a body larger than the first read goes through Pingora's.
+fn post(b: &Banyan, transport: &str, target: &str, extra: &str) -> TcpStream {
+    let mut s = connect(b);
+    let body = if transport == "fast" {
+        String::new()
+    } else {
+        "x".repeat(6000)
+    };
+    write!(
+        s,
+        "POST {target} HTTP/1.1\r\nHost: shop\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    s
+}
+
 fn served(b: &Banyan) -> bool {
     common::http_get(b.proxy, "/ok").is_some_and(|(code, _)| code == 200)
 }
@@ -89,19 +106,7 @@ fn a_trickled_head_is_cut_at_client_header_timeout_and_others_are_served() {
 fn an_idle_kept_alive_connection_is_closed_at_keepalive_timeout() {
     let (_up, b) = start("keepalive_timeout = \"300ms\"");
     for transport in ["fast", "pingora"] {
-        let mut s = connect(&b);
-        // A body larger than the first read goes through Pingora's path.
-        let body = if transport == "fast" {
-            String::new()
-        } else {
-            "x".repeat(6000)
-        };
-        write!(
-            s,
-            "POST /idle HTTP/1.1\r\nHost: shop\r\nKeep-Alive: timeout=600\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .expect("write");
+        let mut s = post(&b, transport, "/idle", "Keep-Alive: timeout=600\r\n");
         let (head, _) = common::read_response(&mut s).expect("an answer");
         assert!(head.starts_with("HTTP/1.1 200"), "{transport}: {head}");
         // The client's own Keep-Alive asks for ten minutes; banyan's limit wins.
@@ -113,19 +118,8 @@ fn an_idle_kept_alive_connection_is_closed_at_keepalive_timeout() {
 fn a_client_that_stops_reading_is_cut_at_send_timeout() {
     let (_up, b) = start("send_timeout = \"300ms\"");
     for transport in ["fast", "pingora"] {
-        let mut s = connect(&b);
-        let body = if transport == "fast" {
-            String::new()
-        } else {
-            "x".repeat(6000)
-        };
         let total: u64 = 256 * 1024 * 1024;
-        write!(
-            s,
-            "POST /download?bytes={total} HTTP/1.1\r\nHost: shop\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .expect("write");
+        let mut s = post(&b, transport, &format!("/download?bytes={total}"), "");
         // Read nothing until the proxy gives up on this client.
         let series = "banyan_client_timeouts_total{phase=\"send\"}";
         let before = b.metric(series).unwrap_or(0.0);

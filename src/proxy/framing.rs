@@ -112,38 +112,42 @@ pub fn request<'h>(
     let mut expects = false;
     let mut upgrade = false;
     for (name, value) in fields {
-        if name.eq_ignore_ascii_case("content-length") {
-            if length.is_some() {
-                return Err(Refusal::RepeatedLength);
+        match Field::of(name) {
+            Field::ContentLength => {
+                if length.is_some() {
+                    return Err(Refusal::RepeatedLength);
+                }
+                length = Some(content_length(value).ok_or(Refusal::BadLength)?);
             }
-            length = Some(content_length(value).ok_or(Refusal::BadLength)?);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            if encoding.is_some() {
-                return Err(Refusal::RepeatedEncoding);
+            Field::TransferEncoding => {
+                if encoding.is_some() {
+                    return Err(Refusal::RepeatedEncoding);
+                }
+                encoding = Some(value);
             }
-            encoding = Some(value);
-        } else if name.eq_ignore_ascii_case("host") {
-            if host.is_some() {
-                return Err(Refusal::RepeatedHost);
+            Field::Host => {
+                if host.is_some() {
+                    return Err(Refusal::RepeatedHost);
+                }
+                if !valid_host(value) {
+                    return Err(Refusal::BadHost);
+                }
+                host = Some(value);
             }
-            if !valid_host(value) {
-                return Err(Refusal::BadHost);
-            }
-            host = Some(value);
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in tokens(value) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
-                    close = false;
-                } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    upgrade = true;
+            Field::Connection => {
+                for token in tokens(value) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
+                        close = false;
+                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                        upgrade = true;
+                    }
                 }
             }
-        } else if name.eq_ignore_ascii_case("expect") {
-            expects = true;
-        } else if name.eq_ignore_ascii_case("upgrade") {
-            upgrade = true;
+            Field::Expect => expects = true,
+            Field::Upgrade => upgrade = true,
+            Field::Other => {}
         }
     }
     if minor >= 1 && host.is_none() {
@@ -216,24 +220,29 @@ pub fn response<'h>(
     let mut encoding: Option<&[u8]> = None;
     let mut close = minor == 0;
     for (name, value) in fields {
-        if name.eq_ignore_ascii_case("content-length") {
-            if length.is_some() {
-                return Err(BadFraming::RepeatedLength);
+        match Field::of(name) {
+            Field::ContentLength => {
+                if length.is_some() {
+                    return Err(BadFraming::RepeatedLength);
+                }
+                length = Some(content_length(value).ok_or(BadFraming::BadLength)?);
             }
-            length = Some(content_length(value).ok_or(BadFraming::BadLength)?);
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            if encoding.is_some() {
-                return Err(BadFraming::Encoding);
+            Field::TransferEncoding => {
+                if encoding.is_some() {
+                    return Err(BadFraming::Encoding);
+                }
+                encoding = Some(value);
             }
-            encoding = Some(value);
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in tokens(value) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
-                    close = false;
+            Field::Connection => {
+                for token in tokens(value) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
+                        close = false;
+                    }
                 }
             }
+            _ => {}
         }
     }
     if let Some(coding) = encoding {
@@ -269,49 +278,123 @@ pub fn response<'h>(
     })
 }
 
+/// The fields the framing rules read, told apart by length first: one comparison for
+/// most fields instead of one per name (this runs for every field of every message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    ContentLength,
+    TransferEncoding,
+    Host,
+    Connection,
+    Expect,
+    Upgrade,
+    Other,
+}
+
+impl Field {
+    fn of(name: &str) -> Field {
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        match name.len() {
+            4 if is("host") => Field::Host,
+            6 if is("expect") => Field::Expect,
+            7 if is("upgrade") => Field::Upgrade,
+            10 if is("connection") => Field::Connection,
+            14 if is("content-length") => Field::ContentLength,
+            17 if is("transfer-encoding") => Field::TransferEncoding,
+            _ => Field::Other,
+        }
+    }
+}
+
 /// A `Content-Length` value: one run of digits, nothing else (no sign, no list, no
 /// spaces inside), as RFC 9110 has it; `None` beyond u64.
 pub fn content_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+    if value.is_empty() || value.len() > 19 {
         return None;
     }
-    std::str::from_utf8(value).ok()?.parse().ok()
+    value.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
 }
+
+/// Bytes of a registered name or IPv4 address in a `Host` (unreserved, sub-delims, `%`).
+const NAME_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b'%'
+            );
+        b += 1;
+    }
+    t
+};
 
 /// A `Host` value: `uri-host [ ":" port ]` (RFC 9110 7.2) with a non-empty host: a
 /// registered name or IPv4 address of unreserved, sub-delims and %-escapes, or an
 /// IP literal in brackets. No userinfo, path, spaces or control bytes.
 pub fn valid_host(value: &[u8]) -> bool {
-    let (host, port) = if value.first() == Some(&b'[') {
-        let Some(end) = value.iter().position(|&b| b == b']') else {
+    if value.first() == Some(&b'[') {
+        return valid_ip_literal(value);
+    }
+    // One pass: name bytes, then at most one colon before the port.
+    let mut colon = None;
+    for (i, &b) in value.iter().enumerate() {
+        if b == b':' {
+            if colon.is_some() {
+                return false;
+            }
+            colon = Some(i);
+        } else if !NAME_BYTES[usize::from(b)] {
             return false;
-        };
-        let literal = &value[1..end];
-        if literal.is_empty()
-            || !literal
-                .iter()
-                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-        {
-            return false;
         }
-        match &value[end + 1..] {
-            [] => (&value[..=end], None),
-            [b':', port @ ..] => (&value[..=end], Some(port)),
-            _ => return false,
-        }
-    } else {
-        match value.iter().rposition(|&b| b == b':') {
-            Some(i) => (&value[..i], Some(&value[i + 1..])),
-            None => (value, None),
-        }
+    }
+    match colon {
+        None => !value.is_empty(),
+        Some(i) => i > 0 && valid_port(&value[i + 1..]),
+    }
+}
+
+/// `[v6 or IPvFuture text]` with an optional `:port`.
+fn valid_ip_literal(value: &[u8]) -> bool {
+    let Some(end) = value.iter().position(|&b| b == b']') else {
+        return false;
     };
-    let name_ok = host.first() == Some(&b'[')
-        || (!host.is_empty()
-            && host
-                .iter()
-                .all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b)));
-    let port_ok = port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit));
-    name_ok && port_ok
+    let literal = &value[1..end];
+    if literal.is_empty()
+        || !literal
+            .iter()
+            .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+    {
+        return false;
+    }
+    match &value[end + 1..] {
+        [] => true,
+        [b':', port @ ..] => valid_port(port),
+        _ => false,
+    }
+}
+
+/// A port: at most five digits (none: the scheme's default).
+fn valid_port(port: &[u8]) -> bool {
+    port.len() <= 5 && port.iter().all(u8::is_ascii_digit)
 }
 
 /// The comma-separated tokens of a field value, trimmed, empty ones left out.
@@ -346,10 +429,10 @@ pub fn hop_by_hop(name: &str, nominated: &[&[u8]]) -> bool {
         "http2-settings",
     ];
     FIXED.iter().any(|f| name.eq_ignore_ascii_case(f))
-        || (!protected(name)
-            && nominated
-                .iter()
-                .any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
+        || (nominated
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+            && !protected(name))
 }
 
 #[cfg(test)]

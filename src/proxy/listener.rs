@@ -122,30 +122,106 @@ enum Read {
     TimedOut,
 }
 
+/// Bytes of requests read but not yet served: a pipelined next request, or the start of
+/// one still arriving. Plain zeroed memory read into with `read` (cheaper per request than
+/// a growable buffer's uninitialised tail), grown for a long head, shrunk back after it.
+struct Pending {
+    bytes: Vec<u8>,
+    filled: usize,
+}
+
+impl Pending {
+    fn new() -> Self {
+        Pending {
+            bytes: vec![0; FIRST_READ],
+            filled: 0,
+        }
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.bytes[..self.filled]
+    }
+
+    fn len(&self) -> usize {
+        self.filled
+    }
+
+    fn is_empty(&self) -> bool {
+        self.filled == 0
+    }
+
+    /// Room for the next read, growing (up to a head's limit plus a read) when short.
+    fn spare(&mut self) -> &mut [u8] {
+        if self.bytes.len() - self.filled < 512 {
+            let grown = (self.bytes.len() * 2).min(MAX_HEAD + FIRST_READ);
+            self.bytes.resize(grown, 0);
+        }
+        &mut self.bytes[self.filled..]
+    }
+
+    /// Drops the first `n` bytes (a served request).
+    fn consume(&mut self, n: usize) {
+        self.bytes.copy_within(n..self.filled, 0);
+        self.filled -= n;
+        if self.bytes.len() > FIRST_READ && self.filled <= FIRST_READ {
+            self.bytes.truncate(FIRST_READ);
+            self.bytes.shrink_to_fit();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.consume(self.filled);
+    }
+}
+
 /// Reads more bytes of a connection into `buf` until `deadline`.
 async fn read_until(
     stream: &mut L4Stream,
-    buf: &mut Vec<u8>,
+    buf: &mut Pending,
     deadline: Instant,
     shutdown: &ShutdownWatch,
 ) -> Read {
     if *shutdown.borrow() {
         return Read::Gone;
     }
-    if buf.capacity() - buf.len() < 512 {
-        let grow = buf.capacity().clamp(FIRST_READ, MAX_HEAD);
-        buf.reserve(grow);
-    }
     let mut shutdown = shutdown.clone();
-    tokio::select! {
+    let read = tokio::select! {
         biased;
-        read = tokio::time::timeout_at(deadline, stream.read_buf(buf)) => match read {
-            Ok(Ok(n)) if n > 0 => Read::More,
-            Ok(_) => Read::Gone,
-            Err(_) => Read::TimedOut,
+        read = tokio::time::timeout_at(deadline, stream.read(buf.spare())) => match read {
+            Ok(Ok(n)) if n > 0 => Ok(n),
+            Ok(_) => Err(Read::Gone),
+            Err(_) => Err(Read::TimedOut),
         },
-        _ = shutdown.changed() => Read::Gone,
+        _ = shutdown.changed() => Err(Read::Gone),
+    };
+    match read {
+        Ok(n) => {
+            buf.filled += n;
+            Read::More
+        }
+        Err(r) => r,
     }
+}
+
+/// After a refusal, what the client still sends is read and dropped for a moment before the
+/// connection closes (nginx's lingering close): closing a socket with unread bytes resets
+/// it, and the reset can destroy the refusal before the client reads it.
+async fn linger(stream: &mut L4Stream) {
+    use tokio::io::AsyncWriteExt;
+    const LINGER: Duration = Duration::from_secs(2);
+    const MAX_DRAIN: usize = 1 << 20;
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    let _ = tokio::time::timeout(LINGER, async {
+        while drained < MAX_DRAIN {
+            match stream.read(&mut sink).await {
+                Ok(n) if n > 0 => drained += n,
+                _ => break,
+            }
+        }
+    })
+    .await;
 }
 
 /// A refusal written by the listener itself: no request was routed. The connection closes.
@@ -223,7 +299,7 @@ impl PlainOrH2c {
         let limits = self.limits;
         // Bytes of requests not yet served: a pipelined next request, or the start of one
         // still arriving.
-        let mut buf: Vec<u8> = Vec::with_capacity(FIRST_READ);
+        let mut buf = Pending::new();
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut deadline = Some(first_deadline);
         loop {
@@ -246,25 +322,26 @@ impl PlainOrH2c {
                         Read::TimedOut => return None,
                     }
                 }
-                let head_by =
-                    *deadline.get_or_insert_with(|| Instant::now() + limits.header_timeout);
+                // The head's deadline counts from the request's first byte, which the read
+                // just returned; it is only needed (a clock read) if the head is not whole.
+                let header_timeout = limits.header_timeout;
+                let mut head_by =
+                    || *deadline.get_or_insert_with(|| Instant::now() + header_timeout);
                 let client = Client {
                     stream: &mut l4,
                     ip,
                     closing: *shutdown.borrow(),
                 };
-                match self.proxy.serve_fast(client, &buf).await {
+                match self.proxy.serve_fast(client, buf.data()).await {
                     Ok((Served::KeepAlive, used)) => {
-                        buf.drain(..used);
-                        if buf.capacity() > FIRST_READ && buf.len() <= FIRST_READ {
-                            buf.shrink_to(FIRST_READ);
-                        }
+                        buf.consume(used);
                         deadline = None;
                         continue;
                     }
                     Ok((Served::Close, _)) => return None,
                     Err(Handoff::Refused(why)) => {
                         self.proxy.refuse(&mut l4, why).await;
+                        linger(&mut l4).await;
                         return None;
                     }
                     Err(Handoff::PartialHead) => {
@@ -275,9 +352,10 @@ impl PlainOrH2c {
                                 "the request head is larger than 64 KiB",
                             );
                             super::fast::write(&mut l4, &out, limits.send_timeout).await;
+                            linger(&mut l4).await;
                             return None;
                         }
-                        match read_until(&mut l4, &mut buf, head_by, shutdown).await {
+                        match read_until(&mut l4, &mut buf, head_by(), shutdown).await {
                             Read::More => continue,
                             Read::Gone => return None,
                             Read::TimedOut => {
@@ -298,7 +376,7 @@ impl PlainOrH2c {
                     // A small body still arriving is waited for, within the head's time;
                     // past it, or a larger body, Pingora streams it.
                     Err(Handoff::PartialBody) if buf.len() < FIRST_READ => {
-                        match read_until(&mut l4, &mut buf, head_by, shutdown).await {
+                        match read_until(&mut l4, &mut buf, head_by(), shutdown).await {
                             Read::More => continue,
                             Read::Gone => return None,
                             Read::TimedOut => {}
@@ -309,9 +387,8 @@ impl PlainOrH2c {
             }
             // Pingora reads the request from the start, as if nothing had been read, or
             // from the bytes it kept.
-            l4.rewind(&buf);
+            l4.rewind(buf.data());
             buf.clear();
-            buf.shrink_to(FIRST_READ);
             let mut session = ServerSession::new_http1(l4);
             match settings.take() {
                 Some(s) => s.apply_to_session(&mut session),

@@ -14,6 +14,7 @@ pub mod client;
 pub mod head;
 pub mod response;
 
+use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -442,13 +443,21 @@ pub enum Sent {
     TimedOut,
 }
 
-/// Writes everything and flushes within `limit` (`server.send_timeout`).
+/// Writes everything and flushes within `limit` (`server.send_timeout`). The timer is
+/// set only when the socket cannot take the bytes at once: most answers fit its buffer,
+/// and a timer costs a clock read.
 pub async fn write(stream: &mut L4Stream, bytes: &[u8], limit: Duration) -> Sent {
     let all = async { stream.write_all(bytes).await.is_ok() && stream.flush().await.is_ok() };
-    match tokio::time::timeout(limit, all).await {
-        Ok(true) => Sent::Done,
-        Ok(false) => Sent::Gone,
-        Err(_) => Sent::TimedOut,
+    let mut all = std::pin::pin!(all);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(all.as_mut().poll(cx))).await;
+    let done = match first {
+        std::task::Poll::Ready(ok) => Some(ok),
+        std::task::Poll::Pending => tokio::time::timeout(limit, all).await.ok(),
+    };
+    match done {
+        Some(true) => Sent::Done,
+        Some(false) => Sent::Gone,
+        None => Sent::TimedOut,
     }
 }
 

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Instructions per request, counted by valgrind's callgrind: repeatable whatever else the
+# host does (the wall-clock A/B in ab.sh is at the mercy of steal on a shared VM). For
+# each binary and scenario, banyan runs under callgrind twice, serving LOW and then HIGH
+# keep-alive requests from one curl; the difference over HIGH - LOW is what one request
+# costs, start-up and shutdown cancelled out.
+#
+#   benches/instructions.sh <binary> [<binary>...]     (LOW=500 HIGH=2500 by default)
+#
+# Scenarios: S1 pass-through (/pass), S2 the 20 % sticky split (/api/orders with
+# X-User-Id). Needs valgrind, nginx, curl. Everything listens on 127.0.0.1 and is stopped
+# on exit.
+set -euo pipefail
+
+LOW=${LOW:-500}
+HIGH=${HIGH:-2500}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+NAME=instructions
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
+need valgrind nginx curl
+
+UP_MONO=18881 UP_ORDERS=18882 PORT=18880 ADMIN=18890
+DOC='{"id":42,"status":"shipped","total":12.5}'
+mkdir -p "$WORK/up" "$WORK/b/config" "$WORK/b/routes"
+json_upstreams "$WORK/up" "$UP_MONO" "$DOC" "$UP_ORDERS" "$DOC"
+banyan_config "$WORK/b" "$PORT" "$ADMIN" "$UP_MONO" "$UP_ORDERS"
+orders_route "$WORK/b/routes/orders.toml"
+wait_http "http://127.0.0.1:$UP_MONO/"
+
+count() { # binary requests url [curl args]: callgrind's total for a run serving that many
+  local bin=$1 n=$2 url=$3 out="$WORK/cg.out" pid
+  shift 3
+  rm -f "$out"
+  (cd "$WORK/b" && exec valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" run > /dev/null 2>&1) &
+  pid=$!
+  for _ in $(seq 1 300); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/ready" && break; sleep 0.2; done
+  curl -s -o /dev/null "$@" "$url[1-$n]"
+  kill -INT "$pid"
+  wait "$pid" || true
+  awk '/^summary:/ {print $2}' "$out"
+}
+
+{
+  echo "# Instructions per request (callgrind), $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo
+  echo "Command: LOW=$LOW HIGH=$HIGH benches/instructions.sh $*"
+  echo
+  echo "| binary | S1 pass-through | S2 split |"
+  echo "|---|---|---|"
+  for bin in "$@"; do
+    row=""
+    for s in s1 s2; do
+      if [ $s = s1 ]; then url="http://127.0.0.1:$PORT/pass/"; args=(); else url="http://127.0.0.1:$PORT/api/orders/"; args=(-H "X-User-Id: user-7"); fi
+      lo=$(count "$bin" "$LOW" "$url" "${args[@]}")
+      hi=$(count "$bin" "$HIGH" "$url" "${args[@]}")
+      row="$row | $(( (hi - lo) / (HIGH - LOW) ))"
+    done
+    echo "| $bin$row |"
+  done
+} | tee "$ROOT/benches/results/instructions-$(date -u +%Y%m%dT%H%M).md"
