@@ -41,13 +41,7 @@ B_PID=$!
 wait_http "http://127.0.0.1:$UP_MONO/"
 for port in $A_PORT $B_PORT; do wait_http "http://127.0.0.1:$port/api/orders/42"; done
 
-cat > "$WORK/users.lua" <<'EOF'
-local counter = 0
-request = function()
-  counter = counter + 1
-  return wrk.format("GET", "/api/orders/42", { ["X-User-Id"] = "user-" .. (counter * 7919 % 100000) })
-end
-EOF
+users_script "$WORK/users.lua"
 
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r of $ROUNDS..." >&2

@@ -105,13 +105,7 @@ rm -f "$WORK/b/routes/big.toml"
 sleep 0.5
 
 # ---- 3. data-path p99 with and without reloads every 100 ms ---------------------------
-cat > "$WORK/users.lua" <<'EOF'
-local counter = 0
-request = function()
-  counter = counter + 1
-  return wrk.format("GET", "/api/orders/42", { ["X-User-Id"] = "user-" .. (counter * 7919 % 100000) })
-end
-EOF
+users_script "$WORK/users.lua"
 p99() { echo "$1" | awk '$1=="99%" {v=$2; if (v ~ /us$/) v=v/1000; else if (v ~ /ms$/) v=v+0; else if (v ~ /s$/) v=v*1000; printf "%.3f", v}'; }
 taskset -c 1 wrk -t1 -c32 -d2s -s "$WORK/users.lua" "http://127.0.0.1:$PROXY" >/dev/null
 # One long-lived writer on the load generator's core, so that the reloads measured are

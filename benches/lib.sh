@@ -126,6 +126,16 @@ peers = ["127.0.0.1:$5"]
 CONF
 }
 
+users_script() { # file: a wrk script sending /api/orders/42 as one of 100,000 users per request (X-User-Id), so the split sees many distinct keys
+  cat > "$1" <<'LUA'
+local counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", "/api/orders/42", { ["X-User-Id"] = "user-" .. (counter * 7919 % 100000) })
+end
+LUA
+}
+
 orders_route() { # file: the load benchmark's S2 route, a 20 % sticky split of /api/orders
   cat > "$1" <<ROUTE
 [[route]]

@@ -125,14 +125,7 @@ S4_ROUTE=$(printf 'svc%04d' $((ROUTES - 10)))
 metrics=$(curl -s "http://127.0.0.1:$BANYAN_ADMIN/metrics")
 grep -q "route=\"$S4_ROUTE\"" <<< "$metrics" || { echo "S4's route did not match in banyan" >&2; exit 1; }
 
-cat > "$WORK/users.lua" <<'EOF'
--- One of 100,000 users per request, so the split sees many distinct keys.
-local counter = 0
-request = function()
-  counter = counter + 1
-  return wrk.format("GET", "/api/orders/42", { ["X-User-Id"] = "user-" .. (counter * 7919 % 100000) })
-end
-EOF
+users_script "$WORK/users.lua"
 printf 'function delay() return %d end\n' "$PACE_MS" > "$WORK/paced.lua"
 
 for r in $(seq 1 "$ROUNDS"); do

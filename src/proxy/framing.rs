@@ -45,20 +45,6 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 11] = [
-        Refusal::RepeatedLength,
-        Refusal::BadLength,
-        Refusal::LengthAndEncoding,
-        Refusal::RepeatedEncoding,
-        Refusal::UnknownEncoding,
-        Refusal::EncodingInHttp10,
-        Refusal::RepeatedHost,
-        Refusal::MissingHost,
-        Refusal::BadHost,
-        Refusal::Malformed,
-        Refusal::BadChunk,
-    ];
-
     /// The client's status: 501 for a coding banyan does not implement (as nginx), else 400.
     pub fn status(self) -> u16 {
         match self {
@@ -105,51 +91,20 @@ pub fn request<'h>(
     minor: u8,
     fields: impl IntoIterator<Item = (&'h str, &'h [u8])>,
 ) -> Result<Request<'h>, Refusal> {
-    let mut length = None;
-    let mut encoding = None;
-    let mut host = None;
-    let mut close = minor == 0;
-    let mut expects = false;
-    let mut upgrade = false;
-    for (name, value) in fields {
-        match Field::of(name) {
-            Field::ContentLength => {
-                if length.is_some() {
-                    return Err(Refusal::RepeatedLength);
-                }
-                length = Some(content_length(value).ok_or(Refusal::BadLength)?);
-            }
-            Field::TransferEncoding => {
-                if encoding.is_some() {
-                    return Err(Refusal::RepeatedEncoding);
-                }
-                encoding = Some(value);
-            }
-            Field::Host => {
-                if host.is_some() {
-                    return Err(Refusal::RepeatedHost);
-                }
-                if !valid_host(value) {
-                    return Err(Refusal::BadHost);
-                }
-                host = Some(value);
-            }
-            Field::Connection => {
-                for token in tokens(value) {
-                    if token.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
-                        close = false;
-                    } else if token.eq_ignore_ascii_case(b"upgrade") {
-                        upgrade = true;
-                    }
-                }
-            }
-            Field::Expect => expects = true,
-            Field::Upgrade => upgrade = true,
-            Field::Other => {}
-        }
-    }
+    let Scan {
+        length,
+        encoding,
+        host,
+        close,
+        expects,
+        upgrade,
+    } = scan(minor, true, fields).map_err(|doubt| match doubt {
+        Doubt::RepeatedLength => Refusal::RepeatedLength,
+        Doubt::BadLength => Refusal::BadLength,
+        Doubt::RepeatedEncoding => Refusal::RepeatedEncoding,
+        Doubt::RepeatedHost => Refusal::RepeatedHost,
+        Doubt::BadHost => Refusal::BadHost,
+    })?;
     if minor >= 1 && host.is_none() {
         return Err(Refusal::MissingHost);
     }
@@ -216,35 +171,17 @@ pub fn response<'h>(
     no_body: bool,
     fields: impl IntoIterator<Item = (&'h str, &'h [u8])>,
 ) -> Result<Response, BadFraming> {
-    let mut length = None;
-    let mut encoding: Option<&[u8]> = None;
-    let mut close = minor == 0;
-    for (name, value) in fields {
-        match Field::of(name) {
-            Field::ContentLength => {
-                if length.is_some() {
-                    return Err(BadFraming::RepeatedLength);
-                }
-                length = Some(content_length(value).ok_or(BadFraming::BadLength)?);
-            }
-            Field::TransferEncoding => {
-                if encoding.is_some() {
-                    return Err(BadFraming::Encoding);
-                }
-                encoding = Some(value);
-            }
-            Field::Connection => {
-                for token in tokens(value) {
-                    if token.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
-                        close = false;
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
+    let Scan {
+        length,
+        encoding,
+        close,
+        ..
+    } = scan(minor, false, fields).map_err(|doubt| match doubt {
+        Doubt::RepeatedLength => BadFraming::RepeatedLength,
+        Doubt::BadLength => BadFraming::BadLength,
+        // Host is not read on answers; repeated codings are one more bad coding.
+        Doubt::RepeatedEncoding | Doubt::RepeatedHost | Doubt::BadHost => BadFraming::Encoding,
+    })?;
     if let Some(coding) = encoding {
         // Checked even when the answer has no body: a sender that gets this wrong cannot
         // be trusted with the next message's start either.
@@ -276,6 +213,84 @@ pub fn response<'h>(
         close: close || body == Body::UntilClose,
         coded: encoding.is_some_and(|c| tokens(c).count() > 1),
     })
+}
+
+/// What one pass over a message's fields found, before the request or response rules
+/// judge it.
+struct Scan<'h> {
+    length: Option<u64>,
+    encoding: Option<&'h [u8]>,
+    host: Option<&'h [u8]>,
+    close: bool,
+    expects: bool,
+    upgrade: bool,
+}
+
+/// What makes a pass give up: a field that may appear once appeared twice, or a value
+/// that cannot be read.
+enum Doubt {
+    RepeatedLength,
+    BadLength,
+    RepeatedEncoding,
+    RepeatedHost,
+    BadHost,
+}
+
+/// The one pass over a message's fields both rules share. `request`: also read `Host`,
+/// `Expect` and `Upgrade`, which only requests carry.
+fn scan<'h>(
+    minor: u8,
+    request: bool,
+    fields: impl IntoIterator<Item = (&'h str, &'h [u8])>,
+) -> Result<Scan<'h>, Doubt> {
+    let mut found = Scan {
+        length: None,
+        encoding: None,
+        host: None,
+        close: minor == 0,
+        expects: false,
+        upgrade: false,
+    };
+    for (name, value) in fields {
+        match Field::of(name) {
+            Field::ContentLength => {
+                if found.length.is_some() {
+                    return Err(Doubt::RepeatedLength);
+                }
+                found.length = Some(content_length(value).ok_or(Doubt::BadLength)?);
+            }
+            Field::TransferEncoding => {
+                if found.encoding.is_some() {
+                    return Err(Doubt::RepeatedEncoding);
+                }
+                found.encoding = Some(value);
+            }
+            Field::Connection => {
+                for token in tokens(value) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        found.close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") && minor == 0 {
+                        found.close = false;
+                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                        found.upgrade = request;
+                    }
+                }
+            }
+            Field::Host if request => {
+                if found.host.is_some() {
+                    return Err(Doubt::RepeatedHost);
+                }
+                if !valid_host(value) {
+                    return Err(Doubt::BadHost);
+                }
+                found.host = Some(value);
+            }
+            Field::Expect => found.expects = request,
+            Field::Upgrade => found.upgrade = request,
+            Field::Host | Field::Other => {}
+        }
+    }
+    Ok(found)
 }
 
 /// The fields the framing rules read, told apart by length first: one comparison for

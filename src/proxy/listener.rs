@@ -22,7 +22,7 @@ use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use super::fast::head::Handoff;
-use super::fast::{Client, Served};
+use super::fast::{plain_answer, Client, Served};
 use super::Proxy;
 use crate::config::ClientLimits;
 use crate::metrics::Metrics;
@@ -222,17 +222,6 @@ async fn linger(stream: &mut L4Stream) {
         }
     })
     .await;
-}
-
-/// A refusal written by the listener itself: no request was routed. The connection closes.
-fn plain_answer(status: u16, reason: &str, error: &str) -> Vec<u8> {
-    let body = serde_json::json!({ "error": error }).to_string();
-    format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
 }
 
 /// Whole seconds, rounded up (Pingora's keep-alive takes seconds; 0 would mean forever).

@@ -391,13 +391,8 @@ impl Proxy {
             .ok()
             .and_then(|s| s.canonical_reason())
             .unwrap_or("");
-        let body = serde_json::json!({ "error": format!("bad request: {why}") }).to_string();
-        let out = format!(
-            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-             Cache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let _ = write(stream, out.as_bytes(), self.limits.send_timeout).await;
+        let out = plain_answer(status, reason, &format!("bad request: {why}"));
+        let _ = write(stream, &out, self.limits.send_timeout).await;
     }
 
     /// The fast path's `sample_shadow`: the copy will be written from the request's bytes,
@@ -459,6 +454,18 @@ pub async fn write(stream: &mut L4Stream, bytes: &[u8], limit: Duration) -> Sent
         Some(false) => Sent::Gone,
         None => Sent::TimedOut,
     }
+}
+
+/// An answer written before any request was routed (a refusal, a head too large or too
+/// slow): a JSON error, and the connection closes.
+pub fn plain_answer(status: u16, reason: &str, error: &str) -> Vec<u8> {
+    let body = serde_json::json!({ "error": error }).to_string();
+    format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// banyan's JSON error answer, as the Pingora path writes it; the connection closes.
