@@ -8,8 +8,9 @@
 #   benches/instructions.sh <binary> [<binary>...]     (LOW=500 HIGH=2500 by default)
 #
 # Scenarios: S1 pass-through (/pass), S2 the 20 % sticky split (/api/orders with
-# X-User-Id). Needs valgrind, nginx, curl. Everything listens on 127.0.0.1 and is stopped
-# on exit.
+# X-User-Id), and S1 over TLS (HTTP/1.1 on the TLS listener: Pingora's path, with banyan
+# following the request bytes). Needs valgrind, nginx, curl, openssl. Everything listens
+# on 127.0.0.1 and is stopped on exit.
 set -euo pipefail
 
 LOW=${LOW:-500}
@@ -18,14 +19,18 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 NAME=instructions
 # shellcheck source=benches/lib.sh
 source "$ROOT/benches/lib.sh"
-need valgrind nginx curl
+need valgrind nginx curl openssl
 
-UP_MONO=18881 UP_ORDERS=18882 PORT=18880 ADMIN=18890
+UP_MONO=18881 UP_ORDERS=18882 PORT=18880 ADMIN=18890 TLS_PORT=18883
 DOC='{"id":42,"status":"shipped","total":12.5}'
 mkdir -p "$WORK/up" "$WORK/b/config" "$WORK/b/routes"
 json_upstreams "$WORK/up" "$UP_MONO" "$DOC" "$UP_ORDERS" "$DOC"
 banyan_config "$WORK/b" "$PORT" "$ADMIN" "$UP_MONO" "$UP_ORDERS"
 orders_route "$WORK/b/routes/orders.toml"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+  -keyout "$WORK/b/key.pem" -out "$WORK/b/cert.pem" 2>/dev/null
+# The TLS listener is a table of `[server]`: it goes right after the server's keys.
+sed -i "/^default_upstream/a [server.tls]\nlisten = \"127.0.0.1:$TLS_PORT\"\ncert = \"cert.pem\"\nkey = \"key.pem\"" "$WORK/b/config/banyan.toml"
 wait_http "http://127.0.0.1:$UP_MONO/"
 
 count() { # binary requests url [curl args]: callgrind's total for a run serving that many
@@ -46,12 +51,16 @@ count() { # binary requests url [curl args]: callgrind's total for a run serving
   echo
   echo "Command: LOW=$LOW HIGH=$HIGH benches/instructions.sh $*"
   echo
-  echo "| binary | S1 pass-through | S2 split |"
-  echo "|---|---|---|"
+  echo "| binary | S1 pass-through | S2 split | S1 over TLS |"
+  echo "|---|---|---|---|"
   for bin in "$@"; do
     row=""
-    for s in s1 s2; do
-      if [ $s = s1 ]; then url="http://127.0.0.1:$PORT/pass/"; args=(); else url="http://127.0.0.1:$PORT/api/orders/"; args=(-H "X-User-Id: user-7"); fi
+    for s in s1 s2 tls; do
+      case $s in
+        s1) url="http://127.0.0.1:$PORT/pass/"; args=() ;;
+        s2) url="http://127.0.0.1:$PORT/api/orders/"; args=(-H "X-User-Id: user-7") ;;
+        tls) url="https://127.0.0.1:$TLS_PORT/pass/"; args=(-k --http1.1) ;;
+      esac
       lo=$(count "$bin" "$LOW" "$url" "${args[@]}")
       hi=$(count "$bin" "$HIGH" "$url" "${args[@]}")
       row="$row | $(( (hi - lo) / (HIGH - LOW) ))"

@@ -188,6 +188,8 @@ struct Case {
     /// On Pingora's path a malformed body is found after routing: the request is logged
     /// with the 400 it got (and never reached the upstream whole).
     body_refused: bool,
+    /// A body too long for the fast path to wait for goes to Pingora on both transports.
+    refused_late_on_fast: bool,
     /// What Pingora's path answers and forwards instead, where its limits differ.
     on_pingora: Option<(Vec<u16>, Vec<&'static str>, bool)>,
 }
@@ -206,6 +208,7 @@ fn case(
         sees: sees.to_vec(),
         closes,
         body_refused: false,
+        refused_late_on_fast: false,
         on_pingora: None,
     }
 }
@@ -259,6 +262,40 @@ fn cases() -> Vec<Case> {
             ..case(
                 "a chunk size that is not hex",
                 &format!("POST /c/x HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{smuggled}"),
+                &[400],
+                &[],
+                true,
+            )
+        },
+        Case {
+            body_refused: true,
+            ..case(
+                "a CR inside a chunk extension",
+                &format!("POST /c/x HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked\r\n\r\n5;a\rb\r\nhello\r\n0\r\n\r\n{smuggled}"),
+                &[400],
+                &[],
+                true,
+            )
+        },
+        Case {
+            body_refused: true,
+            ..case(
+                "a LF inside a chunk extension",
+                &format!("POST /c/x HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked\r\n\r\n5;a\nb\r\nhello\r\n0\r\n\r\n{smuggled}"),
+                &[400],
+                &[],
+                true,
+            )
+        },
+        Case {
+            body_refused: true,
+            refused_late_on_fast: true,
+            ..case(
+                "a CR inside a chunk extension after 6 KiB of body",
+                &format!(
+                    "POST /c/x HTTP/1.1\r\nHost: shop\r\nTransfer-Encoding: chunked\r\n\r\n1800\r\n{}\r\n5;a\rb\r\nhello\r\n0\r\n\r\n{smuggled}",
+                    "a".repeat(0x1800)
+                ),
                 &[400],
                 &[],
                 true,
@@ -363,7 +400,7 @@ fn run(w: &mut World, t: Transport, n: usize, c: &Case) {
     assert_eq!(lines(&w.up), sees, "{what}");
     // Every forwarded request is in the access log, and nothing else.
     let mut want: Vec<&str> = sees.iter().filter_map(|s| s.split(' ').nth(1)).collect();
-    let refused_late = c.body_refused && t == Transport::Pingora;
+    let refused_late = c.body_refused && (t == Transport::Pingora || c.refused_late_on_fast);
     if refused_late {
         want.push("/c/x");
     }
@@ -385,6 +422,12 @@ fn hostile_requests_never_reach_the_upstream_as_more_than_banyan_answered() {
             run(&mut w, t, n, c);
         }
     }
+    // Every malformed chunked body is counted, on either path and wherever it was found.
+    let bad_chunks = cases().iter().filter(|c| c.body_refused).count();
+    w.banyan.wait_metric(
+        "banyan_bad_requests_total{reason=\"bad_chunk\"}",
+        2.0 * bad_chunks as f64,
+    );
 }
 
 #[test]

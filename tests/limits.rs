@@ -7,10 +7,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::pki::{self, Ca};
 use common::upstream::Upstream;
-use common::{wait_until, Banyan, Setup, DEADLINE};
+use common::{free_port, wait_until, Banyan, Setup, DEADLINE};
 
 fn start(limits: &'static str) -> (Upstream, Banyan) {
     let up = Upstream::start("legacy");
@@ -100,6 +102,74 @@ fn a_trickled_head_is_cut_at_client_header_timeout_and_others_are_served() {
     let mut silent = connect(&b);
     assert_eq!(read_to_close(&mut silent), "");
     b.wait_metric("banyan_client_timeouts_total{phase=\"header\"}", 2.0);
+}
+
+/// Writes `bytes` one at a time until the proxy ends the connection; whether it did.
+fn trickle_until_cut(conn: &mut dyn Write, bytes: &[u8]) -> bool {
+    for b in bytes {
+        if conn.write_all(&[*b]).and_then(|()| conn.flush()).is_err() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn a_trickled_head_over_tls_is_cut_at_client_header_timeout() {
+    pki::install_crypto();
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = Ca::new("limits CA");
+    let cert = ca.server(&["localhost"], dir.path(), "proxy");
+    let port = free_port();
+    let extra = format!(
+        "client_header_timeout = \"300ms\"\n\n[server.tls]\nlisten = \"127.0.0.1:{port}\"\ncert = \"{}\"\nkey = \"{}\"",
+        cert.cert.display(),
+        cert.key.display()
+    );
+    let (_up, b) = start(Box::leak(extra.into_boxed_str()));
+    wait_until("the TLS listener", || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let config = Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(ca.roots())
+            .with_no_client_auth(),
+    );
+    let tls = || {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        tcp.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let conn = rustls::ClientConnection::new(Arc::clone(&config), name).expect("tls");
+        rustls::StreamOwned::new(conn, tcp)
+    };
+    let mut head = b"GET /slow HTTP/1.1\r\nHost: shop\r\nX-Padding: ".to_vec();
+    head.extend(std::iter::repeat_n(b'a', 1000));
+    // The first head, and a second one on a kept-alive connection: each must be whole
+    // within the timeout, however steadily its bytes arrive.
+    let mut first = tls();
+    assert!(
+        trickle_until_cut(&mut first, &head),
+        "the first head was still read"
+    );
+    b.wait_metric("banyan_client_timeouts_total{phase=\"header\"}", 1.0);
+    let mut second = tls();
+    second
+        .write_all(b"GET /ok HTTP/1.1\r\nHost: shop\r\n\r\n")
+        .expect("write");
+    let (status, _) = common::read_response(&mut second).expect("an answer");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(
+        trickle_until_cut(&mut second, &head),
+        "the second head was still read"
+    );
+    b.wait_metric("banyan_client_timeouts_total{phase=\"header\"}", 2.0);
+    // A TLS client that sends nothing after the handshake is closed too.
+    let mut silent = tls();
+    let mut out = Vec::new();
+    let _ = silent.read_to_end(&mut out);
+    assert!(out.is_empty());
+    b.wait_metric("banyan_client_timeouts_total{phase=\"header\"}", 3.0);
 }
 
 #[test]

@@ -6,7 +6,8 @@
 //! check, say) would hang. Here the preface is compared byte by byte as bytes arrive, and
 //! the first byte that differs (the first one, for every HTTP/1 method but `PRI`) settles
 //! it. Both sides are the same proxy; TLS connections go to the HTTP/1 side, which takes
-//! HTTP/2 by ALPN.
+//! HTTP/2 by ALPN. Whatever HTTP/1 bytes Pingora reads (a TLS connection, a request the
+//! fast path hands over) pass through `checked::Checked` first.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,12 +16,13 @@ use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::{GetSocketDigest, Stream};
+use pingora::protocols::{GetSocketDigest, Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
+use super::checked::{self, Checked};
 use super::fast::head::Handoff;
 use super::fast::{plain_answer, Client, Served};
 use super::Proxy;
@@ -44,6 +46,8 @@ pub struct PlainOrH2c {
     h2c: Arc<HttpProxy<Proxy>>,
     limits: ClientLimits,
     metrics: Arc<Metrics>,
+    /// What each connection (or request) Pingora reads is checked with.
+    checked: checked::Limits,
 }
 
 impl PlainOrH2c {
@@ -59,12 +63,17 @@ impl PlainOrH2c {
         let mut options = HttpServerOptions::default();
         options.h2c = true;
         h2c.server_options = Some(options);
+        let checked = checked::Limits {
+            header_timeout: limits.header_timeout,
+            header_timeouts: metrics.client_timeouts_total.with_label_values(&["header"]),
+        };
         PlainOrH2c {
             proxy,
             h1: Arc::new(h1),
             h2c: Arc::new(h2c),
             limits,
             metrics,
+            checked,
         }
     }
 
@@ -240,9 +249,13 @@ impl ServerApp for PlainOrH2c {
         let accepted = Instant::now();
         let head_deadline = accepted + self.limits.header_timeout;
         if stream.get_ssl_digest().is_some() {
-            // TLS: ALPN picks HTTP/2 or HTTP/1.1 inside Pingora, which bounds each read of
-            // a head by its keep-alive and read timeouts (see the README).
-            return self.h1.process_new(stream, shutdown).await;
+            // TLS: Pingora serves it (HTTP/2 if ALPN chose it); HTTP/1.1 is read through
+            // banyan's rules, with the head's deadline counted from the handshake's end.
+            if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+                return self.h1.process_new(stream, shutdown).await;
+            }
+            let checked = Checked::new(stream, self.checked.clone(), Some(head_deadline));
+            return self.h1.process_new(Box::new(checked), shutdown).await;
         }
         let preface = tokio::time::timeout_at(head_deadline, opens_with_preface(&mut stream));
         match preface.await {
@@ -250,10 +263,7 @@ impl ServerApp for PlainOrH2c {
             Ok(Some(false)) => {}
             Ok(None) => return None,
             Err(_) => {
-                self.metrics
-                    .client_timeouts_total
-                    .with_label_values(&["header"])
-                    .inc();
+                self.checked.header_timeouts.inc();
                 return None;
             }
         }
@@ -275,127 +285,154 @@ impl ServerApp for PlainOrH2c {
     }
 }
 
+/// Where a plain connection's next request is served.
+enum Conn {
+    /// Read by the listener, served by the fast path when it can.
+    Own(Box<L4Stream>),
+    /// Pingora holds bytes of the next request (or has begun reading one).
+    Pingora(Box<Checked>),
+}
+
 impl PlainOrH2c {
     async fn serve_plain(
         &self,
-        mut l4: Box<L4Stream>,
+        l4: Box<L4Stream>,
         first_deadline: Instant,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let ip = l4
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let limits = self.limits;
         // Bytes of requests not yet served: a pipelined next request, or the start of one
         // still arriving.
         let mut buf = Pending::new();
         let mut settings: Option<HttpPersistentSettings> = None;
         let mut deadline = Some(first_deadline);
+        let mut conn = Conn::Own(l4);
         loop {
-            let to_pingora = settings.as_ref().is_some_and(holds_next_request);
-            if !to_pingora {
-                if buf.is_empty() {
-                    // Waiting for the next request: the keep-alive timeout, then the head's.
-                    let wait =
-                        deadline.unwrap_or_else(|| Instant::now() + limits.keepalive_timeout);
-                    match read_until(&mut l4, &mut buf, wait, shutdown).await {
-                        Read::More => {}
-                        Read::Gone => return None,
-                        Read::TimedOut if deadline.is_some() => {
-                            self.metrics
-                                .client_timeouts_total
-                                .with_label_values(&["header"])
-                                .inc();
-                            return None;
-                        }
-                        Read::TimedOut => return None,
-                    }
+            let checked = match conn {
+                Conn::Pingora(checked) => checked,
+                Conn::Own(mut l4) => {
+                    self.serve_own(&mut l4, ip, &mut buf, &mut deadline, shutdown)
+                        .await?;
+                    // Pingora reads the request from the start, as if nothing had been
+                    // read, through the same rules.
+                    l4.rewind(buf.data());
+                    buf.clear();
+                    Box::new(Checked::new(l4, self.checked.clone(), deadline))
                 }
-                // The head's deadline counts from the request's first byte, which the read
-                // just returned; it is only needed (a clock read) if the head is not whole.
-                let header_timeout = limits.header_timeout;
-                let mut head_by =
-                    || *deadline.get_or_insert_with(|| Instant::now() + header_timeout);
-                let client = Client {
-                    stream: &mut l4,
-                    ip,
-                    closing: *shutdown.borrow(),
-                };
-                match self.proxy.serve_fast(client, buf.data()).await {
-                    Ok((Served::KeepAlive, used)) => {
-                        buf.consume(used);
-                        deadline = None;
-                        continue;
-                    }
-                    Ok((Served::Close, _)) => return None,
-                    Err(Handoff::Refused(why)) => {
-                        self.proxy.refuse(&mut l4, why).await;
-                        linger(&mut l4).await;
-                        return None;
-                    }
-                    Err(Handoff::PartialHead) => {
-                        if buf.len() >= MAX_HEAD {
-                            let out = plain_answer(
-                                431,
-                                "Request Header Fields Too Large",
-                                "the request head is larger than 64 KiB",
-                            );
-                            super::fast::write(&mut l4, &out, limits.send_timeout).await;
-                            linger(&mut l4).await;
-                            return None;
-                        }
-                        match read_until(&mut l4, &mut buf, head_by(), shutdown).await {
-                            Read::More => continue,
-                            Read::Gone => return None,
-                            Read::TimedOut => {
-                                self.metrics
-                                    .client_timeouts_total
-                                    .with_label_values(&["header"])
-                                    .inc();
-                                let out = plain_answer(
-                                    408,
-                                    "Request Timeout",
-                                    "the request head did not arrive within client_header_timeout",
-                                );
-                                super::fast::write(&mut l4, &out, limits.send_timeout).await;
-                                return None;
-                            }
-                        }
-                    }
-                    // A small body still arriving is waited for, within the head's time;
-                    // past it, or a larger body, Pingora streams it.
-                    Err(Handoff::PartialBody) if buf.len() < FIRST_READ => {
-                        match read_until(&mut l4, &mut buf, head_by(), shutdown).await {
-                            Read::More => continue,
-                            Read::Gone => return None,
-                            Read::TimedOut => {}
-                        }
-                    }
-                    Err(_) => {}
-                }
-            }
-            // Pingora reads the request from the start, as if nothing had been read, or
-            // from the bytes it kept.
-            l4.rewind(buf.data());
-            buf.clear();
-            let mut session = ServerSession::new_http1(l4);
+            };
+            let mut session = ServerSession::new_http1(checked);
             match settings.take() {
                 Some(s) => s.apply_to_session(&mut session),
                 None => {
                     session.set_keepalive(
-                        (!*shutdown.borrow()).then(|| seconds(limits.keepalive_timeout)),
+                        (!*shutdown.borrow()).then(|| seconds(self.limits.keepalive_timeout)),
                     );
                     // Bytes a client pipelined behind this request are kept for the next
                     // one instead of closing the connection unanswered.
                     session.set_pipelining_enabled(true);
                 }
             }
-            session.set_write_timeout(Some(limits.send_timeout));
+            session.set_write_timeout(Some(self.limits.send_timeout));
             let reused = self.h1.process_new_http(session, shutdown).await?;
             let (stream, kept) = reused.consume();
+            let checked: Box<Checked> = stream.into_any().downcast().ok()?;
+            let pingora_goes_on =
+                kept.as_ref().is_some_and(holds_next_request) || !checked.between_requests();
             settings = kept;
-            l4 = stream.into_any().downcast().ok()?;
-            deadline = None;
+            conn = if pingora_goes_on {
+                Conn::Pingora(checked)
+            } else {
+                deadline = None;
+                Conn::Own(checked.into_inner().into_any().downcast().ok()?)
+            };
+        }
+    }
+
+    /// Serves requests on banyan's own path until one is Pingora's (`Some`: its bytes are
+    /// in `buf`) or the connection ends (`None`).
+    async fn serve_own(
+        &self,
+        l4: &mut Box<L4Stream>,
+        ip: Option<std::net::IpAddr>,
+        buf: &mut Pending,
+        deadline: &mut Option<Instant>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<()> {
+        let limits = self.limits;
+        loop {
+            if buf.is_empty() {
+                // Waiting for the next request: the keep-alive timeout, then the head's.
+                let wait = deadline.unwrap_or_else(|| Instant::now() + limits.keepalive_timeout);
+                match read_until(l4, buf, wait, shutdown).await {
+                    Read::More => {}
+                    Read::Gone => return None,
+                    Read::TimedOut if deadline.is_some() => {
+                        self.checked.header_timeouts.inc();
+                        return None;
+                    }
+                    Read::TimedOut => return None,
+                }
+            }
+            // The head's deadline counts from the request's first byte, which the read
+            // just returned; it is only needed (a clock read) if the head is not whole.
+            let header_timeout = limits.header_timeout;
+            let client = Client {
+                stream: &mut *l4,
+                ip,
+                closing: *shutdown.borrow(),
+            };
+            match self.proxy.serve_fast(client, buf.data()).await {
+                Ok((Served::KeepAlive, used)) => {
+                    buf.consume(used);
+                    *deadline = None;
+                }
+                Ok((Served::Close, _)) => return None,
+                Err(Handoff::Refused(why)) => {
+                    self.proxy.refuse(l4, why).await;
+                    linger(l4).await;
+                    return None;
+                }
+                Err(Handoff::PartialHead) => {
+                    if buf.len() >= MAX_HEAD {
+                        let out = plain_answer(
+                            431,
+                            "Request Header Fields Too Large",
+                            "the request head is larger than 64 KiB",
+                        );
+                        super::fast::write(l4, &out, limits.send_timeout).await;
+                        linger(l4).await;
+                        return None;
+                    }
+                    let head_by = *deadline.get_or_insert_with(|| Instant::now() + header_timeout);
+                    match read_until(l4, buf, head_by, shutdown).await {
+                        Read::More => {}
+                        Read::Gone => return None,
+                        Read::TimedOut => {
+                            self.checked.header_timeouts.inc();
+                            let out = plain_answer(
+                                408,
+                                "Request Timeout",
+                                "the request head did not arrive within client_header_timeout",
+                            );
+                            super::fast::write(l4, &out, limits.send_timeout).await;
+                            return None;
+                        }
+                    }
+                }
+                // A small body still arriving is waited for, within the head's time;
+                // past it, or a larger body, Pingora streams it.
+                Err(Handoff::PartialBody) if buf.len() < FIRST_READ => {
+                    let head_by = *deadline.get_or_insert_with(|| Instant::now() + header_timeout);
+                    match read_until(l4, buf, head_by, shutdown).await {
+                        Read::More => {}
+                        Read::Gone => return None,
+                        Read::TimedOut => return Some(()),
+                    }
+                }
+                Err(_) => return Some(()),
+            }
         }
     }
 }

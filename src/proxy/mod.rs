@@ -3,8 +3,10 @@
 //! request context. Bodies stream through Pingora untouched.
 
 pub mod access_log;
+pub mod checked;
 pub mod chunked;
 pub mod fast;
+pub mod follow;
 pub mod framing;
 pub mod headers;
 pub mod listener;
@@ -182,6 +184,8 @@ pub struct Ctx {
     limited: bool,
     /// Refused before routing: a request no hop could frame without doubt.
     refused: Option<framing::Refusal>,
+    /// The request's body was refused as it streamed (it was routed, and is logged).
+    body_refused: Option<framing::Refusal>,
     /// Attempts so far (connections tried), for retries and body replay.
     attempts: usize,
     connect_failures: usize,
@@ -266,6 +270,7 @@ impl ProxyHttp for Proxy {
             refused_target: false,
             limited: false,
             refused: None,
+            body_refused: None,
             attempts: 0,
             connect_failures: 0,
             peer: 0,
@@ -512,6 +517,11 @@ impl ProxyHttp for Proxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer {peer}"));
+        if checked::refusal_in(&e).is_some() {
+            // The client's own bytes were refused: nothing to try again.
+            e.set_retry(false);
+            return e;
+        }
         if std::mem::take(&mut ctx.retry_on_legacy) {
             e.set_retry(true);
             return e;
@@ -596,6 +606,18 @@ impl ProxyHttp for Proxy {
                 },
                 ErrorSource::Internal | ErrorSource::Unset => 500,
             },
+        };
+        // A body the client sent that banyan's rules refuse, stopped as Pingora read it.
+        let code = match checked::refusal_in(e) {
+            Some(follow::Stop::Refused(why)) => {
+                self.metrics
+                    .bad_requests_total
+                    .with_label_values(&[why.as_str()])
+                    .inc();
+                ctx.body_refused = Some(why);
+                why.status()
+            }
+            _ => code,
         };
         if code > 0 && session.response_written().is_none() {
             respond_error(session, code, ctx, None).await;
@@ -808,7 +830,7 @@ fn error_body(code: u16, ctx: &Ctx, retry_after: Option<u64>) -> Bytes {
         ),
         502 => format!("upstream `{upstream}` is unavailable"),
         504 => format!("upstream `{upstream}` did not answer in time"),
-        400 | 501 => match ctx.refused {
+        400 | 501 => match ctx.refused.or(ctx.body_refused) {
             Some(why) => format!("bad request: {why}"),
             None => "bad request".to_string(),
         },

@@ -127,7 +127,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
 
 /// Reads one response with a Content-Length body (none: empty) from a connection the
 /// server keeps open: (head, body). `None` when it closes or fails first.
-pub fn read_response(s: &mut TcpStream) -> Option<(String, String)> {
+pub fn read_response(s: &mut impl Read) -> Option<(String, String)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
