@@ -71,6 +71,7 @@ fn bench(c: &mut Criterion) {
         upstream_ms: Some(1.1),
         fallback: None,
         shadow: false,
+        transport: "banyan",
     };
     let mut out = Vec::with_capacity(512);
     c.bench_function("access log: format one line", |b| {

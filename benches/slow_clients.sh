@@ -6,6 +6,8 @@
 # flood's peak and after it, and what the trickler saw (connections the proxy closed).
 #
 #   benches/slow_clients.sh [trickling connections, default 5000] [flood seconds, default 40]
+#   TLS=1 benches/slow_clients.sh ...     the same over TLS (HTTP/1.1; both proxies with one
+#                                         self-signed P-256 certificate)
 #
 # Both proxies cut a head at 10 s (banyan's client_header_timeout default; nginx set to
 # match). Layout: the proxy under test on core 0; the upstream (nginx, 1 worker), wrk and
@@ -16,6 +18,7 @@ set -euo pipefail
 
 N=${1:-5000}
 FLOOD=${2:-40}
+TLS=${TLS:-0}
 DURATION=10
 CONNS=32
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,7 +28,12 @@ source "$ROOT/benches/lib.sh"
 need nginx wrk taskset curl python3
 ulimit -n "$(ulimit -Hn)"  # every trickling connection is a descriptor in each process
 
-UP=18681 BANYAN=18680 BANYAN_ADMIN=18690 NGINX=18780
+UP=18681 BANYAN=18680 BANYAN_ADMIN=18690 NGINX=18780 BANYAN_TLS=18683 NGINX_TLS=18783
+SCHEME=http BANYAN_AT=$BANYAN NGINX_AT=$NGINX TRICKLE_TLS=""
+if [ "$TLS" = 1 ]; then
+  need openssl
+  SCHEME=https BANYAN_AT=$BANYAN_TLS NGINX_AT=$NGINX_TLS TRICKLE_TLS=tls
+fi
 echo "building banyan (release)..." >&2
 (cd "$ROOT" && cargo build --release --quiet)
 BIN="$ROOT/target/release/banyan"
@@ -38,6 +46,9 @@ json_upstreams "$WORK/up" "$UP" "$DOC"
   upstream monolith { server 127.0.0.1:$UP; keepalive 64; }
   server {
     listen 127.0.0.1:$NGINX backlog=16384;
+    listen 127.0.0.1:$NGINX_TLS ssl backlog=16384;
+    ssl_certificate $WORK/cert.pem;
+    ssl_certificate_key $WORK/key.pem;
     proxy_http_version 1.1;
     proxy_set_header Connection "";
     location / { proxy_pass http://monolith; }
@@ -45,9 +56,12 @@ json_upstreams "$WORK/up" "$UP" "$DOC"
 }
 EOF
 } > "$WORK/px/nginx.conf"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
 taskset -c 0 nginx -p "$WORK/px" -c "$WORK/px/nginx.conf" & PIDS+=($!)
 NGINX_PID=$!
 banyan_config "$WORK/banyan" "$BANYAN" "$BANYAN_ADMIN" "$UP" "$UP"
+sed -i "/^default_upstream/a [server.tls]\nlisten = \"127.0.0.1:$BANYAN_TLS\"\ncert = \"$WORK/cert.pem\"\nkey = \"$WORK/key.pem\"" "$WORK/banyan/config/banyan.toml"
 (cd "$WORK/banyan" && exec taskset -c 0 "$BIN" run > /dev/null 2>&1) & PIDS+=($!)
 BANYAN_PID=$!
 wait_http "http://127.0.0.1:$UP/"
@@ -66,12 +80,12 @@ peak() { # pid seconds: the highest RSS (KiB) seen over that long
 
 measure() { # name port pid
   local name=$1 port=$2 pid=$3 idle flooded after out
-  WARMUP=1 run "$name-quiet" "http://127.0.0.1:$port/pass" "$pid" -s "$WORK/paced.lua"
+  WARMUP=1 run "$name-quiet" "$SCHEME://127.0.0.1:$port/pass" "$pid" -s "$WORK/paced.lua"
   idle=$(rss_kib "$pid")
-  taskset -c 1 python3 "$ROOT/benches/trickle.py" 127.0.0.1 "$port" "$N" "$FLOOD" > "$WORK/$name.trickle" & local tp=$!
+  taskset -c 1 python3 "$ROOT/benches/trickle.py" 127.0.0.1 "$port" "$N" "$FLOOD" 1 $TRICKLE_TLS > "$WORK/$name.trickle" & local tp=$!
   # Let the flood build up (every connection open and trickling), then measure under it.
   flooded=$(peak "$pid" 12)
-  WARMUP=1 run "$name-flood" "http://127.0.0.1:$port/pass" "$pid" -s "$WORK/paced.lua"
+  WARMUP=1 run "$name-flood" "$SCHEME://127.0.0.1:$port/pass" "$pid" -s "$WORK/paced.lua"
   local more
   more=$(peak "$pid" 2)
   [ "$more" -gt "$flooded" ] && flooded=$more
@@ -81,14 +95,14 @@ measure() { # name port pid
   echo "$name $idle $flooded $after" >> "$WORK/rss"
 }
 
-measure banyan "$BANYAN" "$BANYAN_PID"
-measure nginx "$NGINX" "$NGINX_PID"
+measure banyan "$BANYAN_AT" "$BANYAN_PID"
+measure nginx "$NGINX_AT" "$NGINX_PID"
 cut=$(curl -s "http://127.0.0.1:$BANYAN_ADMIN/metrics" | awk '/^banyan_client_timeouts_total\{phase="header"\}/ {print $NF}')
 
 {
-  echo "# Slow clients, $(date -u +%Y-%m-%dT%H:%MZ), $N trickling connections for ${FLOOD}s"
+  echo "# Slow clients, $(date -u +%Y-%m-%dT%H:%MZ), $N trickling connections for ${FLOOD}s ($SCHEME)"
   echo
-  echo "Command: benches/slow_clients.sh $N $FLOOD ($(nproc) cores); $(nginx -v 2>&1)"
+  echo "Command: TLS=$TLS benches/slow_clients.sh $N $FLOOD ($(nproc) cores); $(nginx -v 2>&1)"
   echo
   echo "Other clients (wrk, $CONNS connections, paced 4 ms), quiet and under the flood:"
   echo

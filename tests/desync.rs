@@ -379,6 +379,11 @@ fn probe(w: &mut World, t: Transport, n: usize) {
     assert_eq!(lines(&w.up), [format!("GET {path} 0")], "{t:?} probe {n}");
     let logged = w.new_log_lines(1);
     assert_eq!(logged[0]["path"], path.as_str());
+    let transport = match t {
+        Transport::Fast => "banyan",
+        Transport::Pingora => "pingora",
+    };
+    assert_eq!(logged[0]["transport"], transport, "probe {n}");
 }
 
 fn run(w: &mut World, t: Transport, n: usize, c: &Case) {
@@ -407,6 +412,16 @@ fn run(w: &mut World, t: Transport, n: usize, c: &Case) {
     let logged = w.new_log_lines(want.len());
     let paths: Vec<&str> = logged.iter().filter_map(|l| l["path"].as_str()).collect();
     assert_eq!(paths, want, "{what}");
+    // The transport each request was served by: the TLS listener is always Pingora's;
+    // the plain one hands Pingora what the fast path does not take.
+    for l in &logged {
+        let transport = l["transport"].as_str().unwrap_or("");
+        if t == Transport::Pingora {
+            assert_eq!(transport, "pingora", "{what}");
+        } else {
+            assert!(["banyan", "pingora"].contains(&transport), "{what}: {l}");
+        }
+    }
     if refused_late {
         assert_eq!(logged[0]["status"], 400, "{what}");
     }

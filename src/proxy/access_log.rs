@@ -1,5 +1,6 @@
 //! The access log: one JSON object per request (`ts`, `request_id`, `method`, `path`,
-//! `route`, `backend`, `status`, `duration_ms`, `upstream_ms`, `fallback`, `shadow`) to
+//! `route`, `backend`, `status`, `duration_ms`, `upstream_ms`, `fallback`, `shadow`,
+//! `transport`) to
 //! stdout or a file. The data path hands a line to a writer thread through a bounded
 //! queue and never waits: when the writer falls behind, lines are dropped and counted
 //! (`banyan_access_log_dropped_total`). SIGUSR1 makes the writer reopen the file, for
@@ -40,6 +41,8 @@ pub struct Line {
     pub upstream_ms: Option<f64>,
     pub fallback: Option<&'static str>,
     pub shadow: bool,
+    /// Which transport served it: `banyan` (its own HTTP/1.1 path) or `pingora`.
+    pub transport: &'static str,
 }
 
 #[derive(Serialize)]
@@ -55,6 +58,7 @@ struct Json<'a> {
     upstream_ms: Option<f64>,
     fallback: Option<&'a str>,
     shadow: bool,
+    transport: &'a str,
 }
 
 fn round3(v: f64) -> f64 {
@@ -76,6 +80,7 @@ impl Line {
             upstream_ms: self.upstream_ms.map(round3),
             fallback: self.fallback,
             shadow: self.shadow,
+            transport: self.transport,
         };
         serde_json::to_writer(&mut *out, &json)?;
         out.write_all(b"\n")
@@ -209,6 +214,7 @@ mod tests {
             upstream_ms: Some(0.5),
             fallback: Some("connect"),
             shadow: false,
+            transport: "pingora",
         };
         let mut out = Vec::new();
         line.write(&mut out).expect("write");
@@ -220,5 +226,6 @@ mod tests {
         assert_eq!(v["duration_ms"], 1.235);
         assert_eq!(v["route"], "orders");
         assert_eq!(v["path"], "/api/orders/7");
+        assert_eq!(v["transport"], "pingora");
     }
 }

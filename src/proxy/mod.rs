@@ -687,6 +687,7 @@ impl ProxyHttp for Proxy {
             status,
             failed: e.is_some(),
             upstream_failed: e.is_some_and(|e| e.esource() == &ErrorSource::Upstream),
+            transport: "pingora",
         };
         self.finish(ctx, ending, &req.method, req.uri.path());
     }
@@ -701,6 +702,8 @@ struct Ending {
     failed: bool,
     /// It failed on the upstream's side.
     upstream_failed: bool,
+    /// `banyan` or `pingora`, for the access log.
+    transport: &'static str,
 }
 
 impl Proxy {
@@ -785,6 +788,7 @@ impl Proxy {
                 upstream_ms: ctx.upstream_ms,
                 fallback: ctx.fallback.map(FallbackReason::as_str),
                 shadow: ctx.shadowed,
+                transport: end.transport,
             });
         }
     }
