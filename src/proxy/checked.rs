@@ -97,7 +97,7 @@ impl Checked {
         self.failed = Some(kind);
         match self.stop {
             Some(stop) => std::io::Error::new(kind, Refused(stop)),
-            None => std::io::Error::new(kind, "the request head took too long"),
+            None => std::io::Error::new(kind, crate::logging::HEAD_TIMED_OUT),
         }
     }
 }
