@@ -184,7 +184,9 @@ impl Follower {
     }
 
     /// Takes the start of what banyan writes to the client: after an upgrade was asked for,
-    /// a `101` answer hands the connection to the new protocol.
+    /// a `101` answer hands the connection to the new protocol. (Were the answer to an
+    /// earlier, pipelined request written first, the `101` would be missed: the new
+    /// protocol's bytes then fail to parse as a head, which ends the following too.)
     pub fn answered(&mut self, out: &[u8]) {
         if !self.upgrade_asked || !out.starts_with(b"HTTP/1.") {
             return;
