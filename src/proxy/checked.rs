@@ -44,8 +44,24 @@ pub struct Checked {
     deadline: Option<Pin<Box<Sleep>>>,
     armed: bool,
     /// Once a read failed, every later one fails the same way.
-    failed: Option<std::io::ErrorKind>,
-    stop: Option<Stop>,
+    failed: Option<Failed>,
+}
+
+/// Why the reads failed.
+#[derive(Debug, Clone, Copy)]
+enum Failed {
+    Refused(Stop),
+    HeadTimedOut,
+}
+
+impl Failed {
+    fn error(self) -> std::io::Error {
+        use std::io::{Error, ErrorKind};
+        match self {
+            Failed::Refused(stop) => Error::new(ErrorKind::InvalidData, Refused(stop)),
+            Failed::HeadTimedOut => Error::new(ErrorKind::TimedOut, crate::logging::HEAD_TIMED_OUT),
+        }
+    }
 }
 
 impl std::fmt::Debug for Checked {
@@ -67,7 +83,6 @@ impl Checked {
             deadline: None,
             armed: false,
             failed: None,
-            stop: None,
         };
         if let Some(at) = head_by {
             checked.arm(at);
@@ -92,14 +107,6 @@ impl Checked {
         }
         self.armed = true;
     }
-
-    fn fail(&mut self, kind: std::io::ErrorKind) -> std::io::Error {
-        self.failed = Some(kind);
-        match self.stop {
-            Some(stop) => std::io::Error::new(kind, Refused(stop)),
-            None => std::io::Error::new(kind, crate::logging::HEAD_TIMED_OUT),
-        }
-    }
 }
 
 impl AsyncRead for Checked {
@@ -109,18 +116,18 @@ impl AsyncRead for Checked {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
-        if let Some(kind) = this.failed {
-            return Poll::Ready(Err(this.fail(kind)));
+        if let Some(failed) = this.failed {
+            return Poll::Ready(Err(failed.error()));
         }
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 let new = &buf.filled()[before..];
                 if let Err((clear, stop)) = this.follower.feed(new) {
-                    this.stop = Some(stop);
-                    this.failed = Some(std::io::ErrorKind::InvalidData);
+                    let failed = Failed::Refused(stop);
+                    this.failed = Some(failed);
                     if clear == 0 {
-                        return Poll::Ready(Err(this.fail(std::io::ErrorKind::InvalidData)));
+                        return Poll::Ready(Err(failed.error()));
                     }
                     // What came before the refused piece (the request's head, say) is read
                     // first, so that Pingora answers the request instead of dropping it.
@@ -142,7 +149,8 @@ impl AsyncRead for Checked {
                     if let Some(sleep) = this.deadline.as_mut() {
                         if sleep.as_mut().poll(cx).is_ready() {
                             this.limits.header_timeouts.inc();
-                            return Poll::Ready(Err(this.fail(std::io::ErrorKind::TimedOut)));
+                            this.failed = Some(Failed::HeadTimedOut);
+                            return Poll::Ready(Err(Failed::HeadTimedOut.error()));
                         }
                     }
                 }
