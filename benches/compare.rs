@@ -12,8 +12,8 @@ use std::hint::black_box;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use banyan::shadow::compare::{compare, Answer, Noise, Rules, Verdict};
-use banyan::shadow::pattern::Patterns;
+use banyan::compare::pattern::Patterns;
+use banyan::compare::{compare, Answer, Noise, Rules, Verdict};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::header::CONTENT_TYPE;

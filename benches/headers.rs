@@ -4,7 +4,7 @@
 
 use std::hint::black_box;
 
-use banyan::proxy::headers;
+use banyan::upstream::forward as headers;
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};

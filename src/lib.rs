@@ -6,13 +6,16 @@
 pub mod admin;
 pub mod cli;
 pub mod clock;
+pub mod compare;
 pub mod config;
 pub mod control;
 pub mod demo;
 pub mod diag;
 pub mod guard;
+pub mod http1;
 pub mod logging;
 pub mod metrics;
+pub mod model;
 pub mod priority;
 pub mod proxy;
 pub mod ratelimit;

@@ -9,12 +9,12 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use http::HeaderValue;
 
-use crate::control::overrides::Override;
+use crate::compare::ShadowPlan;
 use crate::guard::Window;
 use crate::metrics::RouteMetrics;
+use crate::model::Override;
 use crate::ratelimit::Limiter;
 use crate::routes::{Backend, RouteDef, RouteTable};
-use crate::shadow::ShadowPlan;
 use crate::upstream::{UpstreamPool, Upstreams};
 
 pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;

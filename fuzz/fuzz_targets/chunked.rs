@@ -2,7 +2,7 @@
 //! accepts the reference decoder reads alike; and banyan's own chunks decode to the data.
 #![no_main]
 
-use banyan::proxy::chunked::{self, Decoder};
+use banyan::http1::chunked::{self, Decoder};
 use banyan_fuzz::dechunk;
 use libfuzzer_sys::fuzz_target;
 

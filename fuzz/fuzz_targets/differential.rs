@@ -4,7 +4,8 @@
 //! read as exactly that one request.
 #![no_main]
 
-use banyan::proxy::fast::head::{self, Forwarding, MAX_HEADERS};
+use banyan::http1::request::{self as head, MAX_HEADERS};
+use banyan::upstream::forward::{self, Forwarding};
 use banyan_fuzz::{frame_request, Framed};
 use http::HeaderValue;
 use libfuzzer_sys::fuzz_target;
@@ -37,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
         shadow: false,
     };
     let mut out = Vec::new();
-    head::write_upstream_request(&mut out, &h, &body, &fwd);
+    forward::write_request(&mut out, h.line(), || h.fields(), &body, &fwd);
     match frame_request(&out) {
         Framed::Whole {
             method,

@@ -2,8 +2,8 @@
 //! compared without panic, and any body compared with itself matches.
 #![no_main]
 
-use banyan::shadow::compare::{compare, Answer, Noise, Rules, Verdict};
-use banyan::shadow::pattern::Patterns;
+use banyan::compare::{compare, Answer, Noise, Rules, Verdict};
+use banyan::compare::pattern::Patterns;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 

@@ -3,8 +3,9 @@
 //! forwards parses again, by its own rules, as the same one request.
 #![no_main]
 
-use banyan::proxy::fast::head::{self, Forwarding, Handoff, MAX_HEADERS};
-use banyan::proxy::framing::Refusal;
+use banyan::http1::request::{self as head, Handoff, MAX_HEADERS};
+use banyan::upstream::forward::{self, Forwarding};
+use banyan::http1::framing::Refusal;
 use banyan::proxy::strict;
 use http::HeaderValue;
 use libfuzzer_sys::fuzz_target;
@@ -39,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
             shadow: true,
         };
         let mut out = Vec::new();
-        head::write_upstream_request(&mut out, &h, &body, &fwd);
+        forward::write_request(&mut out, h.line(), || h.fields(), &body, &fwd);
         let mut hs = [httparse::EMPTY_HEADER; 2 * MAX_HEADERS];
         let mut again = httparse::Request::new(&mut hs);
         let Ok(httparse::Status::Complete(n)) = again.parse(&out) else {

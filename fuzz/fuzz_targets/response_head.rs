@@ -2,8 +2,9 @@
 //! parses again to the same status and framing.
 #![no_main]
 
-use banyan::proxy::fast::response::{self, Additions, Framing};
-use banyan::proxy::framing::{self, Body};
+use banyan::http1::response::{self, Framing};
+use banyan::proxy::fast::response::{write_client_head, Additions};
+use banyan::http1::framing::{self, Body};
 use http::HeaderValue;
 use libfuzzer_sys::fuzz_target;
 
@@ -25,7 +26,7 @@ fuzz_target!(|input: &[u8]| {
         debug: &[],
         close: flags & 2 == 2,
     };
-    response::write_client_head(&mut out, &data[..p.head_len], &p, &add);
+    write_client_head(&mut out, &data[..p.head_len], &p, &add);
     // Read back with room for the fields banyan adds.
     let mut hs = [httparse::EMPTY_HEADER; 2 * response::MAX_HEADERS];
     let mut again = httparse::Response::new(&mut hs);

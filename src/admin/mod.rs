@@ -15,8 +15,8 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use crate::control::audit::Source;
-use crate::control::overrides::Trigger;
 use crate::control::{Control, ControlError, Outcome, Selection};
+use crate::model::Trigger;
 use crate::routes::split::percent_to_bp;
 
 /// The migration dashboard, served at `/`.

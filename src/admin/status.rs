@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
-use crate::control::overrides::Override;
 use crate::control::rates::RouteRates;
 use crate::control::{Control, ReloadError};
+use crate::metrics::shadow::ShadowStats;
+use crate::model::Override;
 use crate::routes::{split, Backend, PathMatch, RateKey};
-use crate::shadow::stats::ShadowStats;
 use crate::snapshot::{CompiledRoute, Snapshot};
 
 #[derive(Debug, Serialize, Deserialize)]

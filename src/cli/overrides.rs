@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 
 use super::client::{Admin, AdminArgs, CallError};
 use crate::control::audit::{self, Source};
-use crate::control::overrides::{self, Override, Overrides, Trigger};
+use crate::control::overrides::{self, Overrides};
+use crate::model::{Override, Trigger};
 use crate::routes::load::route_files;
 use crate::routes::split::{bp_to_text, percent_to_bp};
 

@@ -291,7 +291,7 @@ pub fn status(args: &Args) -> anyhow::Result<ExitCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shadow::stats::ShadowStats;
+    use crate::metrics::shadow::ShadowStats;
 
     fn shadow(stats: ShadowStats) -> ShadowStatus {
         ShadowStatus {

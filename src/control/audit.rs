@@ -9,7 +9,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::overrides::now_rfc3339;
+use crate::clock::now_rfc3339;
 
 pub const FILE_NAME: &str = "audit.jsonl";
 

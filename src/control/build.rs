@@ -7,13 +7,14 @@ use std::time::SystemTime;
 
 use http::HeaderValue;
 
-use super::overrides::{Override, Overrides, Trigger};
+use super::overrides::Overrides;
+use crate::compare::ShadowPlan;
 use crate::config::Config;
 use crate::guard::Window;
 use crate::metrics::{Metrics, RouteMetrics};
+use crate::model::{Override, Trigger};
 use crate::ratelimit::Limiter;
 use crate::routes::{split, Matcher, RouteSet, RouteTable, DEFAULT_ROUTE};
-use crate::shadow::ShadowPlan;
 use crate::snapshot::{CompiledRoute, Snapshot};
 use crate::upstream::Upstreams;
 

@@ -25,11 +25,12 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::diag::{Diagnostic, Report, Severity};
 use crate::metrics::Metrics;
+use crate::model::{Override, Trigger};
 use crate::routes::{self, split, Matcher, RouteSet};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use crate::upstream::Upstreams;
 use audit::Source;
-use overrides::{Override, Overrides, Trigger};
+use overrides::Overrides;
 
 /// Why the last reload was refused; shown by status until a good reload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -461,7 +462,7 @@ impl Control {
             );
         }
         let err = ReloadError {
-            at: overrides::now_rfc3339(),
+            at: crate::clock::now_rfc3339(),
             source: source.as_str().to_string(),
             errors,
         };

@@ -10,68 +10,15 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::{Override, Trigger};
 use crate::routes::split::{bp_to_percent, percent_to_bp};
 
 pub const FILE_NAME: &str = "overrides.json";
 /// Larger override files are refused as corrupt; a real one is a few KB per hundred routes.
 const MAX_FILE_BYTES: u64 = 8 << 20;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Trigger {
-    Manual,
-    Guard,
-}
-
-impl Trigger {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Manual => "manual",
-            Trigger::Guard => "guard",
-        }
-    }
-}
-
-/// One route's override, as plain data (percent in basis points).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Override {
-    pub percent_bp: u16,
-    /// False pauses the route's shadow traffic.
-    pub shadow: bool,
-    pub trigger: Trigger,
-    pub reason: String,
-    /// RFC 3339.
-    pub at: String,
-}
-
-impl Override {
-    pub fn new(percent_bp: u16, shadow: bool, trigger: Trigger, reason: &str) -> Self {
-        Override {
-            percent_bp,
-            shadow,
-            trigger,
-            reason: reason.to_string(),
-            at: now_rfc3339(),
-        }
-    }
-
-    /// Seconds since the override was set, when its time parses.
-    pub fn age_seconds(&self) -> Option<u64> {
-        let at = humantime::parse_rfc3339_weak(&self.at).ok()?;
-        SystemTime::now()
-            .duration_since(at)
-            .ok()
-            .map(|d| d.as_secs())
-    }
-}
-
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
-}
 
 /// The file's entry, as written. Unknown fields are ignored so that a newer version's file
 /// still loads; `percent` is the only required field.

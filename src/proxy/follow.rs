@@ -10,8 +10,8 @@
 //! `101 Switching Protocols` or a `CONNECT` the bytes are another protocol's and are no
 //! longer followed.
 
-use super::chunked;
-use super::framing::{self, Body, Refusal};
+use crate::http1::chunked;
+use crate::http1::framing::{self, Body, Refusal};
 
 /// The largest request head followed: Pingora's own limit (it answers a longer one 400
 /// itself), so that following never refuses a head Pingora would take. The copy lasts only

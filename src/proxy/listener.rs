@@ -23,10 +23,10 @@ use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use super::checked::{self, Checked};
-use super::fast::head::Handoff;
 use super::fast::{plain_answer, Client, Served};
 use super::Proxy;
 use crate::config::ClientLimits;
+use crate::http1::request::Handoff;
 use crate::metrics::Metrics;
 
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";

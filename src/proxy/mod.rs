@@ -4,11 +4,8 @@
 
 pub mod access_log;
 pub mod checked;
-pub mod chunked;
 pub mod fast;
 pub mod follow;
-pub mod framing;
-pub mod headers;
 pub mod listener;
 pub mod strict;
 
@@ -25,18 +22,19 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType, Result};
 
 use crate::clock::now_ms;
+use crate::compare::{Answer, SkipReason};
 use crate::config::ClientLimits;
+use crate::http1::framing::{self, BadFraming};
 use crate::metrics::{FallbackReason, Metrics};
 use crate::ratelimit;
 use crate::routes::{Backend, RequestView};
-use crate::shadow::compare::{Answer, SkipReason};
-use crate::shadow::original::Original;
+use crate::shadow::copy::Original;
 use crate::shadow::{Job, ShadowCtx, Shadower};
 use crate::snapshot::{CompiledRoute, SharedSnapshot, Snapshot};
 use crate::upstream::circuit::Admit;
+use crate::upstream::forward as headers;
 use crate::upstream::UpstreamPool;
 use access_log::{AccessLog, Line};
-use framing::BadFraming;
 
 #[derive(Clone)]
 pub struct Proxy {

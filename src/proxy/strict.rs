@@ -9,8 +9,8 @@ use http::Version;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::ServerSession;
 
-use super::framing::{self, BadFraming, Refusal};
-use super::headers::connection_nominated;
+use crate::http1::framing::{self, BadFraming, Refusal};
+use crate::upstream::forward::connection_nominated;
 
 /// Pingora's own limit on request header fields.
 const MAX_FIELDS: usize = 256;

@@ -7,7 +7,7 @@ use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 
-use super::compare::Answer;
+use crate::compare::Answer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {

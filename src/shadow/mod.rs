@@ -4,30 +4,21 @@
 //! of its own at a lower CPU priority than the data path's; with a bounded body capture,
 //! a bounded number in flight (beyond it, dropped and counted) and its own timeout.
 //!
-//! - `plan.rs`: what a route mirrors, compiled into the snapshot; the sampling decision.
 //! - `worker.rs`: the shadow worker's thread, runtime and hand-off.
 //! - `quiet.rs`: the worker's wait for a moment without client requests.
-//! - `capture.rs`: capped copies of the request and primary response bodies.
-//! - `compare.rs`, `pattern.rs`, `decode.rs`: the comparison, pure.
-//! - `noise.rs`, `stats.rs`: learned noise and per-route outcomes.
+//! - `copy.rs`: the copy, built one way (the forwarding rules of `upstream::forward`)
+//!   from Pingora's parsed request or from the bytes banyan's own path read. Plain-HTTP
+//!   upstreams get it through banyan's own client (`upstream::client`), TLS ones through
+//!   Pingora's connector (`client.rs`).
 //! - `difflog.rs`: `state/diffs.jsonl` and the recent mismatches for the API.
-//! - `original.rs`, `request.rs`: the copy, from Pingora's parsed request or from the
-//!   bytes banyan's own path read. Plain-HTTP upstreams get it through banyan's own client
-//!   (`proxy::fast::client`), TLS ones through Pingora's connector (`client.rs`).
+//!
+//! What a route mirrors (`compare::plan`), the comparison (`compare`), and the per-route
+//! outcomes and learned noise (`metrics::shadow`) live outside, shared with the snapshot.
 
-pub mod capture;
 pub mod client;
-pub mod compare;
-pub mod decode;
+pub mod copy;
 pub mod difflog;
-pub mod json;
-pub mod noise;
-pub mod original;
-pub mod pattern;
-pub mod plan;
 pub mod quiet;
-pub mod request;
-pub mod stats;
 pub mod worker;
 
 use std::net::IpAddr;
@@ -39,19 +30,17 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
 use pingora::connectors::http::Connector;
 
+use crate::compare::{Answer, Difference, Field, SkipReason, Verdict};
 use crate::config::ShadowLimits;
+use crate::metrics::shadow::{DropReason, Outcome};
 use crate::metrics::Metrics;
-use crate::proxy::fast::client as fast_client;
-use crate::proxy::fast::head::Forwarding;
 use crate::snapshot::Snapshot;
+use crate::upstream::capture::BodyCapture;
+use crate::upstream::client as fast_client;
+use crate::upstream::forward::Forwarding;
 use crate::upstream::UpstreamPool;
-use capture::BodyCapture;
-use compare::{Answer, Difference, Field, SkipReason, Verdict};
+use copy::Original;
 use difflog::{DiffEntry, DiffLog, DiffRecord};
-use original::Original;
-use stats::{DropReason, Outcome};
-
-pub use plan::ShadowPlan;
 
 /// Headers whose values never reach the diff log, whatever the config says.
 pub const ALWAYS_SENSITIVE: [HeaderName; 4] = [
@@ -279,7 +268,7 @@ impl Copier {
         original: &Original,
         copy: &Forwarding<'_>,
         body: &Bytes,
-        rules: &compare::Rules,
+        rules: &crate::compare::Rules,
     ) -> Result<Answer, String> {
         let limits = &self.shared.limits;
         let copy = &Forwarding {
@@ -293,16 +282,12 @@ impl Copier {
                 // Boxed: Pingora's exchange future is tens of KiB, and inline it would size
                 // (and be copied into) every shadow's task, TLS or not.
                 let peer = upstream.pick_or_any().1;
-                let header = original.header(copy, body.len()).ok_or_else(unreadable)?;
-                Box::pin(client::exchange(
-                    &self.connector,
-                    peer,
-                    header,
-                    body.clone(),
-                    cap,
-                ))
-                .await
-                .map_err(|e| e.to_string())
+                let wire = original.wire(copy, body).ok_or_else(unreadable)?;
+                let (header, at) = copy::pingora_header(&wire).ok_or_else(unreadable)?;
+                let body = Bytes::copy_from_slice(wire.get(at..).unwrap_or_default());
+                Box::pin(client::exchange(&self.connector, peer, header, body, cap))
+                    .await
+                    .map_err(|e| e.to_string())
             } else {
                 // Plain HTTP: banyan's own client, and the upstream's kept connections.
                 let wire = original.wire(copy, body).ok_or_else(unreadable)?;
@@ -354,7 +339,7 @@ impl Copier {
         let head = request.method() == Method::HEAD;
         let learn = plan.compare
             && plan.noise
-            && plan::is_safe(request.method())
+            && crate::compare::plan::is_safe(request.method())
             && stats.take_learning_sample();
         // Each upstream's own Host is filled in by `fetch`.
         let copy = Forwarding {
@@ -402,13 +387,13 @@ impl Copier {
         if let Some(second) = second {
             let noise = stats.noise();
             if let Verdict::Mismatch { differences, .. } =
-                compare::compare(&primary, &second, head, &plan.rules, &noise)
+                crate::compare::compare(&primary, &second, head, &plan.rules, &noise)
             {
                 stats.learn(&differences);
             }
         }
         let noise = stats.noise();
-        match compare::compare(&primary, &answer, head, &plan.rules, &noise) {
+        match crate::compare::compare(&primary, &answer, head, &plan.rules, &noise) {
             Verdict::Match => stats.record(m, Outcome::Match),
             Verdict::Skipped(reason) => stats.record_skip(m, reason),
             Verdict::Mismatch { differences, total } => {
@@ -450,7 +435,7 @@ fn diff_record(
     };
     let listed = differences.len();
     DiffRecord {
-        time: crate::control::overrides::now_rfc3339(),
+        time: crate::clock::now_rfc3339(),
         route: route.to_string(),
         method: request.method().to_string(),
         path: path.to_string(),
@@ -578,7 +563,7 @@ mod tests {
 
         // The same from the bytes banyan's own path read.
         let raw = b"GET /a/b?token=secret HTTP/1.1\r\nHost: shop\r\n\r\n";
-        let fast = original::Raw::new(Bytes::copy_from_slice(raw), Method::GET);
+        let fast = copy::Raw::new(Bytes::copy_from_slice(raw), Method::GET);
         let req = Original::Raw(fast);
         let r = diff_record(&shared, "orders", &req, &id, &answer, &answer, vec![], 0);
         assert_eq!(

@@ -3,8 +3,11 @@
 //! rotation; each peer's health and each upstream's circuit breaker live beside them and
 //! outlive every snapshot.
 
+pub mod capture;
 pub mod checks;
 pub mod circuit;
+pub mod client;
+pub mod forward;
 pub mod idle;
 pub mod peer;
 

@@ -10,8 +10,6 @@
 //! - `client.rs`: the upstream exchange, also used for shadow copies.
 //! - `response.rs`: the upstream's response head, framing, and the head the client gets.
 
-pub mod client;
-pub mod head;
 pub mod response;
 
 use std::future::Future;
@@ -25,18 +23,20 @@ use pingora::protocols::l4::stream::Stream as L4Stream;
 use tokio::io::AsyncWriteExt;
 
 use super::{error_body, Ctx, Ending, Proxy};
+use crate::compare::Answer;
+use crate::http1::framing::Refusal;
+use crate::http1::request::{self as head, Handoff, Head, MAX_HEADERS};
+use crate::http1::response::Framing;
 use crate::metrics::FallbackReason;
-use crate::proxy::framing::Refusal;
 use crate::routes::request::strip_port;
 use crate::routes::{Backend, RequestView};
-use crate::shadow::compare::Answer;
-use crate::shadow::original::{Original, Raw};
+use crate::shadow::copy::{Original, Raw};
 use crate::shadow::ShadowCtx;
 use crate::snapshot::{CompiledRoute, Snapshot};
+use crate::upstream::client::{self, Answered, BodyRelay, Exchange, Failure};
+use crate::upstream::forward::{self, Forwarding};
 use crate::upstream::Lane;
-use client::{Answered, BodyRelay, Exchange, Failure};
-use head::{Forwarding, Handoff, Head, MAX_HEADERS};
-use response::{Additions, Framing};
+use response::Additions;
 
 /// Attempts per request, whatever the retry rules say (Pingora's budget, as configured).
 const MAX_ATTEMPTS: usize = 8;
@@ -91,7 +91,7 @@ impl Proxy {
         let mut ctx = <Proxy as pingora::proxy::ProxyHttp>::new_ctx(self);
         ctx.client = client.ip;
         ctx.route = decision.route;
-        ctx.request_id = super::headers::request_id(map.get(super::headers::X_REQUEST_ID));
+        ctx.request_id = forward::request_id(map.get(forward::X_REQUEST_ID));
         if let Some(limiter) = &route.limiter {
             if limiter.check(limiter.key(&map, client.ip)).is_err() {
                 // Refused: a check that refuses takes nothing, so Pingora's path asks again
@@ -149,7 +149,7 @@ impl Proxy {
                 upstream_host: pool.host.as_ref(),
                 shadow: false,
             };
-            head::write_upstream_request(&mut out, head, body, &fwd);
+            forward::write_request(&mut out, head.line(), || head.fields(), body, &fwd);
             let how = Exchange {
                 head_request: *method == Method::HEAD,
                 idempotent: method.is_idempotent(),
@@ -483,7 +483,7 @@ fn error_response(code: u16, ctx: &Ctx) -> Vec<u8> {
         body.len()
     )
     .into_bytes();
-    head::push_header(&mut out, b"X-Request-Id", ctx.request_id.as_bytes());
+    crate::http1::push_header(&mut out, b"X-Request-Id", ctx.request_id.as_bytes());
     out.extend_from_slice(b"Connection: close\r\n\r\n");
     out.extend_from_slice(&body);
     out

@@ -4,8 +4,8 @@
 
 use http::{HeaderName, Method};
 
-use super::compare::Rules;
 use super::pattern::Patterns;
+use super::Rules;
 use crate::routes::def::ShadowDef;
 use crate::routes::{split, sticky_bucket, RequestView, Salt, Sticky};
 
@@ -129,8 +129,8 @@ mod tests {
             vec![HeaderName::from_static("date")]
         );
         assert!(p.rules.ignore.selects(&[
-            crate::shadow::pattern::Seg::Key("meta"),
-            crate::shadow::pattern::Seg::Key("generated_at")
+            crate::compare::pattern::Seg::Key("meta"),
+            crate::compare::pattern::Seg::Key("generated_at")
         ]));
     }
 }

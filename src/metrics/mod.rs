@@ -1,6 +1,8 @@
 //! The Prometheus registry with the contract's metric names, and per-route handles
 //! resolved once per snapshot, so the data path never looks labels up.
 
+pub mod shadow;
+
 use std::sync::OnceLock;
 
 use prometheus::{
@@ -9,7 +11,7 @@ use prometheus::{
 };
 
 use crate::routes::Backend;
-use crate::shadow::stats::RouteShadow;
+use shadow::RouteShadow;
 
 /// Seconds; dense below 100 ms, where a proxy's and a healthy service's latency lives.
 pub const LATENCY_BUCKETS: &[f64] = &[

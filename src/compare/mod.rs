@@ -1,14 +1,29 @@
 //! Does the shadow answer like the primary? A pure function over two captured answers:
 //! status, the configured headers, and the body (JSON structurally, otherwise bytes),
 //! minus what the route ignores and what banyan learned to be noise.
+//!
+//! Pure and shared: the snapshot carries each route's plan (`plan.rs`), the metrics keep
+//! the learned noise (`noise.rs`), the shadow service runs the comparison.
+//!
+//! - `plan.rs`: what a route mirrors and how its answers are compared; the sampling.
+//! - `decode.rs`, `json.rs`, `pattern.rs`: bodies decoded, parsed, and the ignore patterns.
+//! - `noise.rs`: differences learned to be noise.
+
+pub mod decode;
+pub mod json;
+pub mod noise;
+pub mod pattern;
+pub mod plan;
+
+pub use plan::ShadowPlan;
 
 use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName};
 
-use super::decode::{decode, Decoded};
-use super::json::{self, Json};
-use super::pattern::{pointer_text, OwnedSeg, Patterns, Seg};
+use decode::{decode, Decoded};
+use json::Json;
+use pattern::{pointer_text, OwnedSeg, Patterns, Seg};
 
 /// Values quoted in a difference are cut to this many bytes.
 pub const VALUE_PREVIEW: usize = 200;
@@ -450,5 +465,4 @@ pub fn shorten(text: &str) -> String {
 }
 
 #[cfg(test)]
-#[path = "compare_tests.rs"]
 mod tests;

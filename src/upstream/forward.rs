@@ -1,14 +1,18 @@
-//! Header rules of the request path, as pure functions over header maps: forwarding
-//! headers, request ids, and hop-by-hop fields on responses. (Pingora already strips
-//! hop-by-hop fields from upstream requests, including those a `Connection` header
-//! nominates, and normalises WebSocket upgrades.)
+//! The forwarding rules, once for every request banyan sends on: what it adds
+//! (`X-Forwarded-*`, `X-Request-Id`, the shadow mark), what it never passes (hop-by-hop
+//! fields, those a `Connection` header nominates except framing and Host, framing it
+//! writes itself). Two forms of the same rules: `write_request` writes the bytes banyan's
+//! own client sends (client requests on banyan's path, every shadow copy);
+//! `apply_forwarding` edits the header Pingora sends on its path (Pingora strips the
+//! hop-by-hop fields there). Pure.
 
 use std::net::IpAddr;
 
 use http::header::{CONNECTION, HOST};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::proxy::framing::{protected, tokens};
+use crate::http1::framing::{hop_by_hop, protected, tokens};
+use crate::http1::{connection_tokens, format_len, push_header, Line};
 use crate::routes::request::IpText;
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -65,6 +69,101 @@ macro_rules! pingora_header_block {
 }
 pingora_header_block!(pingora::http::RequestHeader);
 pingora_header_block!(pingora::http::ResponseHeader);
+
+/// What banyan adds to a request it forwards (or to a shadow copy of it).
+#[derive(Clone, Copy)]
+pub struct Forwarding<'a> {
+    pub client: Option<IpAddr>,
+    pub scheme: &'static str,
+    pub request_id: &'a HeaderValue,
+    /// Replaces the client's Host when the upstream sets one.
+    pub upstream_host: Option<&'a HeaderValue>,
+    /// A shadow copy: marked `X-Banyan-Shadow: 1`.
+    pub shadow: bool,
+}
+
+/// Writes the request as sent upstream: the request line and the client's fields in their
+/// order and case, minus hop-by-hop fields, framing fields, `Expect` (the body goes whole)
+/// and the ones banyan sets, then banyan's forwarding headers (the rules
+/// `apply_forwarding` applies on Pingora's path), banyan's own `Content-Length` for
+/// `body`, then the body. The client's `Connection` header can take away neither the
+/// length nor the Host.
+///
+/// `fields` gives the request's fields as (name, value) each time it is called (they are
+/// read twice: first for the `Connection` nominations).
+pub fn write_request<'h, F, I>(
+    out: &mut Vec<u8>,
+    line: Line<'h>,
+    fields: F,
+    body: &[u8],
+    fwd: &Forwarding,
+) where
+    F: Fn() -> I,
+    I: Iterator<Item = (&'h str, &'h [u8])>,
+{
+    const OWN: [&str; 7] = [
+        "content-length",
+        "expect",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-request-id",
+        "x-banyan-shadow",
+    ];
+    let connection = connection_tokens(fields());
+    out.extend_from_slice(line.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(line.target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut previous_xff = None;
+    let mut host = None;
+    let mut declared_length = false;
+    for (name, value) in fields() {
+        if name.eq_ignore_ascii_case("x-forwarded-for") && previous_xff.is_none() {
+            previous_xff = Some(value);
+        }
+        declared_length |= name.eq_ignore_ascii_case("content-length");
+        if name.eq_ignore_ascii_case("host") {
+            host = host.or(Some(value));
+            if fwd.upstream_host.is_some() {
+                continue;
+            }
+        }
+        if hop_by_hop(name, &connection) || OWN.iter().any(|o| name.eq_ignore_ascii_case(o)) {
+            continue;
+        }
+        push_header(out, name.as_bytes(), value);
+    }
+    if let Some(h) = fwd.upstream_host {
+        push_header(out, b"Host", h.as_bytes());
+    } else if let (None, Some(authority)) = (host, line.authority) {
+        // An HTTP/2 request's authority becomes the Host HTTP/1.1 needs.
+        push_header(out, b"Host", authority);
+    }
+    let host = host.or(line.authority);
+    if !body.is_empty() || declared_length {
+        let mut digits = [0u8; 20];
+        push_header(out, b"Content-Length", format_len(&mut digits, body.len()));
+    }
+    if let Some(ip) = fwd.client {
+        let prev = previous_xff.and_then(|v| HeaderValue::from_bytes(v).ok());
+        push_header(
+            out,
+            b"X-Forwarded-For",
+            forwarded_for(prev.as_ref(), ip).as_bytes(),
+        );
+    }
+    push_header(out, b"X-Forwarded-Proto", fwd.scheme.as_bytes());
+    if let Some(h) = host {
+        push_header(out, b"X-Forwarded-Host", h);
+    }
+    push_header(out, b"X-Request-Id", fwd.request_id.as_bytes());
+    if fwd.shadow {
+        push_header(out, b"X-Banyan-Shadow", b"1");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
 
 /// The client's request id if it is usable (visible ASCII, bounded length), else a new
 /// UUID v4, so that every request can be followed through legacy, target and logs.
@@ -174,6 +273,16 @@ pub fn connection_nominated(headers: &HeaderMap) -> Vec<HeaderName> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http1::request::{parse, Handoff, Head, MAX_HEADERS};
+
+    fn parsed<T>(raw: &[u8], f: impl FnOnce(Result<Head, Handoff>) -> T) -> T {
+        let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        f(parse(raw, &mut hs))
+    }
+
+    fn write_upstream_request(out: &mut Vec<u8>, h: &Head, body: &[u8], fwd: &Forwarding) {
+        write_request(out, h.line(), || h.fields(), body, fwd);
+    }
 
     #[test]
     fn request_ids_are_kept_when_usable() {
@@ -237,5 +346,100 @@ mod tests {
         assert!(h.get("x-internal-hop").is_none());
         assert_eq!(h["content-type"], "application/json");
         assert_eq!(h["content-length"], "12", "framing is never nominated away");
+    }
+
+    #[test]
+    fn the_upstream_request_carries_forwarding_headers_and_no_hop_by_hop_fields() {
+        let raw = b"POST /o?x=1 HTTP/1.1\r\nHost: shop.example.com\r\nConnection: keep-alive, X-Hop\r\nX-Hop: secret\r\nKeep-Alive: timeout=5\r\nX-Forwarded-For: 203.0.113.1\r\nX-Forwarded-Proto: gopher\r\nX-Banyan-Shadow: 1\r\nX-Request-Id: old\r\ntraceparent: 00-abc-def-01\r\nContent-Length: 2\r\n\r\nhi";
+        let id = HeaderValue::from_static("rid");
+        parsed(raw, |h| {
+            let h = h.expect("fast");
+            let mut out = Vec::new();
+            let fwd = Forwarding {
+                client: Some([10, 0, 0, 9].into()),
+                scheme: "http",
+                request_id: &id,
+                upstream_host: None,
+                shadow: false,
+            };
+            write_upstream_request(&mut out, &h, b"hi", &fwd);
+            assert_eq!(
+                String::from_utf8(out).expect("text"),
+                "POST /o?x=1 HTTP/1.1\r\nHost: shop.example.com\r\ntraceparent: 00-abc-def-01\r\n\
+                 Content-Length: 2\r\nX-Forwarded-For: 203.0.113.1, 10.0.0.9\r\n\
+                 X-Forwarded-Proto: http\r\nX-Forwarded-Host: shop.example.com\r\n\
+                 X-Request-Id: rid\r\n\r\nhi"
+            );
+            let host = HeaderValue::from_static("orders.internal");
+            let mut out = Vec::new();
+            let fwd = Forwarding {
+                client: None,
+                upstream_host: Some(&host),
+                ..fwd
+            };
+            write_upstream_request(&mut out, &h, b"hi", &fwd);
+            let text = String::from_utf8(out).expect("text");
+            assert!(
+                text.starts_with("POST /o?x=1 HTTP/1.1\r\ntraceparent"),
+                "{text}"
+            );
+            assert!(text.contains("\r\nHost: orders.internal\r\n"), "{text}");
+            assert!(
+                text.contains("\r\nX-Forwarded-Host: shop.example.com\r\n"),
+                "{text}"
+            );
+            assert!(!text.contains("X-Forwarded-For"), "{text}");
+        });
+    }
+
+    #[test]
+    fn connection_cannot_take_the_length_or_host_away() {
+        // The smuggling attempt: a body kept, its length nominated away.
+        let raw = b"POST / HTTP/1.1\r\nHost: shop\r\nConnection: Content-Length, Host, Transfer-Encoding\r\nContent-Length: 35\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+        let id = HeaderValue::from_static("rid");
+        parsed(raw, |h| {
+            let h = h.expect("fast");
+            assert_eq!(h.body_len, 35);
+            let mut out = Vec::new();
+            let fwd = Forwarding {
+                client: None,
+                scheme: "http",
+                request_id: &id,
+                upstream_host: None,
+                shadow: false,
+            };
+            write_upstream_request(&mut out, &h, &raw[h.head_len..], &fwd);
+            let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let sent = parse(&out, &mut hs).expect("the upstream parses one request");
+            assert_eq!(
+                sent.wire_len(),
+                out.len(),
+                "the body is the rest, nothing after it"
+            );
+            assert_eq!(sent.header("host"), Some(&b"shop"[..]));
+            assert_eq!(sent.header("content-length"), Some(&b"35"[..]));
+            assert!(sent.header("connection").is_none());
+        });
+        // A declared empty body keeps its length; none declared, none written.
+        let zero = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n";
+        parsed(zero, |h| {
+            let mut out = Vec::new();
+            let fwd = Forwarding {
+                client: None,
+                scheme: "http",
+                request_id: &id,
+                upstream_host: None,
+                shadow: false,
+            };
+            write_upstream_request(&mut out, &h.expect("fast"), b"", &fwd);
+            assert!(String::from_utf8_lossy(&out).contains("\r\nContent-Length: 0\r\n"));
+        });
+        let mut d = [0u8; 20];
+        assert_eq!(format_len(&mut d, 0), b"0");
+        assert_eq!(format_len(&mut d, 1234567), b"1234567");
+        assert_eq!(
+            format_len(&mut d, usize::MAX),
+            usize::MAX.to_string().as_bytes()
+        );
     }
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use http::HeaderName;
 
-use super::compare::{Difference, Field, Noise};
 use super::pattern::Patterns;
+use super::{Difference, Field, Noise};
 
 #[derive(Debug, Default)]
 pub struct NoiseTable {
@@ -75,7 +75,7 @@ impl NoiseTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::shadow::pattern::{OwnedSeg, Seg};
+    use crate::compare::pattern::{OwnedSeg, Seg};
 
     fn diff(field: Field) -> Difference {
         Difference {

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use prometheus::{Histogram, IntCounter};
 use serde::{Deserialize, Serialize};
 
-use super::compare::{Noise, SkipReason};
-use super::noise::NoiseTable;
-use crate::metrics::Metrics;
+use super::Metrics;
+use crate::compare::noise::NoiseTable;
+use crate::compare::{Noise, SkipReason};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -142,7 +142,7 @@ impl RouteShadow {
         self.table().current()
     }
 
-    pub fn learn(&self, differences: &[super::compare::Difference]) {
+    pub fn learn(&self, differences: &[crate::compare::Difference]) {
         let mut t = self.table();
         if t.learn(differences) {
             tracing::info!(

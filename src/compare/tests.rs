@@ -1,7 +1,7 @@
 use std::io::Write;
 
 use super::*;
-use crate::shadow::pattern::Patterns;
+use crate::compare::pattern::Patterns;
 
 fn answer(status: u16, content_type: &str, body: &str) -> Answer {
     let mut headers = HeaderMap::new();

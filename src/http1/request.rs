@@ -1,15 +1,13 @@
-//! The fast path's request side, pure: which plain HTTP/1.1 requests banyan serves itself
-//! (whole head and body already read, no upgrade, no `Expect`, no chunked body), and the
-//! bytes it sends upstream for them. Everything else goes to Pingora unchanged.
-
-use std::net::IpAddr;
+//! An HTTP/1.1 request head as banyan's own path reads it, pure: which plain requests
+//! banyan serves itself (whole head and body already read, no upgrade, no `Expect`, no
+//! chunked body still arriving), parsed in place. Everything else goes to Pingora
+//! unchanged. The request sent upstream is written by `upstream::forward`.
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::proxy::chunked;
-use crate::proxy::framing::{self, hop_by_hop, tokens, Body, Refusal};
-use crate::proxy::headers::forwarded_for;
+use super::chunked;
+use super::framing::{self, Body, Refusal};
 
 /// Headers read per request; a request with more goes to Pingora.
 pub const MAX_HEADERS: usize = 64;
@@ -48,7 +46,7 @@ pub struct Head<'b> {
     pub close: bool,
 }
 
-impl Head<'_> {
+impl<'b> Head<'b> {
     /// The request's bytes, head and body: where a pipelined next request starts.
     pub fn wire_len(&self) -> usize {
         self.head_len + self.body_len
@@ -71,6 +69,20 @@ impl Head<'_> {
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .map(|h| h.value)
+    }
+
+    /// The request line to write upstream.
+    pub fn line(&self) -> super::Line<'b> {
+        super::Line {
+            method: self.method,
+            target: self.target,
+            authority: None,
+        }
+    }
+
+    /// Every field as (name, value), in order and case as they came.
+    pub fn fields(&self) -> impl Iterator<Item = (&'b str, &'b [u8])> + Clone + '_ {
+        self.headers.iter().map(|h| (h.name, h.value))
     }
 
     /// The headers as a `HeaderMap` for routing. `raw` is the buffer the head was parsed
@@ -145,113 +157,6 @@ pub fn parse<'b>(
         decoded,
         close: framed.close,
     })
-}
-
-/// Every token the message's `Connection` headers carry.
-pub fn connection_tokens<'b>(headers: &'b [httparse::Header<'b>]) -> Vec<&'b [u8]> {
-    headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|h| tokens(h.value))
-        .collect()
-}
-
-/// What banyan adds to a request it forwards (or to a shadow copy of it).
-#[derive(Clone, Copy)]
-pub struct Forwarding<'a> {
-    pub client: Option<IpAddr>,
-    pub scheme: &'static str,
-    pub request_id: &'a HeaderValue,
-    /// Replaces the client's Host when the upstream sets one.
-    pub upstream_host: Option<&'a HeaderValue>,
-    /// A shadow copy: marked `X-Banyan-Shadow: 1`.
-    pub shadow: bool,
-}
-
-/// Writes the request as sent upstream: the client's request line and headers in their
-/// order and case, minus hop-by-hop fields, framing fields and the ones banyan sets, then
-/// banyan's forwarding headers (the same rules as `headers::apply_forwarding` on the
-/// Pingora path), banyan's own `Content-Length` for `body`, then the body. The client's
-/// `Connection` header can take away neither the length nor the Host.
-pub fn write_upstream_request(out: &mut Vec<u8>, head: &Head, body: &[u8], fwd: &Forwarding) {
-    const OWN: [&str; 6] = [
-        "content-length",
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "x-request-id",
-        "x-banyan-shadow",
-    ];
-    let connection = connection_tokens(head.headers);
-    out.extend_from_slice(head.method.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(head.target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut previous_xff = None;
-    let mut host = None;
-    let mut declared_length = false;
-    for h in head.headers {
-        let name = h.name;
-        if name.eq_ignore_ascii_case("x-forwarded-for") && previous_xff.is_none() {
-            previous_xff = Some(h.value);
-        }
-        declared_length |= name.eq_ignore_ascii_case("content-length");
-        if name.eq_ignore_ascii_case("host") {
-            host = host.or(Some(h.value));
-            if fwd.upstream_host.is_some() {
-                continue;
-            }
-        }
-        if hop_by_hop(name, &connection) || OWN.iter().any(|o| name.eq_ignore_ascii_case(o)) {
-            continue;
-        }
-        push_header(out, name.as_bytes(), h.value);
-    }
-    if let Some(h) = fwd.upstream_host {
-        push_header(out, b"Host", h.as_bytes());
-    }
-    if !body.is_empty() || declared_length {
-        let mut digits = [0u8; 20];
-        push_header(out, b"Content-Length", format_len(&mut digits, body.len()));
-    }
-    if let Some(ip) = fwd.client {
-        let prev = previous_xff.and_then(|v| HeaderValue::from_bytes(v).ok());
-        push_header(
-            out,
-            b"X-Forwarded-For",
-            forwarded_for(prev.as_ref(), ip).as_bytes(),
-        );
-    }
-    push_header(out, b"X-Forwarded-Proto", fwd.scheme.as_bytes());
-    if let Some(h) = host {
-        push_header(out, b"X-Forwarded-Host", h);
-    }
-    push_header(out, b"X-Request-Id", fwd.request_id.as_bytes());
-    if fwd.shadow {
-        push_header(out, b"X-Banyan-Shadow", b"1");
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
-}
-
-/// `n` in decimal, written at the end of `buf`.
-pub fn format_len(buf: &mut [u8; 20], mut n: usize) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[at..];
-        }
-    }
-}
-
-pub fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
@@ -353,101 +258,6 @@ mod tests {
         }
         many.extend_from_slice(b"\r\n");
         parsed(&many, |h| assert_eq!(h.err(), Some(Handoff::Framing)));
-    }
-
-    #[test]
-    fn the_upstream_request_carries_forwarding_headers_and_no_hop_by_hop_fields() {
-        let raw = b"POST /o?x=1 HTTP/1.1\r\nHost: shop.example.com\r\nConnection: keep-alive, X-Hop\r\nX-Hop: secret\r\nKeep-Alive: timeout=5\r\nX-Forwarded-For: 203.0.113.1\r\nX-Forwarded-Proto: gopher\r\nX-Banyan-Shadow: 1\r\nX-Request-Id: old\r\ntraceparent: 00-abc-def-01\r\nContent-Length: 2\r\n\r\nhi";
-        let id = HeaderValue::from_static("rid");
-        parsed(raw, |h| {
-            let h = h.expect("fast");
-            let mut out = Vec::new();
-            let fwd = Forwarding {
-                client: Some([10, 0, 0, 9].into()),
-                scheme: "http",
-                request_id: &id,
-                upstream_host: None,
-                shadow: false,
-            };
-            write_upstream_request(&mut out, &h, b"hi", &fwd);
-            assert_eq!(
-                String::from_utf8(out).expect("text"),
-                "POST /o?x=1 HTTP/1.1\r\nHost: shop.example.com\r\ntraceparent: 00-abc-def-01\r\n\
-                 Content-Length: 2\r\nX-Forwarded-For: 203.0.113.1, 10.0.0.9\r\n\
-                 X-Forwarded-Proto: http\r\nX-Forwarded-Host: shop.example.com\r\n\
-                 X-Request-Id: rid\r\n\r\nhi"
-            );
-            let host = HeaderValue::from_static("orders.internal");
-            let mut out = Vec::new();
-            let fwd = Forwarding {
-                client: None,
-                upstream_host: Some(&host),
-                ..fwd
-            };
-            write_upstream_request(&mut out, &h, b"hi", &fwd);
-            let text = String::from_utf8(out).expect("text");
-            assert!(
-                text.starts_with("POST /o?x=1 HTTP/1.1\r\ntraceparent"),
-                "{text}"
-            );
-            assert!(text.contains("\r\nHost: orders.internal\r\n"), "{text}");
-            assert!(
-                text.contains("\r\nX-Forwarded-Host: shop.example.com\r\n"),
-                "{text}"
-            );
-            assert!(!text.contains("X-Forwarded-For"), "{text}");
-        });
-    }
-
-    #[test]
-    fn connection_cannot_take_the_length_or_host_away() {
-        // The smuggling attempt: a body kept, its length nominated away.
-        let raw = b"POST / HTTP/1.1\r\nHost: shop\r\nConnection: Content-Length, Host, Transfer-Encoding\r\nContent-Length: 35\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
-        let id = HeaderValue::from_static("rid");
-        parsed(raw, |h| {
-            let h = h.expect("fast");
-            assert_eq!(h.body_len, 35);
-            let mut out = Vec::new();
-            let fwd = Forwarding {
-                client: None,
-                scheme: "http",
-                request_id: &id,
-                upstream_host: None,
-                shadow: false,
-            };
-            write_upstream_request(&mut out, &h, &raw[h.head_len..], &fwd);
-            let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let sent = parse(&out, &mut hs).expect("the upstream parses one request");
-            assert_eq!(
-                sent.wire_len(),
-                out.len(),
-                "the body is the rest, nothing after it"
-            );
-            assert_eq!(sent.header("host"), Some(&b"shop"[..]));
-            assert_eq!(sent.header("content-length"), Some(&b"35"[..]));
-            assert!(sent.header("connection").is_none());
-        });
-        // A declared empty body keeps its length; none declared, none written.
-        let zero = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n";
-        parsed(zero, |h| {
-            let mut out = Vec::new();
-            let fwd = Forwarding {
-                client: None,
-                scheme: "http",
-                request_id: &id,
-                upstream_host: None,
-                shadow: false,
-            };
-            write_upstream_request(&mut out, &h.expect("fast"), b"", &fwd);
-            assert!(String::from_utf8_lossy(&out).contains("\r\nContent-Length: 0\r\n"));
-        });
-        let mut d = [0u8; 20];
-        assert_eq!(format_len(&mut d, 0), b"0");
-        assert_eq!(format_len(&mut d, 1234567), b"1234567");
-        assert_eq!(
-            format_len(&mut d, usize::MAX),
-            usize::MAX.to_string().as_bytes()
-        );
     }
 
     #[test]

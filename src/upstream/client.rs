@@ -1,4 +1,5 @@
-//! The upstream side of banyan's own HTTP/1.1 path, for plain-HTTP upstreams: kept
+//! banyan's own HTTP/1.1 client, for plain-HTTP upstreams: the I/O layer under client
+//! requests on banyan's path and every shadow copy to a plain upstream. Kept
 //! connections from the peer's lock-free queue or new ones, the request written whole,
 //! the response head read, and the body followed by its framing, either relayed as it
 //! comes (client requests) or collected up to a cap (shadow copies).
@@ -9,10 +10,10 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::response::{self, BadResponse, Framing, Parsed};
-use crate::proxy::chunked::{self, BadChunk, Decoder};
-use crate::shadow::capture::BodyCapture;
-use crate::shadow::compare::{Answer, Rules};
+use crate::compare::{Answer, Rules};
+use crate::http1::chunked::{self, BadChunk, Decoder};
+use crate::http1::response::{self, BadResponse, Framing, Parsed};
+use crate::upstream::capture::BodyCapture;
 use crate::upstream::{Lane, UpstreamPool};
 
 /// The largest upstream response head taken.

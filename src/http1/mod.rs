@@ -1,0 +1,47 @@
+//! HTTP/1.1 on the wire, pure and shared by the data path's two sides: how a message is
+//! framed (`framing.rs`, the one place that decides where a message ends), chunked
+//! bodies (`chunked.rs`), a request head as banyan's own path reads it (`request.rs`) and
+//! an upstream's response head (`response.rs`). No I/O.
+
+pub mod chunked;
+pub mod framing;
+pub mod request;
+pub mod response;
+
+/// A request line to write, however the request was parsed, and HTTP/2's `:authority`
+/// when it has no Host field.
+#[derive(Debug, Clone, Copy)]
+pub struct Line<'h> {
+    pub method: &'h str,
+    /// Origin form: path and query.
+    pub target: &'h str,
+    pub authority: Option<&'h [u8]>,
+}
+
+/// Every token the message's `Connection` fields carry.
+pub fn connection_tokens<'h>(fields: impl Iterator<Item = (&'h str, &'h [u8])>) -> Vec<&'h [u8]> {
+    fields
+        .filter(|(name, _)| name.eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, value)| framing::tokens(value))
+        .collect()
+}
+
+/// `n` in decimal, written at the end of `buf`.
+pub fn format_len(buf: &mut [u8; 20], mut n: usize) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
+}
+
+pub fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
