@@ -118,7 +118,7 @@ pub fn run(
         ..ServerConf::default()
     };
     // Pingora's own retry budget; banyan decides retries itself in fail_to_connect.
-    conf.max_retries = 8;
+    conf.max_retries = crate::proxy::flow::attempt::MAX_ATTEMPTS;
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 

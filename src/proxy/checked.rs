@@ -325,7 +325,7 @@ mod tests {
         let wrapped = pingora::Error::because(pingora::ErrorType::ReadError, "proxying", read);
         assert_eq!(
             refusal_in(&wrapped),
-            Some(Stop::Refused(super::super::framing::Refusal::BadChunk))
+            Some(Stop::Refused(crate::http1::framing::Refusal::BadChunk))
         );
         assert!(checked.read(&mut buf).await.is_err(), "stays failed");
         assert!(!checked.between_requests());

@@ -22,24 +22,25 @@ use http::Method;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use tokio::io::AsyncWriteExt;
 
-use super::{error_body, Ctx, Ending, Proxy};
+use super::flow::attempt::{Failed, Next};
+use super::flow::decide::Admission;
+use super::flow::outcome::{error_body, Ending};
+use super::flow::Ctx;
+use super::Proxy;
 use crate::compare::Answer;
 use crate::http1::framing::Refusal;
 use crate::http1::request::{self as head, Handoff, Head, MAX_HEADERS};
 use crate::http1::response::Framing;
-use crate::metrics::FallbackReason;
+use crate::http1::{format_len, push_header};
 use crate::routes::request::strip_port;
-use crate::routes::{Backend, RequestView};
+use crate::routes::RequestView;
 use crate::shadow::copy::{Original, Raw};
 use crate::shadow::ShadowCtx;
-use crate::snapshot::{CompiledRoute, Snapshot};
+use crate::snapshot::Snapshot;
 use crate::upstream::client::{self, Answered, BodyRelay, Exchange, Failure};
 use crate::upstream::forward::{self, Forwarding};
 use crate::upstream::Lane;
 use response::Additions;
-
-/// Attempts per request, whatever the retry rules say (Pingora's budget, as configured).
-const MAX_ATTEMPTS: usize = 8;
 
 /// What became of the client connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,44 +82,42 @@ impl Proxy {
             headers: &map,
             client_ip: client.ip,
         };
+        let tls = |i: Option<usize>| i.is_some_and(|i| snap.upstream(i).config.tls.is_some());
         let decision = snap.table.decide(&view);
         let route = snap.route(decision.route);
-        let backend = decision.backend();
-        let tls = |i: Option<usize>| i.is_some_and(|i| snap.upstream(i).config.tls.is_some());
         if tls(Some(route.legacy)) || tls(route.target) {
             return Err(Handoff::Route);
         }
-        let mut ctx = <Proxy as pingora::proxy::ProxyHttp>::new_ctx(self);
+        let mut ctx = Ctx::new(Some(self.shadower.busy()));
         ctx.client = client.ip;
-        ctx.route = decision.route;
         ctx.request_id = forward::request_id(map.get(forward::X_REQUEST_ID));
-        if let Some(limiter) = &route.limiter {
-            if limiter.check(limiter.key(&map, client.ip)).is_err() {
-                // Refused: a check that refuses takes nothing, so Pingora's path asks again
-                // and answers 429 as it always has.
-                return Err(Handoff::Route);
-            }
-        }
-        ctx.backend = backend;
-        ctx.upstream = route.upstream_index(backend);
         let body = head.body(req);
-        if backend == Backend::Target {
-            if let Some(reason) = Self::target_unavailable(snap.upstream(ctx.upstream)) {
-                if route.falls_back() {
-                    self.fall_back(&mut ctx, route, reason);
-                } else {
-                    ctx.refused_target = true;
-                    ctx.snapshot = Some(snap);
-                    let served = self
-                        .answer_error(client, &mut ctx, 503, false, &method, &head)
-                        .await;
-                    return Ok((served, used));
+        match self.admit(&mut ctx, snap.clone(), decision, &view, &map) {
+            Admission::Proceed { mirror, .. } => {
+                if mirror {
+                    ctx.shadow = self.sample_shadow_fast(&ctx, &view, &head, &method, &req_bytes);
                 }
             }
-        } else if decision.route.is_some() {
-            ctx.shadow = self.sample_shadow_fast(route, &view, &head, &method, &req_bytes);
+            Admission::Limited { retry_after } => {
+                let served = self
+                    .answer_error(
+                        client,
+                        &mut ctx,
+                        (429, Some(retry_after)),
+                        false,
+                        &method,
+                        &head,
+                    )
+                    .await;
+                return Ok((served, used));
+            }
+            Admission::Unavailable => {
+                let served = self
+                    .answer_error(client, &mut ctx, (503, None), false, &method, &head)
+                    .await;
+                return Ok((served, used));
+            }
         }
-        ctx.snapshot = Some(snap.clone());
         let served = self
             .forward(client, &mut ctx, &snap, &head, &method, body)
             .await;
@@ -167,60 +166,37 @@ impl Proxy {
                     let status = a.parsed.status;
                     ctx.upstream_answered();
                     pool.observe(peer, true, status < 500);
-                    if matches!(status, 502..=504)
-                        && ctx.may_retry_on_legacy(route, method)
-                        && ctx.attempts < MAX_ATTEMPTS
-                    {
-                        self.fall_back(ctx, route, FallbackReason::Status);
-                        continue;
+                    if matches!(status, 502..=504) {
+                        let failed = Failed::Status(status);
+                        if let Next::FallBack(_) = self.after_failure(ctx, failed, method, true) {
+                            continue;
+                        }
                     }
                     break a;
                 }
                 Err(f) => f,
             };
-            let code = match failure {
-                Failure::Connect { timed_out } => {
-                    pool.observe(peer, false, false);
-                    ctx.connect_failures += 1;
-                    if ctx.attempts >= MAX_ATTEMPTS {
-                        gateway_error(timed_out)
-                    } else if ctx.may_fall_back_on_connect(route) {
-                        self.fall_back(ctx, route, FallbackReason::Connect);
-                        continue;
-                    } else if ctx.connect_failures < pool.peer_count() {
-                        continue;
-                    } else {
-                        gateway_error(timed_out)
-                    }
-                }
+            pool.observe(peer, false, false);
+            let failed = match failure {
+                Failure::Connect { timed_out } => Failed::Connect { timed_out },
                 Failure::BadAnswer(why) => {
                     self.metrics
                         .bad_responses_total
                         .with_label_values(&[why])
                         .inc();
-                    pool.observe(peer, false, false);
-                    if ctx.may_retry_on_legacy(route, method) && ctx.attempts < MAX_ATTEMPTS {
-                        self.fall_back(ctx, route, FallbackReason::Error);
-                        continue;
-                    }
-                    502
+                    Failed::BadAnswer
                 }
-                Failure::Exchange { timed_out, .. } => {
-                    pool.observe(peer, false, false);
-                    if ctx.may_retry_on_legacy(route, method) && ctx.attempts < MAX_ATTEMPTS {
-                        let reason = if timed_out {
-                            FallbackReason::Timeout
-                        } else {
-                            FallbackReason::Error
-                        };
-                        self.fall_back(ctx, route, reason);
-                        continue;
-                    }
-                    gateway_error(timed_out)
-                }
+                Failure::Exchange { timed_out, .. } => Failed::Exchange { timed_out },
+            };
+            // The request is whole in memory and the client has nothing yet: it can
+            // always be sent again.
+            let code = match self.after_failure(ctx, failed, method, true) {
+                Next::OtherPeer | Next::FallBack(_) => continue,
+                Next::Fail(code) => code,
+                Next::PassOn => 502,
             };
             return self
-                .answer_error(client, ctx, code, true, method, head)
+                .answer_error(client, ctx, (code, None), true, method, head)
                 .await;
         };
         self.relay(client, ctx, snap, head, method, answered).await
@@ -242,19 +218,11 @@ impl Proxy {
             head: response_head,
             mut rest,
         } = answered;
-        let route = snap.route(ctx.route);
         let pool = snap.upstream(ctx.upstream);
         let close = client.closing || head.close || parsed.framing == Framing::UntilClose;
-        let version = self.debug_headers.then(|| snap.version.to_string());
-        let mut debug: Vec<(&'static str, &[u8])> = Vec::new();
-        if let Some(v) = &version {
-            debug.push(("X-Banyan-Route", route.name_header.as_bytes()));
-            debug.push(("X-Banyan-Backend", ctx.backend.as_str().as_bytes()));
-            debug.push(("X-Banyan-Snapshot", v.as_bytes()));
-            if let Some(reason) = ctx.fallback {
-                debug.push(("X-Banyan-Fallback", reason.as_str().as_bytes()));
-            }
-        }
+        let fields = self.debug_fields(ctx);
+        let debug: Vec<(&'static str, &[u8])> =
+            fields.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
         let mut out = Vec::with_capacity(response_head.len() + 128 + rest.len());
         response::write_client_head(
             &mut out,
@@ -346,12 +314,12 @@ impl Proxy {
         &self,
         client: Client<'_>,
         ctx: &mut Ctx,
-        code: u16,
+        (code, retry_after): (u16, Option<u64>),
         upstream_failed: bool,
         method: &Method,
         head: &Head<'_>,
     ) -> Served {
-        let out = error_response(code, ctx);
+        let out = error_response(code, ctx, retry_after);
         let ok = self.write(client.stream, &out).await;
         let ending = Ending {
             status: if ok { code } else { 0 },
@@ -401,12 +369,13 @@ impl Proxy {
     /// already copied for the routing map, and its body is already whole.
     fn sample_shadow_fast(
         &self,
-        route: &CompiledRoute,
+        ctx: &Ctx,
         view: &RequestView,
         head: &Head<'_>,
         method: &Method,
         request: &Bytes,
     ) -> Option<Box<ShadowCtx>> {
+        let (_, route) = ctx.decided()?;
         let body = head.body(request);
         let cap = self.shadow_cap(route, view, Some(body.len() as u64))?;
         let raw = Raw::new(request.clone(), method.clone());
@@ -418,15 +387,6 @@ impl Proxy {
                 .push(&request.slice(head.head_len..head.wire_len()));
         }
         Some(sh)
-    }
-}
-
-/// The status for an upstream that failed: 504 when it ran out of time, else 502.
-fn gateway_error(timed_out: bool) -> u16 {
-    if timed_out {
-        504
-    } else {
-        502
     }
 }
 
@@ -471,8 +431,8 @@ pub fn plain_answer(status: u16, reason: &str, error: &str) -> Vec<u8> {
 }
 
 /// banyan's JSON error answer, as the Pingora path writes it; the connection closes.
-fn error_response(code: u16, ctx: &Ctx) -> Vec<u8> {
-    let body = error_body(code, ctx, None);
+fn error_response(code: u16, ctx: &Ctx, retry_after: Option<u64>) -> Vec<u8> {
+    let body = error_body(code, ctx, retry_after);
     let reason = http::StatusCode::from_u16(code)
         .ok()
         .and_then(|s| s.canonical_reason())
@@ -483,7 +443,12 @@ fn error_response(code: u16, ctx: &Ctx) -> Vec<u8> {
         body.len()
     )
     .into_bytes();
-    crate::http1::push_header(&mut out, b"X-Request-Id", ctx.request_id.as_bytes());
+    if let Some(seconds) = retry_after {
+        let mut digits = [0u8; 20];
+        let seconds = usize::try_from(seconds).unwrap_or(usize::MAX);
+        push_header(&mut out, b"Retry-After", format_len(&mut digits, seconds));
+    }
+    push_header(&mut out, b"X-Request-Id", ctx.request_id.as_bytes());
     out.extend_from_slice(b"Connection: close\r\n\r\n");
     out.extend_from_slice(&body);
     out

@@ -1,0 +1,53 @@
+//! What the config names but does not hold: peer addresses (resolved once, at load:
+//! the data path never does DNS) and the admin token.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+
+use super::*;
+
+/// The admin token, for the server and the command line alike: `BANYAN_ADMIN_TOKEN` if
+/// set, else the token file's trimmed content, else none.
+pub fn admin_token(token_file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    if let Ok(t) = std::env::var(TOKEN_ENV) {
+        let t = t.trim().to_string();
+        if !t.is_empty() {
+            return Ok(Some(t));
+        }
+    }
+    let Some(path) = token_file else {
+        return Ok(None);
+    };
+    let t = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read admin token file {}: {e}", path.display()))?;
+    let t = t.trim().to_string();
+    if t.is_empty() {
+        anyhow::bail!("admin token file {} is empty", path.display());
+    }
+    Ok(Some(t))
+}
+
+/// Resolves "host:port" once, at load: the data path never does DNS. A name with both
+/// IPv4 and IPv6 addresses resolves to its first IPv4 address, the one a `localhost`
+/// upstream nearly always listens on.
+pub fn resolve_peer(spec: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = spec.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let Some((host, port)) = spec.rsplit_once(':') else {
+        return Err(format!("`{spec}` needs a port, like \"{spec}:80\""));
+    };
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(format!("`{spec}` is not host:port"));
+    }
+    let addrs: Vec<SocketAddr> = match spec.to_socket_addrs() {
+        Ok(a) => a.collect(),
+        Err(e) => return Err(format!("cannot resolve `{spec}`: {e}")),
+    };
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| format!("`{spec}` resolved to no address"))
+}
