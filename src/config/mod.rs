@@ -210,7 +210,5 @@ impl Config {
     }
 }
 
-/// The admin token, for the server and the command line alike: `BANYAN_ADMIN_TOKEN` if
-
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 
-use super::*;
+use super::TOKEN_ENV;
 
 /// The admin token, for the server and the command line alike: `BANYAN_ADMIN_TOKEN` if
 /// set, else the token file's trimmed content, else none.
