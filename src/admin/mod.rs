@@ -18,6 +18,7 @@ use crate::control::audit::Source;
 use crate::control::{Control, ControlError, Outcome, Selection};
 use crate::model::Trigger;
 use crate::routes::split::percent_to_bp;
+use crate::shadow::ShadowShared;
 
 /// The migration dashboard, served at `/`.
 const DASHBOARD: &str = include_str!("dashboard.html");
@@ -29,6 +30,8 @@ pub const CLIENT_HEADER: &str = "x-banyan-client";
 
 pub struct AdminApp {
     control: Arc<Control>,
+    /// The data path's shadow service, read for status and the diff log.
+    shadow: Arc<ShadowShared>,
     token: Option<String>,
     /// Where the admin API listens: a tokenless API answers only requests that name it.
     listen: std::net::SocketAddr,
@@ -49,9 +52,15 @@ pub struct AdminRequest {
 }
 
 impl AdminApp {
-    pub fn new(control: Arc<Control>, token: Option<String>, listen: std::net::SocketAddr) -> Self {
+    pub fn new(
+        control: Arc<Control>,
+        shadow: Arc<ShadowShared>,
+        token: Option<String>,
+        listen: std::net::SocketAddr,
+    ) -> Self {
         AdminApp {
             control,
+            shadow,
             token,
             listen,
         }
@@ -119,6 +128,7 @@ fn outcome(result: Result<Outcome, ControlError>) -> Response<Vec<u8>> {
 /// token, requests from other sites or through other names are refused (`origin`).
 pub fn handle(
     control: &Control,
+    shadow: &ShadowShared,
     token: Option<&str>,
     listen: std::net::SocketAddr,
     req: &AdminRequest,
@@ -172,8 +182,8 @@ pub fn handle(
             "text/plain; version=0.0.4; charset=utf-8",
             control.metrics.render(),
         ),
-        "/api/v1/status" if get => json(StatusCode::OK, &status::build(control)),
-        "/api/v1/diffs" if get => diffs(control, &req.query),
+        "/api/v1/status" if get => json(StatusCode::OK, &status::build(control, shadow)),
+        "/api/v1/diffs" if get => diffs(control, shadow, &req.query),
         "/api/v1/reload" if post => match control.reload(source, "reload requested") {
             Ok(generation) => json(
                 StatusCode::OK,
@@ -209,7 +219,7 @@ pub fn handle(
 const DEFAULT_DIFFS: usize = 50;
 
 /// `GET /api/v1/diffs?route=&limit=`: the newest mismatches first.
-fn diffs(control: &Control, query: &str) -> Response<Vec<u8>> {
+fn diffs(control: &Control, shadow: &ShadowShared, query: &str) -> Response<Vec<u8>> {
     let mut route = None;
     let mut limit = DEFAULT_DIFFS;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -240,13 +250,13 @@ fn diffs(control: &Control, query: &str) -> Response<Vec<u8>> {
             return json_error(StatusCode::NOT_FOUND, &format!("no route named `{name}`"));
         }
     }
-    let recent = control.shadow.diffs.recent(route, limit);
+    let recent = shadow.diffs.recent(route, limit);
     let diffs: Vec<&crate::shadow::difflog::DiffRecord> = recent.iter().map(|d| &**d).collect();
     json(
         StatusCode::OK,
         &serde_json::json!({
             "diffs": diffs,
-            "file": control.shadow.diffs.path().display().to_string(),
+            "file": shadow.diffs.path().display().to_string(),
         }),
     )
 }
@@ -344,11 +354,12 @@ impl ServeHttp for AdminApp {
         }
         let head = req.method == Method::HEAD;
         let control = Arc::clone(&self.control);
+        let shadow = Arc::clone(&self.shadow);
         let token = self.token.clone();
         let listen = self.listen;
         let mut resp = match tokio::task::spawn_blocking(move || {
             crate::priority::lower_this_thread();
-            handle(&control, token.as_deref(), listen, &req)
+            handle(&control, &shadow, token.as_deref(), listen, &req)
         })
         .await
         {

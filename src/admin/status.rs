@@ -11,6 +11,7 @@ use crate::control::{Control, ReloadError};
 use crate::metrics::shadow::ShadowStats;
 use crate::model::Override;
 use crate::routes::{split, Backend, PathMatch, RateKey};
+use crate::shadow::ShadowShared;
 use crate::snapshot::{CompiledRoute, Snapshot};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -286,7 +287,7 @@ fn guard_status(r: &CompiledRoute) -> Option<GuardStatus> {
     })
 }
 
-pub fn build(control: &Control) -> Status {
+pub fn build(control: &Control, shadow: &ShadowShared) -> Status {
     let snap = control.snapshot();
     let health = control.health();
     let rates = control.rates.current();
@@ -327,10 +328,10 @@ pub fn build(control: &Control) -> Status {
             })
             .collect(),
         shadow: ShadowOverview {
-            in_flight: control.shadow.in_flight(),
-            max_in_flight: control.shadow.limits.max_in_flight,
-            diff_log: control.shadow.diffs.path().display().to_string(),
-            diff_log_lost: control.shadow.diffs.lost(),
+            in_flight: shadow.in_flight(),
+            max_in_flight: shadow.limits.max_in_flight,
+            diff_log: shadow.diffs.path().display().to_string(),
+            diff_log_lost: shadow.diffs.lost(),
         },
     }
 }

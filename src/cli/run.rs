@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::proxy::access_log::AccessLog;
 use crate::proxy::listener::PlainOrH2c;
 use crate::proxy::Proxy;
-use crate::shadow::Shadower;
+use crate::shadow::{ShadowShared, Shadower};
 use crate::upstream::checks::HealthChecks;
 
 /// SIGHUP means "reload" to banyan, but its default action ends the process. Until the
@@ -123,8 +123,11 @@ pub fn run(
     server.bootstrap();
 
     let shadower = Arc::new(
-        Shadower::new(Arc::clone(&control.shadow), Arc::clone(&metrics))
-            .map_err(|e| anyhow::anyhow!("cannot start the shadow worker: {e}"))?,
+        Shadower::new(
+            ShadowShared::new(config.shadow.clone(), &config.server.state_dir),
+            Arc::clone(&metrics),
+        )
+        .map_err(|e| anyhow::anyhow!("cannot start the shadow worker: {e}"))?,
     );
     let access_log = Arc::new(AccessLog::start(
         &config.server.access_log,
@@ -133,7 +136,7 @@ pub fn run(
     let proxy = Proxy::new(
         Arc::clone(&control.shared),
         Arc::clone(&metrics),
-        shadower,
+        Arc::clone(&shadower),
         access_log,
         config.server.debug_headers,
         config.server.limits,
@@ -167,7 +170,12 @@ pub fn run(
     }
     server.add_service(proxy_service);
 
-    let admin = AdminApp::new(Arc::clone(&control), token, config.admin.listen);
+    let admin = AdminApp::new(
+        Arc::clone(&control),
+        shadower.shared(),
+        token,
+        config.admin.listen,
+    );
     let mut admin_service = Service::new("banyan admin".to_string(), admin);
     admin_service.add_tcp(&config.admin.listen.to_string());
     admin_service.threads = Some(1);

@@ -5,15 +5,22 @@
 //!
 //! The data path never waits on any of this: it reads the published snapshot, and a
 //! change is a pointer swap. Requests in flight finish on the snapshot they started with.
+//!
+//! - `mod.rs`: the state, starting, compiling and publishing.
+//! - `reload.rs`: reading the route files again. `changes.rs`: overrides set, rolled
+//!   back, resumed, or changed on disk. `upkeep.rs`: the guard loop, certificate reload,
+//!   idle rate-limit buckets. `service.rs`: the thread that runs them.
+//! - `build.rs`: the snapshot compiled from routes, overrides and upstreams.
+//! - `overrides.rs`, `audit.rs`, `rates.rs`: `overrides.json`, `audit.jsonl`, status rates.
 
 pub mod audit;
 pub mod build;
+mod changes;
 pub mod overrides;
 pub mod rates;
+mod reload;
 pub mod service;
-
-use crate::shadow::ShadowShared;
-use std::collections::BTreeMap;
+mod upkeep;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,13 +32,12 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::diag::{Diagnostic, Report, Severity};
 use crate::metrics::Metrics;
-use crate::model::{Override, Trigger};
 use crate::routes::{self, split, Matcher, RouteSet};
 use crate::snapshot::{SharedSnapshot, Snapshot};
 use crate::upstream::Upstreams;
 use audit::Source;
 use overrides::Overrides;
-
+use reload::compile_matcher;
 /// Why the last reload was refused; shown by status until a good reload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReloadError {
@@ -114,7 +120,6 @@ pub struct Control {
     /// The route files and overrides file as they were when last read.
     seen: Mutex<Fingerprint>,
     /// Shadow limits, in-flight count and the mismatch log, shared with the data path.
-    pub shadow: Arc<ShadowShared>,
     /// The HTTPS listener's certificate, re-read when its files change.
     pub certificate: Option<Arc<crate::tls::CertResolver>>,
 }
@@ -151,20 +156,6 @@ impl Fingerprint {
 
 fn report_lines(report: &Report) -> Vec<String> {
     report.errors().map(ToString::to_string).collect()
-}
-
-fn percents(snapshot: &Snapshot) -> BTreeMap<&str, u16> {
-    snapshot
-        .routes
-        .iter()
-        .map(|r| (r.name.as_str(), r.effective_bp))
-        .collect()
-}
-
-fn compile_matcher(routes: &RouteSet) -> Result<Arc<Matcher>, String> {
-    Matcher::new(&routes.routes)
-        .map(Arc::new)
-        .map_err(|e| format!("compiling the route table: {e}"))
 }
 
 impl Control {
@@ -253,7 +244,6 @@ impl Control {
         if let Err(e) = audit::append(&state_dir, &entry) {
             tracing::warn!("cannot append to the audit log: {e}");
         }
-        let config_shadow = config.shadow.clone();
         let certificate = match &config.server.tls {
             None => None,
             Some(t) => Some(Arc::new(
@@ -271,7 +261,6 @@ impl Control {
             retired: Mutex::new(Vec::new()),
             watching: AtomicBool::new(false),
             seen: Mutex::new(seen),
-            shadow: Arc::new(ShadowShared::new(config_shadow, &state_dir)),
             certificate,
         };
         Ok((control, report))
@@ -387,364 +376,4 @@ impl Control {
                 .to_string(),
         }
     }
-
-    /// Reads the route files again. A file set with errors never replaces the serving
-    /// snapshot: the error is logged, counted, audited, and kept for status.
-    pub fn reload(&self, source: Source, reason: &str) -> Result<u64, ReloadError> {
-        let mut st = self.lock();
-        let started = Instant::now();
-        let seen = self.fingerprint();
-        let loaded = routes::load_dir(&self.config.server.routes_dir, &self.config);
-        let old = self.shared.load_full();
-        let before = percents(&old);
-        let (routes, report) = match loaded {
-            Ok(ok) => ok,
-            Err(report) => {
-                return Err(self.reload_failed(&mut st, source, reason, report_lines(&report)))
-            }
-        };
-        for w in report.warnings() {
-            tracing::warn!("{w}");
-        }
-        let matcher = match compile_matcher(&routes) {
-            Ok(m) => m,
-            Err(e) => return Err(self.reload_failed(&mut st, source, reason, vec![e])),
-        };
-        let previous_matcher = std::mem::replace(&mut st.matcher, matcher);
-        let previous = std::mem::replace(&mut st.routes, routes);
-        st.generation += 1;
-        st.loaded_at = SystemTime::now();
-        let snapshot = match self.publish(&mut st) {
-            Ok(s) => s,
-            Err(e) => {
-                st.routes = previous;
-                st.matcher = previous_matcher;
-                st.generation -= 1;
-                return Err(self.reload_failed(&mut st, source, reason, vec![e]));
-            }
-        };
-        st.last_reload_ms = started.elapsed().as_secs_f64() * 1000.0;
-        st.last_reload_error = None;
-        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = seen;
-        self.metrics
-            .config_reloads_total
-            .with_label_values(&["ok"])
-            .inc();
-        let after = percents(&snapshot);
-        let mut entry = audit::Entry::new(source, "reload", reason);
-        entry.generation = Some(st.generation);
-        entry.changes = diff(&before, &after);
-        self.audit(&entry);
-        tracing::info!(
-            generation = st.generation,
-            routes = snapshot.routes.len(),
-            ms = format!("{:.1}", st.last_reload_ms),
-            "route files reloaded ({reason})"
-        );
-        Ok(st.generation)
-    }
-
-    fn reload_failed(
-        &self,
-        st: &mut State,
-        source: Source,
-        reason: &str,
-        errors: Vec<String>,
-    ) -> ReloadError {
-        self.metrics
-            .config_reloads_total
-            .with_label_values(&["error"])
-            .inc();
-        for e in &errors {
-            tracing::error!(
-                "reload refused, still serving generation {}: {e}",
-                st.generation
-            );
-        }
-        let err = ReloadError {
-            at: crate::clock::now_rfc3339(),
-            source: source.as_str().to_string(),
-            errors,
-        };
-        let mut entry = audit::Entry::new(source, "reload", reason);
-        entry.result = "error";
-        entry.generation = Some(st.generation);
-        entry.error = Some(err.errors.join("; "));
-        self.audit(&entry);
-        st.last_reload_error = Some(err.clone());
-        err
-    }
-
-    /// Sets a route's percent until it is resumed.
-    pub fn set_percent(
-        &self,
-        route: &str,
-        percent_bp: u16,
-        reason: &str,
-        source: Source,
-    ) -> Result<Outcome, ControlError> {
-        {
-            let st = self.lock();
-            let def = st
-                .routes
-                .routes
-                .iter()
-                .find(|r| r.name == route)
-                .ok_or_else(|| ControlError::UnknownRoute(route.to_string()))?;
-            if def.target.is_none() && percent_bp > 0 {
-                return Err(ControlError::NoTarget(route.to_string()));
-            }
-        }
-        let sel = Selection::Routes(vec![route.to_string()]);
-        self.change_overrides(&sel, source, "set", reason, |_, prev| {
-            let shadow = prev.is_none_or(|p| p.shadow);
-            Some(Override::new(percent_bp, shadow, Trigger::Manual, reason))
-        })
-    }
-
-    /// Percent 0 and shadow paused, until resumed.
-    pub fn rollback(
-        &self,
-        sel: &Selection,
-        reason: &str,
-        source: Source,
-        trigger: Trigger,
-    ) -> Result<Outcome, ControlError> {
-        let outcome = self.change_overrides(sel, source, "rollback", reason, |_, _| {
-            Some(Override::new(0, false, trigger, reason))
-        })?;
-        for c in &outcome.changes {
-            self.metrics
-                .rollbacks_total
-                .with_label_values(&[&c.route, trigger.as_str()])
-                .inc();
-        }
-        Ok(outcome)
-    }
-
-    /// Clears overrides: the route files decide again. `All` clears every entry of the
-    /// file, including those of routes no longer in the files.
-    pub fn resume(&self, sel: &Selection, source: Source) -> Result<Outcome, ControlError> {
-        self.change_overrides(sel, source, "resume", "resume", |_, _| None)
-    }
-
-    fn change_overrides(
-        &self,
-        sel: &Selection,
-        source: Source,
-        action: &'static str,
-        reason: &str,
-        decide: impl Fn(&str, Option<&Override>) -> Option<Override>,
-    ) -> Result<Outcome, ControlError> {
-        let mut st = self.lock();
-        let names: Vec<String> = match sel {
-            Selection::All => st.routes.routes.iter().map(|r| r.name.clone()).collect(),
-            Selection::Routes(list) => {
-                for name in list {
-                    if !st.routes.routes.iter().any(|r| &r.name == name) {
-                        return Err(ControlError::UnknownRoute(name.clone()));
-                    }
-                }
-                list.clone()
-            }
-        };
-        let old = self.shared.load_full();
-        let before = percents(&old);
-        let mut next = st.overrides.clone();
-        if matches!(sel, Selection::All) && action == "resume" {
-            next.clear();
-        }
-        // Only routes whose override is set or cleared are changes: resuming a route
-        // without an override changes nothing and records nothing.
-        let mut changed = Vec::new();
-        for name in &names {
-            let had = st.overrides.contains_key(name);
-            match decide(name, next.get(name)) {
-                Some(o) => {
-                    next.insert(name.clone(), o);
-                    changed.push(name.clone());
-                }
-                None => {
-                    next.remove(name);
-                    if had {
-                        changed.push(name.clone());
-                    }
-                }
-            }
-        }
-        let names = changed;
-        // Outcomes from before an override changed must not trip the guard after it.
-        for name in &names {
-            if let Some(w) = st.kept.guards.get(name) {
-                w.reset();
-            }
-        }
-        let persist_error = overrides::store(&self.config.server.state_dir, &next)
-            .err()
-            .map(|e| e.to_string());
-        if let Some(e) = &persist_error {
-            tracing::error!("{action} applied in memory, but {e}: it will not survive a restart");
-        } else {
-            // The file on disk is this state again, whatever it held before.
-            st.overrides_error = None;
-        }
-        st.overrides = next;
-        st.hold_all_at_zero = false;
-        let snapshot = self
-            .publish(&mut st)
-            .unwrap_or_else(|_| self.shared.load_full());
-        let after = percents(&snapshot);
-        let mut changes = Vec::new();
-        for name in &names {
-            let b = before
-                .get(name.as_str())
-                .copied()
-                .map(split::bp_to_percent)
-                .unwrap_or(0.0);
-            let a = after
-                .get(name.as_str())
-                .copied()
-                .map(split::bp_to_percent)
-                .unwrap_or(0.0);
-            let mut entry = audit::Entry::new(source, action, reason);
-            entry.route = Some(name.clone());
-            entry.percent_before = Some(b);
-            entry.percent_after = Some(a);
-            entry.error = persist_error.clone();
-            self.audit(&entry);
-            tracing::info!(route = %name, source = source.as_str(), "{action}: {b}% → {a}% ({reason})");
-            changes.push(RouteChange {
-                route: name.clone(),
-                percent_before: b,
-                percent_after: a,
-            });
-        }
-        Ok(Outcome {
-            version: snapshot.version,
-            changes,
-            persist_error,
-        })
-    }
-
-    /// Reads each guarded route's window and rolls back every route whose target is past
-    /// its limits. Routes at 0 % and routes the guard already rolled back are skipped.
-    /// Returns the routes rolled back.
-    pub fn check_guards(&self) -> Vec<String> {
-        let snap = self.shared.load_full();
-        let now = crate::clock::now_ms();
-        let mut tripped = Vec::new();
-        for r in &snap.routes {
-            let (Some(window), Some(def)) = (&r.guard, &r.def) else {
-                continue;
-            };
-            let Some(limits) = &def.guard else { continue };
-            if r.effective_bp == 0
-                || r.target.is_none()
-                || r.override_
-                    .as_ref()
-                    .is_some_and(|o| o.trigger == Trigger::Guard)
-            {
-                continue;
-            }
-            let Some(reason) = crate::guard::verdict(limits, &window.stats(now)) else {
-                continue;
-            };
-            tracing::error!(route = %r.name, "rolling back: {reason}");
-            // The rollback also empties the window (every override change does).
-            let sel = Selection::Routes(vec![r.name.clone()]);
-            match self.rollback(&sel, &reason, Source::Guard, Trigger::Guard) {
-                Ok(_) => tripped.push(r.name.clone()),
-                Err(e) => tracing::error!(route = %r.name, "the guard could not roll back: {e}"),
-            }
-        }
-        tripped
-    }
-
-    /// Serves the listener's certificate files anew when they changed on disk.
-    pub fn reload_certificate(&self) {
-        let Some(c) = &self.certificate else { return };
-        match c.reload_if_changed() {
-            None => {}
-            Some(Ok(serving)) => tracing::info!("TLS certificate reloaded: now serving {serving}"),
-            Some(Err(e)) => {
-                tracing::error!("TLS certificate not reloaded, the previous one keeps serving: {e}")
-            }
-        }
-    }
-
-    /// Lets rate limiters forget clients whose buckets are full again.
-    pub fn forget_idle_clients(&self) {
-        for r in &self.shared.load().routes {
-            if let Some(l) = &r.limiter {
-                l.forget_idle();
-            }
-        }
-    }
-
-    /// `overrides.json` changed on disk (another instance, the CLI offline, a person).
-    /// A valid file different from ours is applied; an invalid one keeps the last good
-    /// overrides in force and is reported until it is repaired.
-    pub fn overrides_changed_on_disk(&self) {
-        let mut st = self.lock();
-        match overrides::load(&self.config.server.state_dir) {
-            Err(e) => {
-                let msg = e.to_string();
-                if st.overrides_error.as_deref() != Some(msg.as_str()) {
-                    tracing::error!("{msg}; keeping the overrides in force");
-                    st.overrides_error = Some(msg);
-                }
-            }
-            Ok(loaded) => {
-                let was_held = st.hold_all_at_zero;
-                st.overrides_error = None;
-                if loaded == st.overrides && !was_held {
-                    return;
-                }
-                let old = self.shared.load_full();
-                let before = percents(&old);
-                st.overrides = loaded;
-                st.hold_all_at_zero = false;
-                match self.publish(&mut st) {
-                    Ok(snapshot) => {
-                        let mut entry = audit::Entry::new(
-                            Source::File,
-                            "overrides",
-                            "overrides.json changed on disk",
-                        );
-                        entry.changes = diff(&before, &percents(&snapshot));
-                        self.audit(&entry);
-                        tracing::info!(
-                            "applied overrides.json from disk ({} entries)",
-                            st.overrides.len()
-                        );
-                    }
-                    Err(e) => tracing::error!("cannot apply overrides.json: {e}"),
-                }
-            }
-        }
-    }
-}
-
-/// Routes whose effective percent differs, appeared or disappeared.
-fn diff(before: &BTreeMap<&str, u16>, after: &BTreeMap<&str, u16>) -> Vec<audit::Change> {
-    let mut out = Vec::new();
-    for (&route, &a) in after {
-        if before.get(route) != Some(&a) {
-            out.push(audit::Change {
-                route: route.to_string(),
-                percent_before: before.get(route).map(|&b| split::bp_to_percent(b)),
-                percent_after: Some(split::bp_to_percent(a)),
-            });
-        }
-    }
-    for (&route, &b) in before {
-        if !after.contains_key(route) {
-            out.push(audit::Change {
-                route: route.to_string(),
-                percent_before: Some(split::bp_to_percent(b)),
-                percent_after: None,
-            });
-        }
-    }
-    out
 }

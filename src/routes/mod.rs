@@ -5,10 +5,14 @@
 pub mod def;
 pub mod load;
 pub mod request;
+pub mod sections;
 pub mod spec;
 pub mod split;
 pub mod table;
+pub mod validate;
 
+#[cfg(test)]
+mod match_tests;
 #[cfg(test)]
 mod tests;
 

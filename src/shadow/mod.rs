@@ -16,6 +16,7 @@
 //! outcomes and learned noise (`metrics::shadow`) live outside, shared with the snapshot.
 
 pub mod client;
+pub mod copier;
 pub mod copy;
 pub mod difflog;
 pub mod quiet;
@@ -24,23 +25,19 @@ pub mod worker;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
-use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderName, HeaderValue};
 use pingora::connectors::http::Connector;
 
-use crate::compare::{Answer, Difference, Field, SkipReason, Verdict};
+use crate::compare::{Answer, SkipReason};
 use crate::config::ShadowLimits;
-use crate::metrics::shadow::{DropReason, Outcome};
+use crate::metrics::shadow::DropReason;
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
 use crate::upstream::capture::BodyCapture;
-use crate::upstream::client as fast_client;
-use crate::upstream::forward::Forwarding;
-use crate::upstream::UpstreamPool;
+use copier::Copier;
 use copy::Original;
-use difflog::{DiffEntry, DiffLog, DiffRecord};
+use difflog::DiffLog;
 
 /// Headers whose values never reach the diff log, whatever the config says.
 pub const ALWAYS_SENSITIVE: [HeaderName; 4] = [
@@ -180,8 +177,10 @@ pub struct Shadower {
 }
 
 impl Shadower {
-    /// Starts the shadow worker's thread.
-    pub fn new(shared: Arc<ShadowShared>, metrics: Arc<Metrics>) -> std::io::Result<Self> {
+    /// Starts the shadow worker's thread. The service owns its shared state; control
+    /// and the admin API read it through `shared`.
+    pub fn new(shared: ShadowShared, metrics: Arc<Metrics>) -> std::io::Result<Self> {
+        let shared = Arc::new(shared);
         let copier = Arc::new(Copier {
             connector: Connector::new(None),
             shared: Arc::clone(&shared),
@@ -202,6 +201,11 @@ impl Shadower {
             shared,
             metrics,
         })
+    }
+
+    /// The state the admin API reads: in flight, limits, the diff log.
+    pub fn shared(&self) -> Arc<ShadowShared> {
+        Arc::clone(&self.shared)
     }
 
     /// Counts a client request as in progress, for copies to wait out (`quiet.rs`).
@@ -250,220 +254,6 @@ impl Shadower {
     }
 }
 
-/// The shadow worker's side: one shared Pingora connector for TLS upstreams (it owns
-/// their pool of shadow connections); plain-HTTP copies use the upstream's shadow lane of
-/// kept connections.
-struct Copier {
-    connector: Connector,
-    shared: Arc<ShadowShared>,
-    metrics: Arc<Metrics>,
-}
-
-impl Copier {
-    /// Sends a copy of `original` to one upstream, bounded by the shadow timeout; the
-    /// answer keeps the headers `rules` compare.
-    async fn fetch(
-        &self,
-        upstream: &UpstreamPool,
-        original: &Original,
-        copy: &Forwarding<'_>,
-        body: &Bytes,
-        rules: &crate::compare::Rules,
-    ) -> Result<Answer, String> {
-        let limits = &self.shared.limits;
-        let copy = &Forwarding {
-            upstream_host: upstream.host.as_ref(),
-            ..*copy
-        };
-        let unreadable = || "the request no longer parses".to_string();
-        let cap = limits.max_body_bytes;
-        let exchange = async {
-            if upstream.config.tls.is_some() {
-                // Boxed: Pingora's exchange future is tens of KiB, and inline it would size
-                // (and be copied into) every shadow's task, TLS or not.
-                let peer = upstream.pick_or_any().1;
-                let wire = original.wire(copy, body).ok_or_else(unreadable)?;
-                let (header, at) = copy::pingora_header(&wire).ok_or_else(unreadable)?;
-                let body = Bytes::copy_from_slice(wire.get(at..).unwrap_or_default());
-                Box::pin(client::exchange(&self.connector, peer, header, body, cap))
-                    .await
-                    .map_err(|e| e.to_string())
-            } else {
-                // Plain HTTP: banyan's own client, and the upstream's kept connections.
-                let wire = original.wire(copy, body).ok_or_else(unreadable)?;
-                let method = original.method();
-                let head = method == Method::HEAD;
-                let idempotent = method.is_idempotent();
-                fast_client::fetch(upstream, &wire, head, idempotent, cap, rules)
-                    .await
-                    .map_err(|e| e.to_string())
-            }
-        };
-        match tokio::time::timeout(limits.timeout, exchange).await {
-            Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(format!("no answer within {:?}", limits.timeout)),
-        }
-    }
-
-    async fn run(&self, job: Job) {
-        let Job {
-            snapshot,
-            route: index,
-            client,
-            request_id,
-            scheme,
-            ctx,
-        } = job;
-        let Some(route) = snapshot.routes.get(index) else {
-            return;
-        };
-        let Some(plan) = route.shadow.as_deref() else {
-            return;
-        };
-        let m = &*self.metrics;
-        let stats = &route.metrics.shadow;
-        let ShadowCtx {
-            request,
-            request_body,
-            response,
-            response_body,
-        } = *ctx;
-        let Some(mut primary) = response else {
-            return;
-        };
-        let (body, complete) = response_body.finish();
-        primary.body = body;
-        primary.complete = complete;
-        let (req_body, _) = request_body.finish();
-        let head = request.method() == Method::HEAD;
-        let learn = plan.compare
-            && plan.noise
-            && crate::compare::plan::is_safe(request.method())
-            && stats.take_learning_sample();
-        // Each upstream's own Host is filled in by `fetch`.
-        let copy = Forwarding {
-            client,
-            scheme,
-            request_id: &request_id,
-            upstream_host: None,
-            shadow: true,
-        };
-        let shadow_call = async {
-            let started = Instant::now();
-            let upstream = snapshot.upstream(plan.upstream);
-            let r = self
-                .fetch(upstream, &request, &copy, &req_body, &plan.rules)
-                .await;
-            (r, started.elapsed())
-        };
-        let legacy_call = async {
-            if !learn {
-                return None;
-            }
-            let upstream = snapshot.upstream(route.legacy);
-            // Boxed: a learning sample is rare, and inline its state would double the size
-            // of every shadow's task.
-            Box::pin(self.fetch(upstream, &request, &copy, &req_body, &plan.rules))
-                .await
-                .ok()
-        };
-        let ((result, took), second) = tokio::join!(shadow_call, legacy_call);
-        let answer = match result {
-            Ok(a) => {
-                stats.observe_duration(m, took.as_secs_f64());
-                a
-            }
-            Err(why) => {
-                tracing::debug!(route = %route.name, "shadow request failed: {why}");
-                stats.record(m, Outcome::Error);
-                return;
-            }
-        };
-        if !plan.compare {
-            stats.record_skip(m, SkipReason::NotCompared);
-            return;
-        }
-        if let Some(second) = second {
-            let noise = stats.noise();
-            if let Verdict::Mismatch { differences, .. } =
-                crate::compare::compare(&primary, &second, head, &plan.rules, &noise)
-            {
-                stats.learn(&differences);
-            }
-        }
-        let noise = stats.noise();
-        match crate::compare::compare(&primary, &answer, head, &plan.rules, &noise) {
-            Verdict::Match => stats.record(m, Outcome::Match),
-            Verdict::Skipped(reason) => stats.record_skip(m, reason),
-            Verdict::Mismatch { differences, total } => {
-                stats.record(m, Outcome::Mismatch);
-                let record = diff_record(
-                    &self.shared,
-                    &route.name,
-                    &request,
-                    &request_id,
-                    &primary,
-                    &answer,
-                    differences,
-                    total,
-                );
-                self.shared.diffs.append(record);
-            }
-        }
-    }
-}
-
-/// The diff-log line for a mismatch: no request body or headers, no query string unless
-/// configured, sensitive header values redacted.
-#[allow(clippy::too_many_arguments)]
-fn diff_record(
-    shared: &ShadowShared,
-    route: &str,
-    request: &Original,
-    request_id: &HeaderValue,
-    primary: &Answer,
-    shadow: &Answer,
-    differences: Vec<Difference>,
-    total: usize,
-) -> DiffRecord {
-    let target = request.target();
-    let path = if shared.limits.log_query {
-        target
-    } else {
-        target.split('?').next().unwrap_or(target)
-    };
-    let listed = differences.len();
-    DiffRecord {
-        time: crate::clock::now_rfc3339(),
-        route: route.to_string(),
-        method: request.method().to_string(),
-        path: path.to_string(),
-        request_id: String::from_utf8_lossy(request_id.as_bytes()).into_owned(),
-        legacy_status: primary.status,
-        shadow_status: shadow.status,
-        differences: differences
-            .into_iter()
-            .map(|d| {
-                let redact = matches!(&d.field, Field::Header(h) if shared.is_sensitive(h));
-                let hide = |v: Option<String>| {
-                    if redact {
-                        v.map(|_| "(redacted)".to_string())
-                    } else {
-                        v
-                    }
-                };
-                DiffEntry {
-                    field: d.field.name(),
-                    legacy: hide(d.legacy),
-                    shadow: hide(d.shadow),
-                }
-            })
-            .collect(),
-        more: total.saturating_sub(listed),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -499,79 +289,5 @@ mod tests {
         drop(more);
         assert_eq!((shared.in_flight(), waiting()), (0, 0));
         assert_eq!(shared.full(), None);
-    }
-
-    #[test]
-    fn diff_records_redact_sensitive_headers_and_drop_query_strings() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let limits = ShadowLimits {
-            max_body_bytes: 1024,
-            max_in_flight: 1,
-            timeout: Duration::from_secs(1),
-            diff_log_max_bytes: 1 << 20,
-            log_query: false,
-            sensitive_headers: vec![HeaderName::from_static("x-api-key")],
-        };
-        let shared = ShadowShared::new(limits, dir.path());
-        let req = Original::Parsed(Box::new(
-            pingora::http::RequestHeader::build("GET", b"/a/b?token=secret", None).expect("req"),
-        ));
-        let id = HeaderValue::from_static("r-1");
-        let diff = |field: Field| Difference {
-            field,
-            legacy: Some("secret-l".into()),
-            shadow: Some("secret-s".into()),
-        };
-        let differences = vec![
-            diff(Field::Header("set-cookie".into())),
-            diff(Field::Header("x-api-key".into())),
-            diff(Field::Header("content-type".into())),
-            diff(Field::Status),
-        ];
-        let answer = Answer {
-            status: 200,
-            ..Answer::default()
-        };
-        let r = diff_record(
-            &shared,
-            "orders",
-            &req,
-            &id,
-            &answer,
-            &answer,
-            differences,
-            40,
-        );
-        assert_eq!(r.path, "/a/b");
-        assert_eq!(r.request_id, "r-1");
-        assert_eq!(r.more, 36);
-        let text = serde_json::to_string(&r).expect("json");
-        assert_eq!(text.matches("(redacted)").count(), 4, "{text}");
-        assert_eq!(
-            text.matches("secret").count(),
-            4,
-            "only the two unredacted fields: {text}"
-        );
-        assert_eq!(r.differences[2].legacy.as_deref(), Some("secret-l"));
-
-        let limits_without_query = shared.limits.clone();
-        let mut with_query = shared.limits.clone();
-        with_query.log_query = true;
-        let shared = ShadowShared::new(with_query, dir.path());
-        let r = diff_record(&shared, "orders", &req, &id, &answer, &answer, vec![], 0);
-        assert_eq!(r.path, "/a/b?token=secret");
-
-        // The same from the bytes banyan's own path read.
-        let raw = b"GET /a/b?token=secret HTTP/1.1\r\nHost: shop\r\n\r\n";
-        let fast = copy::Raw::new(Bytes::copy_from_slice(raw), Method::GET);
-        let req = Original::Raw(fast);
-        let r = diff_record(&shared, "orders", &req, &id, &answer, &answer, vec![], 0);
-        assert_eq!(
-            (r.method.as_str(), r.path.as_str()),
-            ("GET", "/a/b?token=secret")
-        );
-        let quiet = ShadowShared::new(limits_without_query, dir.path());
-        let r = diff_record(&quiet, "orders", &req, &id, &answer, &answer, vec![], 0);
-        assert_eq!(r.path, "/a/b");
     }
 }
