@@ -42,12 +42,13 @@ fn get(b: &Banyan, path: &str) -> (u16, Value) {
     send(b, "GET", path, "")
 }
 
-#[test]
-fn killing_the_target_under_load_fails_no_get() {
+crate::both_transports! {
+fn killing_the_target_under_load_fails_no_get(t) {
     let monolith = Upstream::start("monolith");
     let orders = Upstream::start("orders");
     let b = setup(monolith.addr, orders.addr, "")
         .route_file("orders.toml", route(""))
+        .via(t)
         .start();
     // Four keep-alive clients, so requests are in flight on pooled connections when the
     // target dies.
@@ -78,9 +79,10 @@ fn killing_the_target_under_load_fails_no_get() {
         1.0,
     );
 }
+}
 
-#[test]
-fn a_target_answering_503_gives_clients_legacy_answers() {
+crate::both_transports! {
+fn a_target_answering_503_gives_clients_legacy_answers(t) {
     let monolith = Upstream::start("monolith");
     let orders = Upstream::start_with(
         "orders",
@@ -96,7 +98,7 @@ fn a_target_answering_503_gives_clients_legacy_answers() {
             "[[route]]\nname = \"writes\"\nmatch.path_prefix = \"/api/carts\"\nlegacy = \"monolith\"\ntarget = \"orders\"\npercent = 100\nfallback_methods = [\"GET\", \"POST\"]\n",
         );
     s.server_extra = "debug_headers = true\naccess_log = \"access.log\"";
-    let b = s.start();
+    let b = s.via(t).start();
     for i in 0..10 {
         let (code, body) = get(&b, &format!("/api/orders/{i}"));
         assert_eq!(code, 200, "{body}");
@@ -132,6 +134,8 @@ fn a_target_answering_503_gives_clients_legacy_answers() {
         .collect();
     let first = &lines[0];
     assert_eq!(first["route"], "orders");
+    // Every request went through the transport under test.
+    assert!(lines.iter().all(|l| l["transport"] == t.name()), "{lines:?}");
     assert_eq!(first["backend"], "legacy");
     assert_eq!(first["fallback"], "status");
     assert_eq!(first["status"], 200);
@@ -147,12 +151,14 @@ fn a_target_answering_503_gives_clients_legacy_answers() {
     );
     assert!(post["fallback"].is_null());
 }
+}
 
-#[test]
-fn a_post_to_a_target_refusing_connections_reaches_legacy() {
+crate::both_transports! {
+fn a_post_to_a_target_refusing_connections_reaches_legacy(t) {
     let monolith = Upstream::start("monolith");
     let b = setup(monolith.addr, dead_addr(), "circuit = { failures = 0 }")
         .route_file("orders.toml", route(""))
+        .via(t)
         .start();
     let body = "x".repeat(100_000);
     let (code, answer) = send(&b, "POST", "/api/orders", &body);
@@ -164,9 +170,10 @@ fn a_post_to_a_target_refusing_connections_reaches_legacy() {
         1.0,
     );
 }
+}
 
-#[test]
-fn a_target_that_stops_answering_falls_back_within_its_timeout() {
+crate::both_transports! {
+fn a_target_that_stops_answering_falls_back_within_its_timeout(t) {
     let monolith = Upstream::start("monolith");
     let silent = Silent::start();
     let slow = Upstream::start_with(
@@ -193,7 +200,7 @@ fn a_target_that_stops_answering_falls_back_within_its_timeout() {
         ("orders", "read_timeout = \"400ms\""),
         ("slow", "total_timeout = \"300ms\""),
     ];
-    let b = s.start();
+    let b = s.via(t).start();
     for (path, route, limit) in [
         ("/api/orders/1", "orders", Duration::from_millis(400)),
         ("/api/slow/1", "slow", Duration::from_millis(300)),
@@ -217,9 +224,10 @@ fn a_target_that_stops_answering_falls_back_within_its_timeout() {
     }
     assert!(silent.accepted.load(Ordering::Relaxed) >= 1);
 }
+}
 
-#[test]
-fn the_guard_rolls_back_a_failing_target_until_resumed() {
+crate::both_transports! {
+fn the_guard_rolls_back_a_failing_target_until_resumed(t) {
     let monolith = Upstream::start("monolith");
     let orders = Upstream::start_with(
         "orders",
@@ -233,6 +241,7 @@ fn the_guard_rolls_back_a_failing_target_until_resumed() {
     );
     let b = setup(monolith.addr, orders.addr, "")
         .route_file("orders.toml", guarded)
+        .via(t)
         .start();
     // Below min_requests nothing happens.
     for i in 0..19 {
@@ -295,9 +304,10 @@ fn the_guard_rolls_back_a_failing_target_until_resumed() {
         "a fresh window"
     );
 }
+}
 
-#[test]
-fn health_checks_take_a_dead_peer_out_and_bring_it_back() {
+crate::both_transports! {
+fn health_checks_take_a_dead_peer_out_and_bring_it_back(t) {
     let monolith = Upstream::start("monolith");
     let a = Upstream::start("orders-a");
     let c = Upstream::start("orders-b");
@@ -314,7 +324,7 @@ fn health_checks_take_a_dead_peer_out_and_bring_it_back() {
         "orders",
         "health = { path = \"/healthz\", interval = \"1s\" }",
     )];
-    let b = s.start();
+    let b = s.via(t).start();
     let series = format!("banyan_upstream_healthy{{peer=\"{a_addr}\",upstream=\"orders\"}}");
     b.wait_metric(&series, 1.0);
     wait_until("checks reach the peer", || a.hits() >= 1);
@@ -345,9 +355,10 @@ fn health_checks_take_a_dead_peer_out_and_bring_it_back() {
     });
     assert!(a.hits() >= 1);
 }
+}
 
-#[test]
-fn the_circuit_opens_sends_traffic_to_legacy_and_closes_after_a_good_probe() {
+crate::both_transports! {
+fn the_circuit_opens_sends_traffic_to_legacy_and_closes_after_a_good_probe(t) {
     let monolith = Upstream::start("monolith");
     let failing = Upstream::start_with(
         "orders",
@@ -363,6 +374,7 @@ fn the_circuit_opens_sends_traffic_to_legacy_and_closes_after_a_good_probe() {
         "circuit = { failures = 3, cooldown = \"1s\" }",
     )
     .route_file("orders.toml", route(""))
+    .via(t)
     .start();
     for i in 0..10 {
         let (code, body) = get(&b, &format!("/api/orders/{i}"));
@@ -394,15 +406,17 @@ fn the_circuit_opens_sends_traffic_to_legacy_and_closes_after_a_good_probe() {
     b.wait_metric("banyan_circuit_open{upstream=\"orders\"}", 0.0);
     assert!(fixed.hits() >= 1);
 }
+}
 
-#[test]
-fn rate_limits_answer_429_with_retry_after_per_key() {
+crate::both_transports! {
+fn rate_limits_answer_429_with_retry_after_per_key(t) {
     let monolith = Upstream::start("monolith");
     let b = Setup::new(vec![("monolith", vec![monolith.addr])], "monolith")
         .route_file(
             "api.toml",
             "[[route]]\nname = \"api\"\nmatch.path_prefix = \"/api\"\n\n[route.rate_limit]\nrate = 0.5\nburst = 3\nkey = \"header:x-api-key\"\n",
         )
+        .via(t)
         .start();
     let call = |key: &str| {
         common::try_http_request_with_headers(b.proxy, "GET", "/api/x", &[("x-api-key", key)])
@@ -439,9 +453,10 @@ fn rate_limits_answer_429_with_retry_after_per_key() {
     );
     assert_eq!(b.route_status("api")["rate_limit"]["limited"], 1);
 }
+}
 
-#[test]
-fn without_health_checks_a_refusing_peer_is_taken_out_by_its_errors() {
+crate::both_transports! {
+fn without_health_checks_a_refusing_peer_is_taken_out_by_its_errors(t) {
     let monolith = Upstream::start("monolith");
     let alive = Upstream::start("orders-a");
     let dead = dead_addr();
@@ -453,6 +468,7 @@ fn without_health_checks_a_refusing_peer_is_taken_out_by_its_errors() {
         "monolith",
     )
     .route_file("orders.toml", route(""))
+    .via(t)
     .start();
     let series = format!("banyan_upstream_healthy{{peer=\"{dead}\",upstream=\"orders\"}}");
     b.wait_metric(&series, 1.0);
@@ -477,6 +493,7 @@ fn without_health_checks_a_refusing_peer_is_taken_out_by_its_errors() {
     assert!(served_by[served_by.len() - 10..]
         .iter()
         .all(|s| s == "orders-a"));
+}
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use banyan::routes::split;
 use common::upstream::{pattern, Upstream};
-use common::{raw_exchange, read_response, Banyan, Setup};
+use common::{raw_exchange, read_response, Banyan, Setup, Transport};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use xxhash_rust::xxh3::xxh3_64;
@@ -32,6 +32,11 @@ struct World {
 
 /// monolith (route legacy), orders (target), other (the default upstream for `_default`).
 fn world(routes: &str) -> World {
+    world_via(Transport::Banyan, routes)
+}
+
+/// The same, its requests served through transport `t`.
+fn world_via(t: Transport, routes: &str) -> World {
     let monolith = Upstream::start("monolith");
     let orders = Upstream::start("orders");
     let other = Upstream::start("other");
@@ -44,6 +49,7 @@ fn world(routes: &str) -> World {
         "other",
     )
     .route_file("orders.toml", routes)
+    .via(t)
     .start();
     World {
         monolith,
@@ -75,9 +81,9 @@ async fn get_json(
     (h, resp.json().await.expect("json"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_split_is_exact_sticky_and_proportional() {
-    let w = world(ORDERS_20);
+crate::both_transports! {
+async fn the_split_is_exact_sticky_and_proportional(t) {
+    let w = world_via(t, ORDERS_20);
     let c = client();
     let users = 2000;
     let mut on_target = 0;
@@ -134,10 +140,11 @@ async fn the_split_is_exact_sticky_and_proportional() {
     assert_eq!(orders["effective_percent"], 20.0);
     assert_eq!(orders["stats"]["target"]["requests"], 2 * on_target);
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn requests_without_a_key_are_split_at_random() {
-    let w = world(&ORDERS_20.replace("percent = 20", "percent = 50"));
+crate::both_transports! {
+async fn requests_without_a_key_are_split_at_random(t) {
+    let w = world_via(t, &ORDERS_20.replace("percent = 20", "percent = 50"));
     let c = client();
     let mut target = 0;
     for i in 0..400 {
@@ -149,10 +156,11 @@ async fn requests_without_a_key_are_split_at_random() {
     // 400 draws at 50 %: 6 standard deviations either side.
     assert!((140..=260).contains(&target), "{target} of 400 on target");
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unmatched_requests_go_to_the_default_upstream() {
-    let w = world(ORDERS_20);
+crate::both_transports! {
+async fn unmatched_requests_go_to_the_default_upstream(t) {
+    let w = world_via(t, ORDERS_20);
     let c = client();
     for path in ["/", "/api/users/1", "/api/ordersx", "/api"] {
         let (h, body) = get_json(&c, &w.banyan.url(path), &[("x-user-id", "user-1")]).await;
@@ -164,6 +172,7 @@ async fn unmatched_requests_go_to_the_default_upstream() {
         "banyan_requests_total{backend=\"legacy\",route=\"_default\",status_class=\"2xx\"}",
         4.0,
     );
+}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,9 +307,9 @@ async fn the_proxy_runs_without_transparent_huge_pages() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forwarding_headers_request_ids_and_hop_by_hop() {
-    let w = world(ORDERS_20);
+crate::both_transports! {
+async fn forwarding_headers_request_ids_and_hop_by_hop(t) {
+    let w = world_via(t, ORDERS_20);
     let c = client();
     let resp = c
         .get(w.banyan.url("/echo?x=1"))
@@ -361,13 +370,14 @@ async fn forwarding_headers_request_ids_and_hop_by_hop() {
     assert_eq!(&id[14..15], "4");
     assert_eq!(echo["headers"]["x-forwarded-for"], "127.0.0.1");
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_upstream_host_setting_replaces_the_host_header() {
+crate::both_transports! {
+async fn an_upstream_host_setting_replaces_the_host_header(t) {
     let legacy = Upstream::start("legacy");
     let mut setup = Setup::new(vec![("legacy", vec![legacy.addr])], "legacy");
     setup.upstream_extra = vec![("legacy", "host = \"legacy.internal\"")];
-    let banyan = setup.start();
+    let banyan = setup.via(t).start();
     let resp = client()
         .get(banyan.url("/x"))
         .header("host", "shop.example.com")
@@ -377,6 +387,7 @@ async fn an_upstream_host_setting_replaces_the_host_header() {
     let echo: Value = resp.json().await.expect("json");
     assert_eq!(echo["headers"]["host"], "legacy.internal");
     assert_eq!(echo["headers"]["x-forwarded-host"], "shop.example.com");
+}
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -404,11 +415,13 @@ async fn websocket_echo_through_the_proxy() {
     ws.close(None).await.expect("close");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn several_peers_are_balanced_round_robin() {
+crate::both_transports! {
+async fn several_peers_are_balanced_round_robin(t) {
     let a = Upstream::start("a");
     let b = Upstream::start("b");
-    let banyan = Setup::new(vec![("pool", vec![a.addr, b.addr])], "pool").start();
+    let banyan = Setup::new(vec![("pool", vec![a.addr, b.addr])], "pool")
+        .via(t)
+        .start();
     let c = client();
     let mut seen: HashMap<String, u32> = HashMap::new();
     for _ in 0..100 {
@@ -420,13 +433,14 @@ async fn several_peers_are_balanced_round_robin() {
     assert_eq!(seen.get("a"), Some(&50), "{seen:?}");
     assert_eq!(seen.get("b"), Some(&50), "{seen:?}");
 }
+}
 
 fn dead_addr() -> SocketAddr {
     ([127, 0, 0, 1], common::free_port()).into()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_target_that_refuses_connections_falls_back_to_legacy() {
+crate::both_transports! {
+async fn a_target_that_refuses_connections_falls_back_to_legacy(t) {
     let monolith = Upstream::start("monolith");
     let banyan = Setup::new(
         vec![
@@ -436,6 +450,7 @@ async fn a_target_that_refuses_connections_falls_back_to_legacy() {
         "monolith",
     )
     .route_file("r.toml", ORDERS_20.replace("percent = 20", "percent = 100"))
+    .via(t)
     .start();
     let c = client();
     for method in [
@@ -460,10 +475,13 @@ async fn a_target_that_refuses_connections_falls_back_to_legacy() {
         3.0,
     );
 }
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn legacy_down_is_a_fast_502_naming_route_and_upstream() {
-    let banyan = Setup::new(vec![("monolith", vec![dead_addr()])], "monolith").start();
+crate::both_transports! {
+async fn legacy_down_is_a_fast_502_naming_route_and_upstream(t) {
+    let banyan = Setup::new(vec![("monolith", vec![dead_addr()])], "monolith")
+        .via(t)
+        .start();
     let resp = client()
         .get(banyan.url("/anything"))
         .send()
@@ -479,6 +497,7 @@ async fn legacy_down_is_a_fast_502_naming_route_and_upstream() {
         "banyan_requests_total{backend=\"legacy\",route=\"_default\",status_class=\"5xx\"}",
         1.0,
     );
+}
 }
 
 #[test]

@@ -70,8 +70,8 @@ fn get(b: &Banyan, path: &str) -> (u16, String) {
     http_request(b.proxy, "GET", path, None, "")
 }
 
-#[test]
-fn identical_answers_match_and_clients_never_see_the_shadow() {
+crate::both_transports! {
+fn identical_answers_match_and_clients_never_see_the_shadow(t) {
     // Same documents, keys in another order and 7.0 for 7: equal as JSON.
     let (_monolith, orders, setup) = services(Behavior {
         reorder: true,
@@ -82,7 +82,7 @@ fn identical_answers_match_and_clients_never_see_the_shadow() {
         route("catalog", "/catalog", "methods = [\"GET\", \"HEAD\"]")
             + &route("chunked", "/chunked", ""),
     );
-    let b = setup.start();
+    let b = setup.via(t).start();
     send_paced(&b, "catalog", 300, |i| {
         let (code, body) = get(&b, &format!("/catalog/{i}"));
         assert_eq!(code, 200);
@@ -134,6 +134,7 @@ fn identical_answers_match_and_clients_never_see_the_shadow() {
     #[cfg(target_os = "linux")]
     assert_eq!(thread_nice(b.pid(), "banyan-shadow"), vec![10]);
 }
+}
 
 /// The nice value of each of `pid`'s threads named `name`.
 #[cfg(target_os = "linux")]
@@ -154,14 +155,14 @@ fn thread_nice(pid: u32, name: &str) -> Vec<i64> {
     found
 }
 
-#[test]
-fn a_changed_field_is_named_in_the_diff_log_api_and_cli() {
+crate::both_transports! {
+fn a_changed_field_is_named_in_the_diff_log_api_and_cli(t) {
     let (_monolith, _orders, setup) = services(Behavior {
         price: 13.0,
         ..Behavior::default()
     });
     let setup = setup.route_file("catalog.toml", route("catalog", "/catalog", ""));
-    let b = setup.start();
+    let b = setup.via(t).start();
     send_paced(&b, "catalog", 50, |i| {
         let (code, _) = common::try_http_request_with_headers(
             b.proxy,
@@ -237,12 +238,13 @@ fn a_changed_field_is_named_in_the_diff_log_api_and_cli() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.matches("/price").count(), 2, "{text}");
 }
+}
 
-#[test]
-fn noise_learned_from_legacy_is_left_out() {
+crate::both_transports! {
+fn noise_learned_from_legacy_is_left_out(t) {
     let (monolith, _orders, setup) = services(Behavior::default());
     let setup = setup.route_file("noisy.toml", route("noisy", "/noisy", "noise = true"));
-    let b = setup.start();
+    let b = setup.via(t).start();
     send_paced(&b, "noisy", 300, |i| {
         assert_eq!(get(&b, &format!("/noisy/{i}")).0, 200);
     });
@@ -269,9 +271,10 @@ fn noise_learned_from_legacy_is_left_out() {
         "{text}"
     );
 }
+}
 
-#[test]
-fn writes_are_mirrored_only_when_listed_and_upgrades_never() {
+crate::both_transports! {
+fn writes_are_mirrored_only_when_listed_and_upgrades_never(t) {
     let (_monolith, orders, setup) = services(Behavior::default());
     let echo_ignore = "ignore = [\"/upstream\"]";
     let mut setup = setup.route_file(
@@ -285,7 +288,7 @@ fn writes_are_mirrored_only_when_listed_and_upgrades_never() {
             + &route("ws", "/ws", ""),
     );
     setup.tail = "[shadow]\nmax_body_bytes = 4096\n";
-    let b = setup.start();
+    let b = setup.via(t).start();
     let body = "{\"order\": 42}".repeat(100);
     for _ in 0..20 {
         assert_eq!(
@@ -344,9 +347,10 @@ fn writes_are_mirrored_only_when_listed_and_upgrades_never() {
     });
     assert_eq!(orders.hits(), 20);
 }
+}
 
-#[test]
-fn silent_slow_and_refusing_shadows_never_cost_a_client_request() {
+crate::both_transports! {
+fn silent_slow_and_refusing_shadows_never_cost_a_client_request(t) {
     let monolith = Upstream::start("monolith");
     let silent = Silent::start();
     let slow = Upstream::start_with(
@@ -374,7 +378,7 @@ fn silent_slow_and_refusing_shadows_never_cost_a_client_request() {
     }
     setup = setup.route_file("r.toml", routes);
     setup.tail = "[shadow]\nmax_in_flight = 4\ntimeout = \"5s\"\n";
-    let b = setup.start();
+    let b = setup.via(t).start();
 
     let mut sent = 0u64;
     let mut max_seen = 0u64;
@@ -420,4 +424,5 @@ fn silent_slow_and_refusing_shadows_never_cost_a_client_request() {
     wait_until("no shadow in flight", || {
         b.status()["shadow"]["in_flight"] == 0
     });
+}
 }

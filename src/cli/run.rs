@@ -140,6 +140,7 @@ pub fn run(
         access_log,
         config.server.debug_headers,
         config.server.limits,
+        config.server.fast_path,
     );
     // Plain listeners take HTTP/1.1 and h2c with prior knowledge on the same port.
     let app = PlainOrH2c::new(

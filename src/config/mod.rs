@@ -51,6 +51,9 @@ pub struct Server {
     pub default_upstream: String,
     pub access_log: AccessLog,
     pub debug_headers: bool,
+    /// banyan's own HTTP/1.1 path for whole plain requests; false sends every request
+    /// through Pingora's (an escape hatch; the tests run their cases both ways).
+    pub fast_path: bool,
     /// SIGTERM: how long in-flight requests may finish before the runtimes stop.
     pub grace_period: Duration,
     /// After the grace period: how long runtimes get to wind down.

@@ -15,6 +15,7 @@ pub(super) struct RawServer {
     pub(super) default_upstream: Option<Spanned<String>>,
     pub(super) access_log: Option<Spanned<String>>,
     pub(super) debug_headers: Option<bool>,
+    pub(super) fast_path: Option<bool>,
     pub(super) tls: Option<Spanned<RawServerTls>>,
     pub(super) grace_period: Option<DurationText>,
     pub(super) shutdown_timeout: Option<DurationText>,

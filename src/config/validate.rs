@@ -245,6 +245,7 @@ pub(super) fn validate_server(
         default_upstream,
         access_log,
         debug_headers: raw.debug_headers.unwrap_or(false),
+        fast_path: raw.fast_path.unwrap_or(true),
         grace_period: grace_period?,
         shutdown_timeout: shutdown_timeout?,
         work_stealing: raw.work_stealing.unwrap_or(true),

@@ -375,6 +375,10 @@ impl PlainOrH2c {
                     Read::TimedOut => return None,
                 }
             }
+            if !self.proxy.fast_path {
+                // `server.fast_path = false`: every request is Pingora's.
+                return Some(());
+            }
             // The head's deadline counts from the request's first byte, which the read
             // just returned; it is only needed (a clock read) if the head is not whole.
             let header_timeout = limits.header_timeout;

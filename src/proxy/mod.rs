@@ -41,6 +41,8 @@ pub struct Proxy {
     access_log: Arc<AccessLog>,
     debug_headers: bool,
     limits: ClientLimits,
+    /// `server.fast_path`: whole plain requests go through banyan's own path.
+    fast_path: bool,
 }
 
 impl Proxy {
@@ -51,6 +53,7 @@ impl Proxy {
         access_log: Arc<AccessLog>,
         debug_headers: bool,
         limits: ClientLimits,
+        fast_path: bool,
     ) -> Self {
         Proxy {
             shared,
@@ -59,6 +62,7 @@ impl Proxy {
             access_log,
             debug_headers,
             limits,
+            fast_path,
         }
     }
 }

@@ -38,6 +38,7 @@ pub(super) fn config() -> Config {
             default_upstream: "monolith".to_string(),
             access_log: AccessLog::Off,
             debug_headers: false,
+            fast_path: true,
             grace_period: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(1),
             work_stealing: true,

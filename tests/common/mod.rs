@@ -165,6 +165,27 @@ pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
+/// The transport a test's requests go through: banyan's own HTTP/1.1 path, or Pingora's
+/// (`server.fast_path = false`: the plain listener hands every request to Pingora).
+/// Routing, fallback, timeout, breaker and shadow tests run each case through both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Banyan,
+    Pingora,
+}
+
+impl Transport {
+    pub const BOTH: [Transport; 2] = [Transport::Banyan, Transport::Pingora];
+
+    /// As the access log's `transport` field names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Banyan => "banyan",
+            Transport::Pingora => "pingora",
+        }
+    }
+}
+
 pub struct Banyan {
     pub child: Option<Child>,
     pub proxy: SocketAddr,
@@ -191,6 +212,8 @@ pub struct Setup<'a> {
     pub tail: &'a str,
     /// Send the process's stderr (its log) to `banyan.log` in its folder.
     pub capture_log: bool,
+    /// Which transport serves the plain listener's requests.
+    pub transport: Transport,
 }
 
 impl<'a> Setup<'a> {
@@ -205,7 +228,14 @@ impl<'a> Setup<'a> {
             env: Vec::new(),
             tail: "",
             capture_log: false,
+            transport: Transport::Banyan,
         }
+    }
+
+    /// Requests go through `t`.
+    pub fn via(mut self, t: Transport) -> Self {
+        self.transport = t;
+        self
     }
 
     pub fn route_file(mut self, name: &'a str, toml: impl Into<String>) -> Self {
@@ -218,6 +248,10 @@ impl<'a> Setup<'a> {
             "[server]\nlisten = [\"{proxy}\"]\nthreads = 2\nroutes_dir = \"routes\"\nstate_dir = \"state\"\ndefault_upstream = \"{}\"\n{}\n\n[admin]\nlisten = \"{admin}\"\n{}\n\n",
             self.default_upstream, self.server_extra, self.admin_extra
         );
+        if self.transport == Transport::Pingora {
+            // Into [server], which the format above leaves open until [admin].
+            c = c.replacen("\n\n[admin]", "\nfast_path = false\n\n[admin]", 1);
+        }
         for (name, peers) in &self.upstreams {
             let peers: Vec<String> = peers.iter().map(|p| format!("\"{p}\"")).collect();
             c.push_str(&format!(
@@ -528,4 +562,41 @@ pub fn demo_folder() -> (tempfile::TempDir, [SocketAddr; 4]) {
         }
     }
     (dir, addrs)
+}
+
+/// A test case run once per transport, as two tests named `<case>::banyan` and
+/// `<case>::pingora`: `both_transports! { fn name(t) { ... } }`, or `async fn` for a
+/// tokio test.
+#[macro_export]
+macro_rules! both_transports {
+    (fn $name:ident($t:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            fn case($t: $crate::common::Transport) $body
+            #[test]
+            fn banyan() {
+                case($crate::common::Transport::Banyan)
+            }
+            #[test]
+            fn pingora() {
+                case($crate::common::Transport::Pingora)
+            }
+        }
+    };
+    (async fn $name:ident($t:ident) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            async fn case($t: $crate::common::Transport) $body
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn banyan() {
+                case($crate::common::Transport::Banyan).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn pingora() {
+                case($crate::common::Transport::Pingora).await
+            }
+        }
+    };
 }
