@@ -27,11 +27,16 @@ struct World {
 }
 
 fn world(percent: f64) -> World {
+    world_via(common::Transport::Banyan, percent)
+}
+
+/// The same, its requests served through transport `t`.
+fn world_via(t: common::Transport, percent: f64) -> World {
     let (monolith, orders_up, setup) = common::orders_world(percent);
     World {
         _monolith: monolith,
         _orders: orders_up,
-        b: setup.start(),
+        b: setup.via(t).start(),
     }
 }
 
@@ -70,9 +75,9 @@ fn write_atomically(path: &Path, text: &str) {
     std::fs::rename(&tmp, path).expect("rename");
 }
 
-#[test]
-fn once_rollback_exits_the_next_request_goes_to_legacy() {
-    let w = world(100.0);
+crate::both_transports! {
+fn once_rollback_exits_the_next_request_goes_to_legacy(t) {
+    let w = world_via(t, 100.0);
     assert_eq!(served_by(w.b.proxy, "u1"), "orders");
     for i in 0..20 {
         ok(&w.b.cli(&["rollback", "orders", "--reason", "incident"]));
@@ -97,6 +102,7 @@ fn once_rollback_exits_the_next_request_goes_to_legacy() {
     );
     w.b.wait_metric("banyan_route_override{route=\"orders\"}", 1.0);
     w.b.wait_metric("banyan_route_target_percent{route=\"orders\"}", 0.0);
+}
 }
 
 #[test]
@@ -189,9 +195,9 @@ fn an_overrides_file_written_by_another_instance_is_applied() {
     );
 }
 
-#[test]
-fn route_file_changes_are_live_within_a_second() {
-    let w = world(0.0);
+crate::both_transports! {
+fn route_file_changes_are_live_within_a_second(t) {
+    let w = world_via(t, 0.0);
     for (i, percent) in [100.0, 0.0, 50.0, 100.0].into_iter().enumerate() {
         let path = w.b.path("routes/orders.toml");
         let start = Instant::now();
@@ -218,6 +224,7 @@ fn route_file_changes_are_live_within_a_second() {
     let generation = s["generation"].as_f64().unwrap_or(0.0);
     w.b.wait_metric("banyan_config_generation", generation);
     assert!(metrics.contains("banyan_config_reloads_total{result=\"ok\"}"));
+}
 }
 
 #[test]
@@ -469,9 +476,9 @@ impl Controller {
     }
 }
 
-#[test]
-fn under_load_100_rewrites_and_50_rollback_cycles_fail_and_misroute_nothing() {
-    let w = world(0.0);
+crate::both_transports! {
+fn under_load_100_rewrites_and_50_rollback_cycles_fail_and_misroute_nothing(t) {
+    let w = world_via(t, 0.0);
     let proxy = w.b.proxy;
     let stop = Arc::new(AtomicBool::new(false));
     let observations = Arc::new(Mutex::new(Vec::<Observation>::new()));
@@ -618,4 +625,5 @@ fn under_load_100_rewrites_and_50_rollback_cycles_fail_and_misroute_nothing() {
         observations.len(),
         timeline.changes.len()
     );
+}
 }

@@ -67,6 +67,9 @@ impl ProxyHttp for Proxy {
         downstream.set_keepalive(Some(listener::seconds(self.limits.keepalive_timeout)));
         downstream.set_pipelining_enabled(true);
         downstream.set_write_timeout(Some(self.limits.send_timeout));
+        // 1xx the client did not ask for are not relayed (a 100 it asked for with
+        // `Expect`, and 101, are), as on banyan's own path.
+        downstream.set_ignore_info_resp(true);
         if let Err(why) = strict::check_request(session.as_downstream()) {
             self.metrics
                 .bad_requests_total
@@ -329,6 +332,10 @@ impl ProxyHttp for Proxy {
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if response.status.is_informational() && response.status.as_u16() != 101 {
+            // An interim answer (a 100 the client asked for): passed on as it came.
+            return Ok(());
+        }
         headers::strip_response_hop_by_hop(response);
         if !response.headers.contains_key(headers::X_REQUEST_ID) {
             response.insert_header(headers::X_REQUEST_ID, ctx.request_id.clone())?;
