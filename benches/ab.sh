@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# A/B of two banyan binaries on the load benchmark's S1 (pass-through) and S2 (20 % sticky
-# split), in alternating rounds on the same host, to tell whether a change costs speed:
+# A/B of two banyan binaries on the load benchmark's S1 (pass-through), S2 (20 % sticky
+# split) and S3 (S1 plus a 100 % shadow with comparison), in alternating rounds on the
+# same host, to tell whether a change costs speed:
 #
 #   benches/ab.sh <binary A> <binary B> [seconds per run, default 10] [connections, default 32] [rounds, default 6]
 #
@@ -32,6 +33,17 @@ start() { # name binary port admin: a banyan with the load benchmark's orders ro
   mkdir -p "$WORK/$1/config" "$WORK/$1/routes"
   banyan_config "$WORK/$1" "$3" "$4" "$UP_MONO" "$UP_ORDERS"
   orders_route "$WORK/$1/routes/orders.toml"
+  cat > "$WORK/$1/routes/mirrored.toml" <<ROUTE
+[[route]]
+name = "mirrored"
+match.path_prefix = "/mirrored"
+legacy = "monolith"
+target = "orders"
+percent = 0
+[route.shadow]
+percent = 100
+compare = true
+ROUTE
   (cd "$WORK/$1" && exec taskset -c 0 "$2" run > /dev/null 2>&1) & PIDS+=($!)
 }
 start a "$A_BIN" "$A_PORT" "$A_ADMIN"
@@ -39,7 +51,10 @@ A_PID=$!
 start b "$B_BIN" "$B_PORT" "$B_ADMIN"
 B_PID=$!
 wait_http "http://127.0.0.1:$UP_MONO/"
-for port in $A_PORT $B_PORT; do wait_http "http://127.0.0.1:$port/api/orders/42"; done
+for port in $A_PORT $B_PORT; do
+  wait_http "http://127.0.0.1:$port/api/orders/42"
+  wait_http "http://127.0.0.1:$port/mirrored/42"
+done
 
 users_script "$WORK/users.lua"
 
@@ -51,6 +66,7 @@ for r in $(seq 1 "$ROUNDS"); do
     if [ "$who" = a ]; then port=$A_PORT pid=$A_PID; else port=$B_PORT pid=$B_PID; fi
     run "s1-$who" "http://127.0.0.1:$port/pass/42" "$pid"
     run "s2-$who" "http://127.0.0.1:$port/api/orders/42" "$pid" -s "$WORK/users.lua"
+    run "s3-$who" "http://127.0.0.1:$port/mirrored/42" "$pid"
   done
 done
 
@@ -62,9 +78,9 @@ done
   echo "Command: benches/ab.sh A B $DURATION $CONNS $ROUNDS ($(nproc) cores)"
   echo
   table_head
-  for s in s1 s2; do row "$s-a"; row "$s-b"; done
+  for s in s1 s2 s3; do row "$s-a"; row "$s-b"; done
   echo
-  for s in s1 s2; do
+  for s in s1 s2 s3; do
     echo "- ${s^^} throughput B/A: $(ratio_ci "$WORK/$s-b.rounds" "$WORK/$s-a.rounds" 1)"
     echo "- ${s^^} CPU per request B/A: $(ratio_ci "$WORK/$s-b.rounds" "$WORK/$s-a.rounds" 4)"
   done

@@ -15,31 +15,70 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+/// Why TLS material was refused; the message names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The file was read but what it holds cannot serve: `what` says why.
+    #[error("{}: {what}", .path.display())]
+    Content { path: PathBuf, what: String },
+    #[error("{} and {} do not belong together: {why}", .cert.display(), .key.display())]
+    Mismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        why: String,
+    },
+    #[error("tls.sni `{0}` is not a server name (an empty one would turn verification off)")]
+    ServerName(String),
+    #[error("sni is required: without it the upstream's certificate would not be verified")]
+    MissingSni,
+    #[error("client_cert and client_key go together")]
+    HalfClientPair,
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn content(path: &Path, what: String) -> TlsError {
+    TlsError::Content {
+        path: path.to_path_buf(),
+        what,
+    }
+}
+
 /// Reads every certificate of a PEM file; each must parse as X.509.
-pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: not PEM: {e}", path.display()))?;
+        .map_err(|e| content(path, format!("not PEM: {e}")))?;
     if certs.is_empty() {
-        return Err(format!("{}: no CERTIFICATE in the file", path.display()));
+        return Err(content(path, "no CERTIFICATE in the file".into()));
     }
     for c in &certs {
         x509_parser::parse_x509_certificate(c.as_ref())
-            .map_err(|e| format!("{}: a certificate does not parse: {e}", path.display()))?;
+            .map_err(|e| content(path, format!("a certificate does not parse: {e}")))?;
     }
     Ok(certs)
 }
 
 /// Reads the first private key of a PEM file: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
-pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read(path)?;
     rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|e| format!("{}: not PEM: {e}", path.display()))?
+        .map_err(|e| content(path, format!("not PEM: {e}")))?
         .ok_or_else(|| {
-            format!(
-                "{}: no private key (PKCS#8, PKCS#1 or SEC1) in the file",
-                path.display()
+            content(
+                path,
+                "no private key (PKCS#8, PKCS#1 or SEC1) in the file".into(),
             )
         })
 }
@@ -57,7 +96,7 @@ pub fn describe(cert: &CertificateDer) -> String {
 }
 
 /// A certificate chain and its key, checked to belong together.
-pub fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
+pub fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     certify(read_certs(cert)?, &read_key(key)?, cert, key)
 }
 
@@ -68,16 +107,14 @@ fn certify(
     key_der: &PrivateKeyDer<'static>,
     cert: &Path,
     key: &Path,
-) -> Result<CertifiedKey, String> {
+) -> Result<CertifiedKey, TlsError> {
     let signer = rustls::crypto::ring::sign::any_supported_type(key_der)
-        .map_err(|e| format!("{}: unsupported private key: {e}", key.display()))?;
+        .map_err(|e| content(key, format!("unsupported private key: {e}")))?;
     let ck = CertifiedKey::new(certs, signer);
-    ck.keys_match().map_err(|e| {
-        format!(
-            "{} and {} do not belong together: {e}",
-            cert.display(),
-            key.display()
-        )
+    ck.keys_match().map_err(|e| TlsError::Mismatch {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        why: e.to_string(),
     })?;
     Ok(ck)
 }
@@ -116,7 +153,7 @@ impl fmt::Debug for CertResolver {
 }
 
 impl CertResolver {
-    pub fn load(cert: &Path, key: &Path) -> Result<CertResolver, String> {
+    pub fn load(cert: &Path, key: &Path) -> Result<CertResolver, TlsError> {
         let seen = stamp(&[cert, key]);
         let ck = certified_key(cert, key)?;
         Ok(CertResolver {
@@ -140,7 +177,7 @@ impl CertResolver {
     /// unchanged, else whether the new pair was taken. A bad pair (say, the certificate
     /// written and the key not yet) keeps the old one serving and is tried again at the
     /// next change.
-    pub fn reload_if_changed(&self) -> Option<Result<String, String>> {
+    pub fn reload_if_changed(&self) -> Option<Result<String, TlsError>> {
         let now = stamp(&[&self.cert, &self.key]);
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if *seen == now {
@@ -190,11 +227,9 @@ impl UpstreamTls {
         sni: &str,
         ca: Option<&Path>,
         client: Option<(&Path, &Path)>,
-    ) -> Result<UpstreamTls, String> {
+    ) -> Result<UpstreamTls, TlsError> {
         if sni.is_empty() || ServerName::try_from(sni.to_string()).is_err() {
-            return Err(format!(
-                "tls.sni `{sni}` is not a server name (an empty one would turn verification off)"
-            ));
+            return Err(TlsError::ServerName(sni.to_string()));
         }
         let mut identity = Identity::default();
         identity.part(sni.as_bytes());
@@ -221,9 +256,8 @@ impl UpstreamTls {
                 let key_der = read_key(key)?;
                 certify(certs.clone(), &key_der, cert, key)?;
                 let der = key_der.secret_der().to_vec();
-                PrivateKeyDer::try_from(der.clone()).map_err(|e| {
-                    format!("{}: the key's DER is not recognised: {e}", key.display())
-                })?;
+                PrivateKeyDer::try_from(der.clone())
+                    .map_err(|e| content(key, format!("the key's DER is not recognised: {e}")))?;
                 identity.part(b"client");
                 certs.iter().for_each(|c| identity.part(c));
                 identity.part(&der);
@@ -299,7 +333,7 @@ mod tests {
             .reload_if_changed()
             .expect("changed")
             .expect_err("refused");
-        assert!(err.contains("key.pem"), "{err}");
+        assert!(err.to_string().contains("key.pem"), "{err}");
         assert!(
             Arc::ptr_eq(&second, &r.current.load_full()),
             "the old pair keeps serving"
@@ -314,7 +348,7 @@ mod tests {
         write_pair(b.path(), "b.example");
         let err = certified_key(&a.path().join("cert.pem"), &b.path().join("key.pem"))
             .expect_err("mismatch");
-        assert!(err.contains("do not belong together"), "{err}");
+        assert!(err.to_string().contains("do not belong together"), "{err}");
     }
 
     #[test]

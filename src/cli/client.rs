@@ -59,7 +59,7 @@ impl std::fmt::Display for CallError {
 
 impl Admin {
     pub fn new(args: &AdminArgs) -> anyhow::Result<Admin> {
-        let settings = CliSettings::load(&args.config, &cwd()).map_err(anyhow::Error::msg)?;
+        let settings = CliSettings::load(&args.config, &cwd())?;
         let url = args
             .admin
             .clone()

@@ -16,13 +16,32 @@ pub struct CliSettings {
     pub state_dir: PathBuf,
 }
 
+/// Why the command line could not read its settings.
+#[derive(Debug, thiserror::Error)]
+pub enum CliConfigError {
+    #[error("cannot read {}: {source}", .file.display())]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", .file.display())]
+    Toml { file: PathBuf, message: String },
+    #[error("{}: admin.listen `{listen}` is not an address and port", .file.display())]
+    AdminListen { file: PathBuf, listen: String },
+}
+
 impl CliSettings {
-    pub fn load(file: &Path, base: &Path) -> Result<CliSettings, String> {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    pub fn load(file: &Path, base: &Path) -> Result<CliSettings, CliConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| CliConfigError::Read {
+            file: file.to_path_buf(),
+            source,
+        })?;
         let doc: toml::Table = text
             .parse()
-            .map_err(|e: toml::de::Error| format!("{}: {}", file.display(), e.message().trim()))?;
+            .map_err(|e: toml::de::Error| CliConfigError::Toml {
+                file: file.to_path_buf(),
+                message: e.message().trim().to_string(),
+            })?;
         let get = |section: &str, key: &str| {
             doc.get(section)
                 .and_then(|s| s.get(key))
@@ -31,11 +50,9 @@ impl CliSettings {
         };
         let admin_listen = match get("admin", "listen") {
             None => SocketAddr::from(([127, 0, 0, 1], 9090)),
-            Some(l) => l.parse().map_err(|_| {
-                format!(
-                    "{}: admin.listen `{l}` is not an address and port",
-                    file.display()
-                )
+            Some(l) => l.parse().map_err(|_| CliConfigError::AdminListen {
+                file: file.to_path_buf(),
+                listen: l.clone(),
             })?,
         };
         Ok(CliSettings {

@@ -27,27 +27,48 @@ pub fn admin_token(token_file: Option<&Path>) -> anyhow::Result<Option<String>> 
     Ok(Some(t))
 }
 
+/// Why a peer's address could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("`{0}` needs a port, like \"{0}:80\"")]
+    NoPort(String),
+    #[error("`{0}` is not host:port")]
+    NotHostPort(String),
+    #[error("cannot resolve `{spec}`: {source}")]
+    Lookup {
+        spec: String,
+        source: std::io::Error,
+    },
+    #[error("`{0}` resolved to no address")]
+    NoAddress(String),
+}
+
 /// Resolves "host:port" once, at load: the data path never does DNS. A name with both
 /// IPv4 and IPv6 addresses resolves to its first IPv4 address, the one a `localhost`
 /// upstream nearly always listens on.
-pub fn resolve_peer(spec: &str) -> Result<SocketAddr, String> {
+pub fn resolve_peer(spec: &str) -> Result<SocketAddr, ResolveError> {
     if let Ok(a) = spec.parse::<SocketAddr>() {
         return Ok(a);
     }
     let Some((host, port)) = spec.rsplit_once(':') else {
-        return Err(format!("`{spec}` needs a port, like \"{spec}:80\""));
+        return Err(ResolveError::NoPort(spec.to_string()));
     };
     if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err(format!("`{spec}` is not host:port"));
+        return Err(ResolveError::NotHostPort(spec.to_string()));
     }
     let addrs: Vec<SocketAddr> = match spec.to_socket_addrs() {
         Ok(a) => a.collect(),
-        Err(e) => return Err(format!("cannot resolve `{spec}`: {e}")),
+        Err(source) => {
+            return Err(ResolveError::Lookup {
+                spec: spec.to_string(),
+                source,
+            })
+        }
     };
     addrs
         .iter()
         .find(|a| a.is_ipv4())
         .or_else(|| addrs.first())
         .copied()
-        .ok_or_else(|| format!("`{spec}` resolved to no address"))
+        .ok_or_else(|| ResolveError::NoAddress(spec.to_string()))
 }

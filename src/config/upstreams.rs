@@ -9,6 +9,7 @@ use toml::Spanned;
 use super::validate::resolve_path;
 use super::*;
 use crate::diag::SourceFile;
+use crate::tls::TlsError;
 use crate::tomlspan::DurationText;
 
 pub(super) fn validate_upstreams(
@@ -141,18 +142,15 @@ pub(super) fn validate_upstreams(
 pub(super) fn upstream_tls(
     t: &RawUpstreamTls,
     base: &Path,
-) -> Result<crate::tls::UpstreamTls, String> {
+) -> Result<crate::tls::UpstreamTls, TlsError> {
     let Some(sni) = t.sni.as_deref() else {
-        return Err(
-            "sni is required: without it the upstream's certificate would not be verified"
-                .to_string(),
-        );
+        return Err(TlsError::MissingSni);
     };
     let ca = t.ca.as_deref().map(|p| resolve_path(base, p));
     let client = match (&t.client_cert, &t.client_key) {
         (None, None) => None,
         (Some(c), Some(k)) => Some((resolve_path(base, c), resolve_path(base, k))),
-        _ => return Err("client_cert and client_key go together".to_string()),
+        _ => return Err(TlsError::HalfClientPair),
     };
     crate::tls::UpstreamTls::load(
         sni,

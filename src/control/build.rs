@@ -42,17 +42,30 @@ pub struct Kept {
     pub limiters: HashMap<String, Arc<Limiter>>,
 }
 
+/// Why routes that validated could not be compiled into a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("unknown upstream `{0}`")]
+    UnknownUpstream(String),
+    #[error("route `{route}`: rate_limit.rate {rate} cannot be enforced")]
+    Rate { route: String, rate: f64 },
+    #[error("route name `{0}` cannot be a header value")]
+    Name(String),
+    #[error("compiling the route table: {0}")]
+    Matcher(#[from] regex::Error),
+}
+
 pub fn compile(
     config: &Config,
     upstreams: &Arc<Upstreams>,
     inputs: &Inputs,
     metrics: &Metrics,
     kept: &mut Kept,
-) -> Result<Snapshot, String> {
+) -> Result<Snapshot, BuildError> {
     let index = |name: &str| {
         upstreams
             .index_of(name)
-            .ok_or_else(|| format!("unknown upstream `{name}`"))
+            .ok_or_else(|| BuildError::UnknownUpstream(name.to_string()))
     };
     let held = Override {
         percent_bp: 0,
@@ -89,11 +102,9 @@ pub fn compile(
             Some(r) => match kept.limiters.get(&def.name) {
                 Some(l) if l.enforces(r) => Some(Arc::clone(l)),
                 _ => {
-                    let l = Arc::new(Limiter::new(r).ok_or_else(|| {
-                        format!(
-                            "route `{}`: rate_limit.rate {} cannot be enforced",
-                            def.name, r.rate
-                        )
+                    let l = Arc::new(Limiter::new(r).ok_or_else(|| BuildError::Rate {
+                        route: def.name.clone(),
+                        rate: r.rate,
                     })?);
                     kept.limiters.insert(def.name.clone(), Arc::clone(&l));
                     Some(l)
@@ -104,7 +115,8 @@ pub fn compile(
             guard,
             limiter,
             name: def.name.clone(),
-            name_header: HeaderValue::from_str(&def.name).map_err(|e| e.to_string())?,
+            name_header: HeaderValue::from_str(&def.name)
+                .map_err(|_| BuildError::Name(def.name.clone()))?,
             legacy: index(&def.legacy)?,
             target: def.target.as_deref().map(index).transpose()?,
             declared_bp: def.percent_bp,

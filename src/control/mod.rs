@@ -191,7 +191,12 @@ impl Control {
         }
         let matcher = match compile_matcher(&routes) {
             Ok(m) => m,
-            Err(e) => return Err(Report::whole_file_error(&config.server.routes_dir, e)),
+            Err(e) => {
+                return Err(Report::whole_file_error(
+                    &config.server.routes_dir,
+                    e.to_string(),
+                ))
+            }
         };
         let (overrides, overrides_error) = match overrides::load(&state_dir) {
             Ok(o) => (o, None),
@@ -217,7 +222,7 @@ impl Control {
             exported: build::Exported::new(),
         };
         let snapshot = Self::compile(&config, &upstreams, &metrics, &mut state)
-            .map_err(|e| Report::whole_file_error(&config.server.routes_dir, e))?;
+            .map_err(|e| Report::whole_file_error(&config.server.routes_dir, e.to_string()))?;
         state.last_reload_ms = started.elapsed().as_secs_f64() * 1000.0;
         build::export_gauges(
             &snapshot,
@@ -248,7 +253,7 @@ impl Control {
             None => None,
             Some(t) => Some(Arc::new(
                 crate::tls::CertResolver::load(&t.cert, &t.key)
-                    .map_err(|e| Report::whole_file_error(&config.file, e))?,
+                    .map_err(|e| Report::whole_file_error(&config.file, e.to_string()))?,
             )),
         };
         let control = Control {
@@ -279,7 +284,7 @@ impl Control {
         upstreams: &Arc<Upstreams>,
         metrics: &Metrics,
         st: &mut State,
-    ) -> Result<Snapshot, String> {
+    ) -> Result<Snapshot, build::BuildError> {
         let inputs = build::Inputs {
             routes: &st.routes,
             matcher: &st.matcher,
@@ -293,7 +298,7 @@ impl Control {
     }
 
     /// Compiles the state and swaps it in.
-    fn publish(&self, st: &mut State) -> Result<Arc<Snapshot>, String> {
+    fn publish(&self, st: &mut State) -> Result<Arc<Snapshot>, build::BuildError> {
         st.version += 1;
         let snapshot = Arc::new(Self::compile(
             &self.config,

@@ -31,7 +31,7 @@ impl Control {
         }
         let matcher = match compile_matcher(&routes) {
             Ok(m) => m,
-            Err(e) => return Err(self.reload_failed(&mut st, source, reason, vec![e])),
+            Err(e) => return Err(self.reload_failed(&mut st, source, reason, vec![e.to_string()])),
         };
         let previous_matcher = std::mem::replace(&mut st.matcher, matcher);
         let previous = std::mem::replace(&mut st.routes, routes);
@@ -43,7 +43,7 @@ impl Control {
                 st.routes = previous;
                 st.matcher = previous_matcher;
                 st.generation -= 1;
-                return Err(self.reload_failed(&mut st, source, reason, vec![e]));
+                return Err(self.reload_failed(&mut st, source, reason, vec![e.to_string()]));
             }
         };
         st.last_reload_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -99,8 +99,6 @@ impl Control {
     }
 }
 
-pub(super) fn compile_matcher(routes: &RouteSet) -> Result<Arc<Matcher>, String> {
-    Matcher::new(&routes.routes)
-        .map(Arc::new)
-        .map_err(|e| format!("compiling the route table: {e}"))
+pub(super) fn compile_matcher(routes: &RouteSet) -> Result<Arc<Matcher>, build::BuildError> {
+    Ok(Arc::new(Matcher::new(&routes.routes)?))
 }

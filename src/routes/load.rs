@@ -64,7 +64,7 @@ pub fn load_dir(dir: &Path, config: &Config) -> Result<(RouteSet, Report), Repor
     for path in files {
         match read_text(&path) {
             Ok(text) => sources.push((path, text)),
-            Err(message) => report.extend(Report::whole_file_error(&path, message).diagnostics),
+            Err(e) => report.extend(Report::whole_file_error(&path, e.to_string()).diagnostics),
         }
     }
     let result = load_sources(&sources, config);
@@ -80,17 +80,24 @@ pub fn load_dir(dir: &Path, config: &Config) -> Result<(RouteSet, Report), Repor
     }
 }
 
-fn read_text(path: &Path) -> Result<String, String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read: {e}"))?;
+/// Why a route file's text could not be read.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("cannot read: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the file is {0} bytes; route files are limited to {MAX_ROUTE_FILE_BYTES} bytes")]
+    TooLarge(u64),
+    #[error("the file is not UTF-8 text")]
+    NotText,
+}
+
+fn read_text(path: &Path) -> Result<String, ReadError> {
+    let meta = std::fs::metadata(path)?;
     if meta.len() > MAX_ROUTE_FILE_BYTES {
-        return Err(format!(
-            "the file is {} bytes; route files are limited to {} bytes",
-            meta.len(),
-            MAX_ROUTE_FILE_BYTES
-        ));
+        return Err(ReadError::TooLarge(meta.len()));
     }
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    String::from_utf8(bytes).map_err(|_| "the file is not UTF-8 text".to_string())
+    let bytes = std::fs::read(path)?;
+    String::from_utf8(bytes).map_err(|_| ReadError::NotText)
 }
 
 /// Validates route files given as (path, text), in the order given.

@@ -23,6 +23,19 @@ use super::*;
 /// The shadow worker's side: one shared Pingora connector for TLS upstreams (it owns
 /// their pool of shadow connections); plain-HTTP copies use the upstream's shadow lane of
 /// kept connections.
+/// Why a copy got no answer to compare.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("the request no longer parses")]
+    Unreadable,
+    #[error(transparent)]
+    Tls(#[from] client::ExchangeError),
+    #[error(transparent)]
+    Plain(#[from] fast_client::Failure),
+    #[error("no answer within {0:?}")]
+    TimedOut(std::time::Duration),
+}
+
 pub(super) struct Copier {
     pub(super) connector: Connector,
     pub(super) shared: Arc<ShadowShared>,
@@ -39,40 +52,35 @@ impl Copier {
         copy: &Forwarding<'_>,
         body: &Bytes,
         rules: &crate::compare::Rules,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, CopyError> {
         let limits = &self.shared.limits;
         let copy = &Forwarding {
             upstream_host: upstream.host.as_ref(),
             ..*copy
         };
-        let unreadable = || "the request no longer parses".to_string();
         let cap = limits.max_body_bytes;
         let exchange = async {
             if upstream.config.tls.is_some() {
                 // Boxed: Pingora's exchange future is tens of KiB, and inline it would size
                 // (and be copied into) every shadow's task, TLS or not.
                 let peer = upstream.pick_or_any().1;
-                let wire = original.wire(copy, body).ok_or_else(unreadable)?;
-                let (header, at) = copy::pingora_header(&wire).ok_or_else(unreadable)?;
+                let wire = original.wire(copy, body).ok_or(CopyError::Unreadable)?;
+                let (header, at) = copy::pingora_header(&wire).ok_or(CopyError::Unreadable)?;
                 let body = Bytes::copy_from_slice(wire.get(at..).unwrap_or_default());
-                Box::pin(client::exchange(&self.connector, peer, header, body, cap))
-                    .await
-                    .map_err(|e| e.to_string())
+                Ok(Box::pin(client::exchange(&self.connector, peer, header, body, cap)).await?)
             } else {
                 // Plain HTTP: banyan's own client, and the upstream's kept connections.
-                let wire = original.wire(copy, body).ok_or_else(unreadable)?;
+                let wire = original.wire(copy, body).ok_or(CopyError::Unreadable)?;
                 let method = original.method();
                 let head = method == Method::HEAD;
                 let idempotent = method.is_idempotent();
-                fast_client::fetch(upstream, &wire, head, idempotent, cap, rules)
-                    .await
-                    .map_err(|e| e.to_string())
+                Ok(fast_client::fetch(upstream, &wire, head, idempotent, cap, rules).await?)
             }
         };
         match tokio::time::timeout(limits.timeout, exchange).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(format!("no answer within {:?}", limits.timeout)),
+            Err(_) => Err(CopyError::TimedOut(limits.timeout)),
         }
     }
 
