@@ -33,17 +33,7 @@ start() { # name binary port admin: a banyan with the load benchmark's orders ro
   mkdir -p "$WORK/$1/config" "$WORK/$1/routes"
   banyan_config "$WORK/$1" "$3" "$4" "$UP_MONO" "$UP_ORDERS"
   orders_route "$WORK/$1/routes/orders.toml"
-  cat > "$WORK/$1/routes/mirrored.toml" <<ROUTE
-[[route]]
-name = "mirrored"
-match.path_prefix = "/mirrored"
-legacy = "monolith"
-target = "orders"
-percent = 0
-[route.shadow]
-percent = 100
-compare = true
-ROUTE
+  mirrored_route > "$WORK/$1/routes/mirrored.toml"
   (cd "$WORK/$1" && exec taskset -c 0 "$2" run > /dev/null 2>&1) & PIDS+=($!)
 }
 start a "$A_BIN" "$A_PORT" "$A_ADMIN"

@@ -136,6 +136,20 @@ end
 LUA
 }
 
+mirrored_route() { # the load benchmark's S3 route, on stdout: /mirrored to legacy, a 100 % shadow with comparison
+  cat <<ROUTE
+[[route]]
+name = "mirrored"
+match.path_prefix = "/mirrored"
+legacy = "monolith"
+target = "orders"
+percent = 0
+[route.shadow]
+percent = 100
+compare = true
+ROUTE
+}
+
 orders_route() { # file: the load benchmark's S2 route, a 20 % sticky split of /api/orders
   cat > "$1" <<ROUTE
 [[route]]

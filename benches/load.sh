@@ -80,25 +80,8 @@ banyan_config "$WORK/banyan" "$BANYAN" "$BANYAN_ADMIN" "$UP_MONO" "$UP_ORDERS"
 if [ -n "${BANYAN_EXTRA:-}" ]; then
   sed -i "/^threads = 1$/a $BANYAN_EXTRA" "$WORK/banyan/config/banyan.toml"
 fi
-cat > "$WORK/banyan/routes/scenarios.toml" <<EOF
-[[route]]
-name = "orders"
-match.path_prefix = "/api/orders"
-legacy = "monolith"
-target = "orders"
-percent = 20
-sticky = "header:x-user-id"
-
-[[route]]
-name = "mirrored"
-match.path_prefix = "/mirrored"
-legacy = "monolith"
-target = "orders"
-percent = 0
-[route.shadow]
-percent = 100
-compare = true
-EOF
+orders_route "$WORK/banyan/routes/orders.toml"
+mirrored_route > "$WORK/banyan/routes/mirrored.toml"
 for i in $(seq 0 $((ROUTES - 1))); do
   printf '[[route]]\nname = "svc%04d"\nmatch.path_prefix = "/svc%04d"\nlegacy = "monolith"\ntarget = "orders"\npercent = 0\n\n' "$i" "$i"
 done > "$WORK/banyan/routes/many.toml"

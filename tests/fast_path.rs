@@ -160,6 +160,17 @@ fn kept_upstream_connections_are_reused_and_dropped_ones_replaced() {
     );
 }
 
+/// A chunked answer, head and body, up to its last chunk (no trailer fields).
+fn read_to_last_chunk(s: &mut TcpStream) -> String {
+    let mut got = String::new();
+    while !got.ends_with("\r\n0\r\n\r\n") {
+        let more = read_exactly(s, 1);
+        assert!(!more.is_empty(), "closed after {got:?}");
+        got.push_str(&more);
+    }
+    got
+}
+
 crate::both_transports! {
 fn every_response_framing_reaches_the_client_intact(t) {
     let up = Scripted::start();
@@ -196,12 +207,7 @@ fn every_response_framing_reaches_the_client_intact(t) {
     // Chunked with an extension and a trailer: re-chunked by banyan, the same data in
     // chunks of its own, without the extension or the trailer.
     s.write_all(get("/trailers").as_bytes()).expect("write");
-    let mut got = String::new();
-    while !got.ends_with("\r\n0\r\n\r\n") {
-        let more = read_exactly(&mut s, 1);
-        assert!(!more.is_empty(), "closed after {got:?}");
-        got.push_str(&more);
-    }
+    let got = read_to_last_chunk(&mut s);
     assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
     assert!(got.contains("Transfer-Encoding: chunked\r\n"), "{got}");
     // (Field names compared without case: Pingora writes the upstream's in lower case.)
@@ -242,12 +248,7 @@ fn every_response_framing_reaches_the_client_intact(t) {
         assert!(head.contains("Connection: close"), "{head}");
         assert_eq!(body, "until close body");
     } else {
-        let mut got = String::new();
-        while !got.ends_with("\r\n0\r\n\r\n") {
-            let more = read_exactly(&mut s, 1);
-            assert!(!more.is_empty(), "closed after {got:?}");
-            got.push_str(&more);
-        }
+        let got = read_to_last_chunk(&mut s);
         assert!(got.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
         assert!(got.contains("\r\nuntil close body\r\n"), "{got}");
     }

@@ -20,10 +20,6 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const X_BANYAN_SHADOW: HeaderName = HeaderName::from_static("x-banyan-shadow");
-pub const X_BANYAN_ROUTE: HeaderName = HeaderName::from_static("x-banyan-route");
-pub const X_BANYAN_BACKEND: HeaderName = HeaderName::from_static("x-banyan-backend");
-pub const X_BANYAN_SNAPSHOT: HeaderName = HeaderName::from_static("x-banyan-snapshot");
-pub const X_BANYAN_FALLBACK: HeaderName = HeaderName::from_static("x-banyan-fallback");
 
 const MAX_REQUEST_ID: usize = 200;
 
