@@ -8,12 +8,15 @@
 #   benches/instructions.sh <binary> [<binary>...]     (LOW=500 HIGH=2500 by default)
 #
 # Scenarios: S1 pass-through (/pass), S2 the 20 % sticky split (/api/orders with
-# X-User-Id), and S1 over TLS (HTTP/1.1 on the TLS listener: Pingora's path, with banyan
-# following the request bytes). Needs valgrind, nginx, curl, openssl. Everything listens
-# on 127.0.0.1 and is stopped on exit.
+# X-User-Id), S1 over TLS (HTTP/1.1 on the TLS listener: Pingora's path, with banyan
+# following the request bytes), and S3 (S1 plus a 100 % shadow with comparison: the
+# copies' work on the shadow worker's thread is counted too). SCENARIOS="s1 s3" runs
+# some of them. Needs valgrind, nginx, curl, openssl. Everything listens on 127.0.0.1 and
+# is stopped on exit.
 set -euo pipefail
 
 LOW=${LOW:-500}
+SCENARIOS=${SCENARIOS:-s1 s2 tls s3}
 HIGH=${HIGH:-2500}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 NAME=instructions
@@ -27,6 +30,7 @@ mkdir -p "$WORK/up" "$WORK/b/config" "$WORK/b/routes"
 json_upstreams "$WORK/up" "$UP_MONO" "$DOC" "$UP_ORDERS" "$DOC"
 banyan_config "$WORK/b" "$PORT" "$ADMIN" "$UP_MONO" "$UP_ORDERS"
 orders_route "$WORK/b/routes/orders.toml"
+mirrored_route > "$WORK/b/routes/mirrored.toml"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
   -keyout "$WORK/b/key.pem" -out "$WORK/b/cert.pem" 2>/dev/null
 # The TLS listener is a table of `[server]`: it goes right after the server's keys.
@@ -49,17 +53,28 @@ count() { # binary requests url [curl args]: callgrind's total for a run serving
 {
   echo "# Instructions per request (callgrind), $(date -u +%Y-%m-%dT%H:%MZ)"
   echo
-  echo "Command: LOW=$LOW HIGH=$HIGH benches/instructions.sh $*"
+  echo "Command: LOW=$LOW HIGH=$HIGH SCENARIOS=\"$SCENARIOS\" benches/instructions.sh $*"
   echo
-  echo "| binary | S1 pass-through | S2 split | S1 over TLS |"
-  echo "|---|---|---|---|"
+  head="| binary |" rule="|---|"
+  for s in $SCENARIOS; do
+    case $s in
+      s1) head="$head S1 pass-through |" ;;
+      s2) head="$head S2 split |" ;;
+      tls) head="$head S1 over TLS |" ;;
+      s3) head="$head S3 shadow + compare |" ;;
+    esac
+    rule="$rule---|"
+  done
+  echo "$head"
+  echo "$rule"
   for bin in "$@"; do
     row=""
-    for s in s1 s2 tls; do
+    for s in $SCENARIOS; do
       case $s in
         s1) url="http://127.0.0.1:$PORT/pass/"; args=() ;;
         s2) url="http://127.0.0.1:$PORT/api/orders/"; args=(-H "X-User-Id: user-7") ;;
         tls) url="https://127.0.0.1:$TLS_PORT/pass/"; args=(-k --http1.1) ;;
+        s3) url="http://127.0.0.1:$PORT/mirrored/"; args=() ;;
       esac
       lo=$(count "$bin" "$LOW" "$url" "${args[@]}")
       hi=$(count "$bin" "$HIGH" "$url" "${args[@]}")

@@ -27,6 +27,7 @@ pub fn connection_tokens<'h>(fields: impl Iterator<Item = (&'h str, &'h [u8])>) 
 }
 
 /// `n` in decimal, written at the end of `buf`.
+#[inline]
 pub fn format_len(buf: &mut [u8; 20], mut n: usize) -> &[u8] {
     let mut at = buf.len();
     loop {
@@ -39,6 +40,7 @@ pub fn format_len(buf: &mut [u8; 20], mut n: usize) -> &[u8] {
     }
 }
 
+#[inline]
 pub fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
