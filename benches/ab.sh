@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A/B of two banyan binaries on the load benchmark's S1 (pass-through), S2 (20 % sticky
-# split) and S3 (S1 plus a 100 % shadow with comparison), in alternating rounds on the
-# same host, to tell whether a change costs speed:
+# split) and S3 (S1 plus a 100 % shadow with comparison; at saturation most copies are
+# dropped, and how many are compared sways its CPU per request, so S3 also runs paced,
+# 4 ms between requests per connection, where every copy is compared), in alternating
+# rounds on the same host, to tell whether a change costs speed:
 #
 #   benches/ab.sh <binary A> <binary B> [seconds per run, default 10] [connections, default 32] [rounds, default 6]
 #
@@ -47,6 +49,7 @@ for port in $A_PORT $B_PORT; do
 done
 
 users_script "$WORK/users.lua"
+printf 'function delay() return 4 end\n' > "$WORK/paced.lua"
 
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r of $ROUNDS..." >&2
@@ -57,6 +60,7 @@ for r in $(seq 1 "$ROUNDS"); do
     run "s1-$who" "http://127.0.0.1:$port/pass/42" "$pid"
     run "s2-$who" "http://127.0.0.1:$port/api/orders/42" "$pid" -s "$WORK/users.lua"
     run "s3-$who" "http://127.0.0.1:$port/mirrored/42" "$pid"
+    run "s3paced-$who" "http://127.0.0.1:$port/mirrored/42" "$pid" -s "$WORK/paced.lua"
   done
 done
 
@@ -68,9 +72,9 @@ done
   echo "Command: benches/ab.sh A B $DURATION $CONNS $ROUNDS ($(nproc) cores)"
   echo
   table_head
-  for s in s1 s2 s3; do row "$s-a"; row "$s-b"; done
+  for s in s1 s2 s3 s3paced; do row "$s-a"; row "$s-b"; done
   echo
-  for s in s1 s2 s3; do
+  for s in s1 s2 s3 s3paced; do
     echo "- ${s^^} throughput B/A: $(ratio_ci "$WORK/$s-b.rounds" "$WORK/$s-a.rounds" 1)"
     echo "- ${s^^} CPU per request B/A: $(ratio_ci "$WORK/$s-b.rounds" "$WORK/$s-a.rounds" 4)"
   done
