@@ -315,7 +315,8 @@ impl Banyan {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Banyan {
-        Self::spawn_full(dir, proxy, admin, args, env, Stdio::inherit())
+        let log = process_log(dir.path());
+        Self::spawn_full(dir, proxy, admin, args, env, log)
     }
 
     pub fn spawn_full(
@@ -429,7 +430,7 @@ impl Banyan {
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(process_log(self.dir.path()))
             .spawn()
             .expect("start banyan");
         self.child = Some(child);
@@ -505,7 +506,25 @@ impl Drop for Banyan {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // A passing run prints only test results; a failing test shows what the process
+        // logged (libtest prints the test's captured output).
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.path().join(PROCESS_LOG));
+            eprintln!("---- banyan's log ----\n{}", log.unwrap_or_default());
+        }
     }
+}
+
+/// Where a started process's stderr (its log) goes, in its folder, unless the test
+/// captures it itself (`Setup::capture_log`).
+const PROCESS_LOG: &str = "banyan.stderr.log";
+
+fn process_log(dir: &Path) -> Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(PROCESS_LOG))
+        .map_or_else(|_| Stdio::null(), Stdio::from)
 }
 
 /// The route the control-plane tests move: `/api/orders` from monolith to orders, sticky
