@@ -65,6 +65,65 @@ pub fn split_top_level<'i>(
     out
 }
 
+/// The keys a table may hold, and the shapes of the sub-tables among them.
+pub struct Shape<'a> {
+    pub keys: &'a [&'a str],
+    pub tables: &'a [(&'a str, Shape<'a>)],
+}
+
+/// Removes the keys of a table (and of its known sub-tables) that its shape does not
+/// name, recording each as an error, so that one typo (`precent = 20`) does not hide the
+/// table's other problems behind it. Returns the dropped keys, dotted ("match.pth").
+pub fn drop_unknown(
+    src: &mut SourceFile,
+    value: &mut Spanned<DeValue<'_>>,
+    shape: &Shape,
+) -> Vec<String> {
+    let mut dropped = Vec::new();
+    let DeValue::Table(table) = value.get_mut() else {
+        return dropped;
+    };
+    let given = std::mem::replace(table, DeTable::new());
+    for (key, sub) in given {
+        let name: &str = key.get_ref();
+        if shape.keys.contains(&name) {
+            table.insert(key, sub);
+            continue;
+        }
+        let listed = shape
+            .keys
+            .iter()
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let hint =
+            closest(name, shape.keys).map_or(String::new(), |k| format!("; did you mean `{k}`?"));
+        src.error(
+            Some(key.span()),
+            format!("unknown field `{name}`, expected one of {listed}{hint}"),
+        );
+        dropped.push(name.to_string());
+    }
+    for (key, sub) in table.iter_mut() {
+        let name: &str = key.get_ref();
+        if let Some((_, shape)) = shape.tables.iter().find(|(k, _)| *k == name) {
+            let inner = drop_unknown(src, sub, shape);
+            dropped.extend(inner.into_iter().map(|k| format!("{name}.{k}")));
+        }
+    }
+    dropped
+}
+
+/// The known key a typo most likely meant: at most two edits away.
+fn closest<'k>(typo: &str, known: &[&'k str]) -> Option<&'k str> {
+    known
+        .iter()
+        .map(|k| (strsim::osa_distance(typo, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
 /// A duration written as text ("250ms", "5s", "1m 30s").
 #[derive(Debug, Clone, Deserialize)]
 #[serde(transparent)]
@@ -127,6 +186,51 @@ mod tests {
             lines[1].starts_with("t.toml:6:8: error: invalid type"),
             "{lines:?}"
         );
+    }
+
+    #[test]
+    fn unknown_keys_are_dropped_with_a_hint_and_the_rest_still_read() {
+        let text = "[[item]]\nname = \"a\"\nsise = 3\nsub.colour = 1\nsub.x = 2\n";
+        let mut src = SourceFile::new(Path::new("t.toml"), text);
+        let doc = parse_document(&mut src, text).expect("valid syntax");
+        let shape = Shape {
+            keys: &["name", "size", "sub"],
+            tables: &[(
+                "sub",
+                Shape {
+                    keys: &["color", "x"],
+                    tables: &[],
+                },
+            )],
+        };
+        for (_, value) in split_top_level(&mut src, doc, &["item"]) {
+            let DeValue::Array(items) = value.into_inner() else {
+                panic!("array expected")
+            };
+            for mut item in items {
+                let dropped = drop_unknown(&mut src, &mut item, &shape);
+                assert_eq!(dropped, ["sise", "sub.colour"]);
+                let DeValue::Table(t) = item.get_ref() else {
+                    panic!("table expected")
+                };
+                assert_eq!(t.len(), 2, "name and sub are kept");
+            }
+        }
+        let lines: Vec<String> = src.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].starts_with("t.toml:3:1: error: unknown field `sise`"),
+            "{lines:?}"
+        );
+        assert!(lines[0].ends_with("did you mean `size`?"), "{lines:?}");
+        assert!(lines[1].contains("unknown field `colour`"), "{lines:?}");
+        assert!(lines[1].ends_with("did you mean `color`?"), "{lines:?}");
+    }
+
+    #[test]
+    fn only_near_misses_get_a_hint() {
+        assert_eq!(closest("precent", &["percent", "target"]), Some("percent"));
+        assert_eq!(closest("zzzzz", &["percent"]), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use toml::de::DeValue;
 
 use super::def::{self, PathMatch, RouteDef};
-use super::spec::RouteSpec;
+use super::spec::{RouteSpec, ROUTE_SHAPE};
 use crate::config::Config;
 use crate::diag::{Diagnostic, Report, Severity, SourceFile};
 use crate::tomlspan;
@@ -137,9 +137,10 @@ fn parse_file(src: &mut SourceFile, text: &str, config: &Config, out: &mut Vec<R
             src.error(Some(span), "`route` must be written as [[route]] tables");
             continue;
         };
-        for item in items {
+        for mut item in items {
+            let dropped = tomlspan::drop_unknown(src, &mut item, &ROUTE_SHAPE);
             if let Some(spec) = tomlspan::deserialize::<RouteSpec>(src, item) {
-                if let Some(route) = def::validate(src, spec, config) {
+                if let Some(route) = def::validate(src, spec, config, &dropped) {
                     out.push(route);
                 }
             }

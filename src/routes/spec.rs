@@ -6,10 +6,74 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::tomlspan::DurationText;
+use crate::tomlspan::{DurationText, Shape};
 
 pub type Text = Spanned<String>;
 pub type TextList = Spanned<Vec<Text>>;
+
+/// The keys of a `[[route]]` and its sections, for reporting typos before deserializing
+/// (`tomlspan::drop_unknown`); serde still refuses any key these lists miss.
+pub const ROUTE_SHAPE: Shape = Shape {
+    keys: &[
+        "name",
+        "match",
+        "legacy",
+        "target",
+        "percent",
+        "sticky",
+        "fallback",
+        "fallback_methods",
+        "salt",
+        "shadow",
+        "rate_limit",
+        "guard",
+    ],
+    tables: &[
+        (
+            "match",
+            Shape {
+                keys: &[
+                    "path",
+                    "path_prefix",
+                    "path_regex",
+                    "methods",
+                    "host",
+                    "headers",
+                ],
+                tables: &[],
+            },
+        ),
+        (
+            "shadow",
+            Shape {
+                keys: &[
+                    "percent",
+                    "upstream",
+                    "methods",
+                    "compare",
+                    "compare_headers",
+                    "ignore",
+                    "noise",
+                ],
+                tables: &[],
+            },
+        ),
+        (
+            "rate_limit",
+            Shape {
+                keys: &["rate", "burst", "key"],
+                tables: &[],
+            },
+        ),
+        (
+            "guard",
+            Shape {
+                keys: &["max_error_rate", "max_p99_ms", "min_requests", "window"],
+                tables: &[],
+            },
+        ),
+    ],
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -49,6 +49,7 @@ pub(super) fn config() -> Config {
         admin: Admin {
             listen: ([127, 0, 0, 1], 9090).into(),
             token_file: None,
+            tokens: Vec::new(),
         },
         upstreams,
         shadow: ShadowLimits {

@@ -10,9 +10,16 @@ use super::split::percent_to_bp;
 use crate::config::{valid_name, Config};
 use crate::diag::SourceFile;
 
-/// Validates one route. Records every problem it finds; `None` if there was any error.
-pub fn validate(src: &mut SourceFile, spec: RouteSpec, config: &Config) -> Option<RouteDef> {
-    let before = src.diagnostics.iter().filter(|d| d.is_error()).count();
+/// Validates one route, recording every problem it finds. The route comes back even
+/// with errors when its match could be read, so that the rules over the whole set (unique
+/// names, ambiguity) report in the same pass; a set with any error is never served.
+/// `dropped`: the route's unknown keys, already reported ("match.path_prefx").
+pub fn validate(
+    src: &mut SourceFile,
+    spec: RouteSpec,
+    config: &Config,
+    dropped: &[String],
+) -> Option<RouteDef> {
     let (line, column) = src.position(spec.name.span().start);
 
     let name = spec.name.get_ref().clone();
@@ -28,7 +35,11 @@ pub fn validate(src: &mut SourceFile, spec: RouteSpec, config: &Config) -> Optio
         );
     }
 
-    let (path, host, methods, headers) = validate_match(src, &spec.matcher);
+    let (path, host, methods, headers) = validate_match(
+        src,
+        &spec.matcher,
+        dropped.iter().any(|k| k.starts_with("match.")),
+    );
 
     let legacy = match &spec.legacy {
         Some(l) => {
@@ -43,6 +54,13 @@ pub fn validate(src: &mut SourceFile, spec: RouteSpec, config: &Config) -> Optio
     });
 
     let percent_bp = match &spec.percent {
+        None if target.is_some() => {
+            src.warning(
+                spec.target.as_ref().map(|t| t.span()),
+                "the route has a target but no `percent`: the target gets 0 % of users; write `percent = 0` to say so",
+            );
+            0
+        }
         None => 0,
         Some(p) => percent_value(src, p, "percent").unwrap_or(0),
     };
@@ -103,10 +121,6 @@ pub fn validate(src: &mut SourceFile, spec: RouteSpec, config: &Config) -> Optio
         validate_guard(src, g.get_ref())
     });
 
-    let after = src.diagnostics.iter().filter(|d| d.is_error()).count();
-    if after > before {
-        return None;
-    }
     Some(RouteDef {
         name,
         file: src.path.to_path_buf(),
@@ -136,7 +150,11 @@ type MatchParts = (
     Vec<(HeaderName, String)>,
 );
 
-pub(super) fn validate_match(src: &mut SourceFile, m: &toml::Spanned<MatchSpec>) -> MatchParts {
+pub(super) fn validate_match(
+    src: &mut SourceFile,
+    m: &toml::Spanned<MatchSpec>,
+    misspelt: bool,
+) -> MatchParts {
     let spec = m.get_ref();
     let given: Vec<(&Text, &str)> = [
         (spec.path.as_ref(), "path"),
@@ -148,6 +166,9 @@ pub(super) fn validate_match(src: &mut SourceFile, m: &toml::Spanned<MatchSpec>)
     .collect();
 
     let path = match given.as_slice() {
+        // A misspelt key of the match was reported already: saying the path is missing
+        // adds nothing.
+        [] if misspelt => None,
         [] => {
             src.error(
                 Some(m.span()),
