@@ -11,16 +11,20 @@ use std::process::Command;
 use common::{wait_until, Banyan};
 use serde_json::Value;
 
-/// The shell block between the walkthrough markers of README.md.
-fn walkthrough() -> String {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .expect("README.md");
+fn readme() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("README.md")
+}
+
+/// The shell block between the `<!-- NAME:start -->` and `<!-- NAME:end -->` markers.
+fn block(name: &str) -> String {
+    let readme = readme();
     let start = readme
-        .find("<!-- walkthrough:start -->")
-        .expect("walkthrough start marker");
+        .find(&format!("<!-- {name}:start -->"))
+        .unwrap_or_else(|| panic!("{name} start marker"));
     let end = readme
-        .find("<!-- walkthrough:end -->")
-        .expect("walkthrough end marker");
+        .find(&format!("<!-- {name}:end -->"))
+        .unwrap_or_else(|| panic!("{name} end marker"));
     readme[start..end]
         .lines()
         .skip(1)
@@ -38,8 +42,25 @@ fn the_readme_walkthrough_works_as_written() {
             && common::http_get(orders, "/healthz").is_some()
     });
 
-    let script = walkthrough().replace("localhost:8080", &format!("localhost:{}", proxy.port()));
-    assert!(script.contains("banyan rollback orders"), "{script}");
+    // The README top to bottom: the quick start, then the walkthrough. The walkthrough
+    // stops after step 1's requests until their copies are compared, as they are by the
+    // time a person types the next command, so that step 1's figures can be checked.
+    let ports = |text: String| {
+        text.replace("localhost:8080", &format!("localhost:{}", proxy.port()))
+            .replace("localhost:9090", &format!("localhost:{}", admin.port()))
+            .replace("cargo run --release --", "banyan")
+    };
+    let quickstart = ports(block("quickstart"));
+    let walkthrough = ports(block("walkthrough"));
+    assert!(
+        walkthrough.contains("banyan rollback orders"),
+        "{walkthrough}"
+    );
+    let cut = walkthrough
+        .find("banyan status")
+        .expect("step 1 has a status");
+    let (first, rest) = walkthrough.split_at(cut);
+    let script = format!("{quickstart}\n{first}");
     // `banyan` is this build's binary, found first on PATH.
     let bin_dir = Path::new(common::BIN).parent().expect("bin dir");
     let path = format!(
@@ -47,19 +68,58 @@ fn the_readme_walkthrough_works_as_written() {
         bin_dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let out = Command::new("bash")
-        .args(["-e", "-o", "pipefail", "-c", &script])
-        .current_dir(b.dir.path())
-        .env("PATH", path)
-        .env_remove("BANYAN_ADMIN_TOKEN")
-        .output()
-        .expect("bash runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the walkthrough failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let run = |script: &str| {
+        let out = Command::new("bash")
+            .args(["-e", "-o", "pipefail", "-c", script])
+            .current_dir(b.dir.path())
+            .env("PATH", &path)
+            .env_remove("BANYAN_ADMIN_TOKEN")
+            .output()
+            .expect("bash runs");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "the walkthrough failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let before = run(&script);
+    let mut last = Value::Null;
+    let compared =
+        |s: &Value| s["match"].as_u64().unwrap_or(0) + s["mismatch"].as_u64().unwrap_or(0);
+    let waited = std::time::Instant::now();
+    while compared(&last) < 41 && waited.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        last = b.route_status("orders")["shadow"]["stats"].clone();
+    }
+    assert_eq!(
+        compared(&last),
+        41,
+        "step 1's copies compared: {last}\n{before}"
     );
+    let after = run(&format!(
+        "export PATH=\"$PWD/target/release:$PATH\"\n{rest}"
+    ));
+    // Step 1's figures, exactly as the README states them.
+    let readme = readme();
+    for seen in [
+        "90.2% match (41)",
+        "legacy 3749 · shadow 3750 on order 7",
+        "6249 · 6250 on 17",
+        "8749 · 8750 on 27",
+        "11249 · 11250 on 37",
+    ] {
+        assert!(readme.contains(seen), "the README no longer says `{seen}`");
+    }
+    assert!(after.contains("90.2% match (41)"), "{after}");
+    for (legacy, shadow) in [(3749, 3750), (6249, 6250), (8749, 8750), (11249, 11250)] {
+        assert!(
+            after.contains(&format!("legacy {legacy}  ·  shadow {shadow}")),
+            "{after}"
+        );
+    }
+    let stdout = format!("{before}{after}");
     // The answers come from the sides the README names, in its order.
     let served: Vec<&str> = stdout
         .lines()
@@ -68,7 +128,10 @@ fn the_readme_walkthrough_works_as_written() {
         .collect();
     assert_eq!(
         served,
-        ["orders", "monolith", "orders", "monolith"],
+        [
+            "monolith", "orders", // the quick start
+            "orders", "monolith", "orders", "monolith"
+        ],
         "{stdout}"
     );
     assert!(stdout.contains("shadow first"), "{stdout}");
