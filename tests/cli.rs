@@ -144,6 +144,7 @@ fn explain_shows_route_bucket_and_backend() {
             dir.path(),
             &[
                 "explain",
+                "--offline",
                 "GET",
                 "http://shop.example.com/api/orders/7?x=1",
                 "-H",
@@ -170,6 +171,7 @@ fn explain_shows_route_bucket_and_backend() {
             dir.path(),
             &[
                 "explain",
+                "--offline",
                 "--json",
                 "GET",
                 "/api/orders/7",
@@ -187,6 +189,7 @@ fn explain_shows_route_bucket_and_backend() {
         dir.path(),
         &[
             "explain",
+            "--offline",
             "--json",
             "GET",
             "/api/orders",
@@ -200,11 +203,11 @@ fn explain_shows_route_bucket_and_backend() {
         (Some(5440), Some("monolith"))
     );
 
-    let out = banyan_cmd(dir.path(), &["explain", "GET", "/other"]);
+    let out = banyan_cmd(dir.path(), &["explain", "--offline", "GET", "/other"]);
     assert!(stdout(&out).contains("route     _default  (no route matched)"));
     assert!(stdout(&out).contains("backend   legacy → monolith"));
 
-    let out = banyan_cmd(dir.path(), &["explain", "GET", "/api/orders"]);
+    let out = banyan_cmd(dir.path(), &["explain", "--offline", "GET", "/api/orders"]);
     assert!(
         stdout(&out).contains("backend   random per request"),
         "{}",

@@ -2,8 +2,10 @@
 //! Pingora service and runtime, so nothing here can slow the data path; changes it asks
 //! for go through the control plane like any other.
 
+pub mod explain;
 pub mod origin;
 pub mod status;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -12,27 +14,31 @@ use http::{header, Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde::Deserialize;
-use subtle::ConstantTimeEq;
 
-use crate::control::audit::Source;
+use crate::control::audit::{Source, Who};
 use crate::control::{Control, ControlError, Outcome, Selection};
 use crate::model::Trigger;
 use crate::routes::split::percent_to_bp;
 use crate::shadow::ShadowShared;
+use tokens::{Tokens, Verdict};
 
 /// The migration dashboard, served at `/`.
 const DASHBOARD: &str = include_str!("dashboard.html");
 
+/// An actor's name is cut to this many characters in the audit log.
+const MAX_ACTOR: usize = 64;
 /// Admin request bodies are small JSON documents.
 const MAX_BODY: usize = 64 * 1024;
 /// Sent by `banyan` commands so the audit log can tell them from other API clients.
 pub const CLIENT_HEADER: &str = "x-banyan-client";
+/// Who acts, as the CLI names them (`--actor`, `BANYAN_ACTOR`, the OS user): for the audit.
+pub const ACTOR_HEADER: &str = "x-banyan-actor";
 
 pub struct AdminApp {
     control: Arc<Control>,
     /// The data path's shadow service, read for status and the diff log.
     shadow: Arc<ShadowShared>,
-    token: Option<String>,
+    tokens: Tokens,
     /// Where the admin API listens: a tokenless API answers only requests that name it.
     listen: std::net::SocketAddr,
 }
@@ -45,6 +51,8 @@ pub struct AdminRequest {
     pub query: String,
     pub authorization: Option<Vec<u8>>,
     pub from_cli: bool,
+    /// Who the client says is acting (`x-banyan-actor`), for the audit log.
+    pub actor: Option<String>,
     pub body: Vec<u8>,
     pub host: Option<Vec<u8>>,
     pub origin: Option<Vec<u8>>,
@@ -55,27 +63,16 @@ impl AdminApp {
     pub fn new(
         control: Arc<Control>,
         shadow: Arc<ShadowShared>,
-        token: Option<String>,
+        tokens: Tokens,
         listen: std::net::SocketAddr,
     ) -> Self {
         AdminApp {
             control,
             shadow,
-            token,
+            tokens,
             listen,
         }
     }
-}
-
-/// Whether an `/api/` request carries the configured bearer token (always, without one).
-fn authorized(token: Option<&str>, authorization: Option<&[u8]>) -> bool {
-    let Some(token) = token else {
-        return true;
-    };
-    let Some(given) = authorization.and_then(|a| a.strip_prefix(b"Bearer ")) else {
-        return false;
-    };
-    given.trim_ascii().ct_eq(token.as_bytes()).into()
 }
 
 #[derive(Deserialize, Default)]
@@ -129,12 +126,12 @@ fn outcome(result: Result<Outcome, ControlError>) -> Response<Vec<u8>> {
 pub fn handle(
     control: &Control,
     shadow: &ShadowShared,
-    token: Option<&str>,
+    tokens: &Tokens,
     listen: std::net::SocketAddr,
     req: &AdminRequest,
 ) -> Response<Vec<u8>> {
     let path = req.path.as_str();
-    if token.is_none() {
+    if tokens.is_empty() {
         let seen = origin::Seen {
             method: &req.method,
             path,
@@ -150,13 +147,21 @@ pub fn handle(
             return json_error(status, &why.to_string());
         }
     }
-    if path.starts_with("/api/") && !authorized(token, req.authorization.as_deref()) {
-        return json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-    }
-    let source = if req.from_cli {
-        Source::Cli
-    } else {
-        Source::Api
+    let token = match tokens.check(req.authorization.as_deref()) {
+        Verdict::Refused if path.starts_with("/api/") => {
+            return json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")
+        }
+        Verdict::Named(name) => Some(name),
+        Verdict::Open | Verdict::Refused => None,
+    };
+    let source = Who {
+        source: if req.from_cli {
+            Source::Cli
+        } else {
+            Source::Api
+        },
+        actor: req.actor.clone(),
+        token,
     };
     let get = req.method == Method::GET || req.method == Method::HEAD;
     let post = req.method == Method::POST;
@@ -184,7 +189,8 @@ pub fn handle(
         ),
         "/api/v1/status" if get => json(StatusCode::OK, &status::build(control, shadow)),
         "/api/v1/diffs" if get => diffs(control, shadow, &req.query),
-        "/api/v1/reload" if post => match control.reload(source, "reload requested") {
+        "/api/v1/explain" if get => explain_request(control, &req.query),
+        "/api/v1/reload" if post => match control.reload(source.clone(), "reload requested") {
             Ok(generation) => json(
                 StatusCode::OK,
                 &serde_json::json!({ "generation": generation }),
@@ -201,17 +207,17 @@ pub fn handle(
             Ok(b) => outcome(control.rollback(
                 &Selection::All,
                 &reason_or(b.reason, "rollback of all routes"),
-                source,
+                source.clone(),
                 Trigger::Manual,
             )),
             Err(e) => bad_body(e),
         },
-        "/api/v1/resume" if post => outcome(control.resume(&Selection::All, source)),
-        "/healthz" | "/metrics" | "/api/v1/status" | "/api/v1/diffs" | "/api/v1/reload"
-        | "/api/v1/rollback" | "/api/v1/resume" => {
+        "/api/v1/resume" if post => outcome(control.resume(&Selection::All, source.clone())),
+        "/healthz" | "/metrics" | "/api/v1/status" | "/api/v1/diffs" | "/api/v1/explain"
+        | "/api/v1/reload" | "/api/v1/rollback" | "/api/v1/resume" => {
             json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         }
-        _ => route_action(control, req, source),
+        _ => route_action(control, req, &source),
     }
 }
 
@@ -261,6 +267,15 @@ fn diffs(control: &Control, shadow: &ShadowShared, query: &str) -> Response<Vec<
     )
 }
 
+/// `GET /api/v1/explain`: the data path's decision on the described request, now.
+fn explain_request(control: &Control, query: &str) -> Response<Vec<u8>> {
+    let snap = control.snapshot();
+    match explain::Query::parse(query, &explain::route_methods(&snap)) {
+        Ok(q) => json(StatusCode::OK, &explain::explain(&snap, &q, true)),
+        Err(e) => json_error(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
 fn reason_or(reason: Option<String>, default: &str) -> String {
     reason
         .map(|r| r.trim().to_string())
@@ -269,7 +284,7 @@ fn reason_or(reason: Option<String>, default: &str) -> String {
 }
 
 /// `/api/v1/routes/{name}/{percent|rollback|resume}`.
-fn route_action(control: &Control, req: &AdminRequest, source: Source) -> Response<Vec<u8>> {
+fn route_action(control: &Control, req: &AdminRequest, source: &Who) -> Response<Vec<u8>> {
     let Some(rest) = req.path.strip_prefix("/api/v1/routes/") else {
         return json_error(StatusCode::NOT_FOUND, "no such endpoint");
     };
@@ -301,18 +316,18 @@ fn route_action(control: &Control, req: &AdminRequest, source: Source) -> Respon
                 );
             };
             let reason = reason_or(b.reason, &format!("set to {}%", b.percent));
-            outcome(control.set_percent(name, bp, &reason, source))
+            outcome(control.set_percent(name, bp, &reason, source.clone()))
         }
         "rollback" => match reason_body(&req.body) {
             Ok(b) => outcome(control.rollback(
                 &one,
                 &reason_or(b.reason, "rollback"),
-                source,
+                source.clone(),
                 Trigger::Manual,
             )),
             Err(e) => bad_body(e),
         },
-        "resume" => outcome(control.resume(&one, source)),
+        "resume" => outcome(control.resume(&one, source.clone())),
         _ => json_error(StatusCode::NOT_FOUND, "no such endpoint"),
     }
 }
@@ -333,6 +348,11 @@ impl ServeHttp for AdminApp {
                 .headers
                 .get(CLIENT_HEADER)
                 .is_some_and(|v| v.as_bytes() == b"cli"),
+            actor: h
+                .headers
+                .get(ACTOR_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(MAX_ACTOR).collect()),
             body: Vec::new(),
             host: field(h, header::HOST),
             origin: field(h, header::ORIGIN),
@@ -355,11 +375,11 @@ impl ServeHttp for AdminApp {
         let head = req.method == Method::HEAD;
         let control = Arc::clone(&self.control);
         let shadow = Arc::clone(&self.shadow);
-        let token = self.token.clone();
+        let tokens = self.tokens.clone();
         let listen = self.listen;
         let mut resp = match tokio::task::spawn_blocking(move || {
             crate::priority::lower_this_thread();
-            handle(&control, &shadow, token.as_deref(), listen, &req)
+            handle(&control, &shadow, &tokens, listen, &req)
         })
         .await
         {
@@ -415,20 +435,4 @@ pub fn json_error(status: StatusCode, message: &str) -> Response<Vec<u8>> {
         .to_string()
         .into_bytes();
     text(status, "application/json", body)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_need_the_bearer_scheme_and_an_exact_match() {
-        assert!(authorized(None, None));
-        assert!(!authorized(Some("t0k"), None));
-        assert!(!authorized(Some("t0k"), Some(b"t0k")));
-        assert!(!authorized(Some("t0k"), Some(b"Bearer t0")));
-        assert!(!authorized(Some("t0k"), Some(b"Bearer t0kk")));
-        assert!(authorized(Some("t0k"), Some(b"Bearer t0k")));
-        assert!(authorized(Some("t0k"), Some(b"Bearer t0k ")));
-    }
 }

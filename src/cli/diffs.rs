@@ -62,10 +62,10 @@ pub fn diffs(args: &Args) -> anyhow::Result<ExitCode> {
     }
     let records: Vec<DiffRecord> = match admin.call("GET", &path, None) {
         Ok(v) => serde_json::from_value(v.get("diffs").cloned().unwrap_or(Value::Null))?,
-        Err(CallError::Unreachable(why)) => {
-            let log = DiffLog::open(&admin.settings.state_dir, u64::MAX);
+        Err(CallError::Unreachable { at, why }) => {
+            let log = DiffLog::open(&admin.settings(&why)?.state_dir, u64::MAX);
             eprintln!(
-                "banyan: cannot reach the admin API ({why}); reading {}",
+                "banyan: cannot reach the admin API at {at}: {why}; reading {}",
                 log.path().display()
             );
             log.recent(args.route.as_deref(), args.limit)

@@ -1,20 +1,18 @@
-//! `banyan explain METHOD URL [-H 'name: value']...`: the route, the bucket and the
-//! backend a request would get, computed from the files with the data path's own
-//! decision function. Sends nothing.
+//! `banyan explain METHOD URL [-H 'name: value']...`: the route, the bucket and the side a
+//! request gets. Asks the running proxy (`GET /api/v1/explain`), whose answer is the data
+//! path's own decision on the snapshot it serves: overrides, guard trips, health and
+//! circuits included. `--offline` compiles a snapshot from the files and `overrides.json`
+//! and answers with the same function, saying that live state may differ.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
-use serde_json::json;
 
+use super::client::{find_config, Admin, AdminArgs, CallError};
 use super::common::{load_all, refuse, shown};
-use crate::config::DEFAULT_CONFIG_PATH;
-use crate::routes::request::sticky_key;
-use crate::routes::split::{bp_to_text, BUCKETS};
-use crate::routes::{RequestView, RouteTable, Sticky, DEFAULT_ROUTE};
+use crate::admin::explain::{explain as decide, route_methods, Explanation, Query};
+use crate::routes::split::BUCKETS;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,170 +23,200 @@ pub struct Args {
     /// A request header, as curl writes it: -H 'x-user-id: alice'. Repeatable.
     #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
     headers: Vec<String>,
-    /// The client address, for routes sticky by "ip".
+    /// The client address, for routes sticky by "ip" and rate limits.
     #[arg(long, value_name = "IP")]
     client_ip: Option<IpAddr>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
-    #[arg(long, short = 'c', default_value = DEFAULT_CONFIG_PATH)]
-    config: PathBuf,
-}
-
-fn parse_headers(raw: &[String]) -> anyhow::Result<HeaderMap> {
-    let mut headers = HeaderMap::new();
-    for h in raw {
-        let Some((name, value)) = h.split_once(':') else {
-            bail!("header `{h}` is not 'name: value'");
-        };
-        let name = HeaderName::from_bytes(name.trim().as_bytes())
-            .with_context(|| format!("header name in `{h}`"))?;
-        let value = HeaderValue::from_str(value.trim())
-            .with_context(|| format!("header value in `{h}`"))?;
-        headers.append(name, value);
-    }
-    Ok(headers)
+    /// Explain from the config, route files and overrides.json, without asking the proxy.
+    #[arg(long)]
+    offline: bool,
+    #[command(flatten)]
+    admin: AdminArgs,
 }
 
 pub fn explain(args: &Args) -> anyhow::Result<ExitCode> {
-    let method: Method = args
-        .method
-        .to_ascii_uppercase()
-        .parse()
-        .with_context(|| format!("`{}` is not an HTTP method", args.method))?;
-    let uri: Uri = args
-        .url
-        .parse()
-        .with_context(|| format!("`{}` is not a URL or path", args.url))?;
-    if uri.path().is_empty() || !uri.path().starts_with('/') {
-        bail!("`{}`: the URL needs a path starting with '/'", args.url);
+    let method = args.method.to_ascii_uppercase();
+    let ip = args.client_ip.map(|i| i.to_string());
+    let (answer, at) = if args.offline {
+        (offline(args, &method, ip.as_deref())?, None)
+    } else {
+        // Checked here too, so a typo is not blamed on the proxy.
+        Query::new(&method, &args.url, &args.headers, ip.as_deref(), &[&method])?;
+        let admin = Admin::new(&args.admin)?;
+        let mut query: Vec<(&str, &str)> = vec![("method", &method), ("url", &args.url)];
+        query.extend(args.headers.iter().map(|h| ("header", h.as_str())));
+        if let Some(ip) = &ip {
+            query.push(("client_ip", ip));
+        }
+        let path = format!(
+            "/api/v1/explain?{}",
+            form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(query)
+                .finish()
+        );
+        match admin.call("GET", &path, None) {
+            Ok(v) => (
+                serde_json::from_value(v).context("reading the proxy's explanation")?,
+                Some(admin.url.clone()),
+            ),
+            Err(e @ CallError::Unreachable { .. }) => {
+                bail!("{e}; `banyan explain --offline` explains from the files instead")
+            }
+            Err(e) => bail!("{e}"),
+        }
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        print_text(&answer, at.as_deref());
     }
-    let headers = parse_headers(&args.headers)?;
-    let (config, set, _) = match load_all(&args.config) {
+    Ok(ExitCode::SUCCESS)
+}
+
+fn offline(args: &Args, method: &str, ip: Option<&str>) -> anyhow::Result<Explanation> {
+    let config = find_config(args.admin.config.as_deref())?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "no config file here ({}): pass --config or set BANYAN_CONFIG",
+            crate::config::DEFAULT_CONFIG_PATH
+        )
+    })?;
+    let (config, set, _) = match load_all(&config) {
         Ok(loaded) => loaded,
         Err(report) => return Err(refuse(&report, "cannot explain")),
     };
-    let percents: Vec<u16> = set.routes.iter().map(|r| r.percent_bp).collect();
-    let table = RouteTable::new(&set.routes, &percents).context("compiling the route table")?;
-    let view = RequestView::new(&method, &uri, &headers, args.client_ip);
-    let decision = table.decide(&view);
-    let backend = decision.backend();
+    let (snap, note) = crate::control::build::offline(&config, &set)?;
+    let q = Query::new(method, &args.url, &args.headers, ip, &route_methods(&snap))?;
+    let mut answer = decide(&snap, &q, false);
+    answer.notes.extend(note);
+    Ok(answer)
+}
 
-    let def = decision.route.map(|i| &*set.routes[i]);
-    let upstream_name = match (def, backend) {
-        (Some(d), crate::routes::Backend::Target) => {
-            d.target.clone().unwrap_or_else(|| d.legacy.clone())
-        }
-        (Some(d), crate::routes::Backend::Legacy) => d.legacy.clone(),
-        (None, _) => config.server.default_upstream.clone(),
+fn print_text(e: &Explanation, at: Option<&str>) {
+    match at {
+        Some(url) => println!(
+            "answered  by the proxy at {url} (snapshot {}, generation {})",
+            e.snapshot, e.generation
+        ),
+        None => println!("answered  from the files (--offline): overrides in force may differ"),
+    }
+    println!("request   {} {}", e.method, e.url);
+    let Some(source) = &e.source else {
+        println!("route     {}  (no route matched)", e.route);
+        print_backend(e);
+        print_notes(e);
+        return;
     };
-    let peers: Vec<String> = config
-        .upstream(&upstream_name)
-        .map(|u| u.peers.iter().map(|p| p.addr.to_string()).collect())
-        .unwrap_or_default();
-
-    let key = def.and_then(|d| {
-        sticky_key(&d.sticky, &view)
-            .bytes()
-            .map(|k| String::from_utf8_lossy(k).into_owned())
-    });
-    // Without a sticky key the data path draws a bucket per request: there is no one answer.
-    let random = def
-        .is_some_and(|d| d.target.is_some() && d.percent_bp > 0 && d.percent_bp < BUCKETS)
-        && decision.split.is_some_and(|s| !s.keyed);
-    let target_name = def.and_then(|d| d.target.clone());
-    let legacy_name = def.map_or(config.server.default_upstream.clone(), |d| d.legacy.clone());
-    let peers_of = |name: &str| -> String {
-        config
-            .upstream(name)
-            .map(|u| {
-                u.peers
-                    .iter()
-                    .map(|p| p.addr.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .unwrap_or_default()
-    };
-    if args.json {
-        let out = json!({
-            "route": def.map_or(DEFAULT_ROUTE, |d| d.name.as_str()),
-            "source": def.map(|d| format!("{}:{}", shown(&d.file), d.line)),
-            "match": def.map(|d| d.describe_match()),
-            "percent": def.map(|d| bp_to_text(d.percent_bp)),
-            "sticky": def.map(|d| d.sticky.describe()),
-            "salt": def.map(|d| d.salt.clone()),
-            "key": key,
-            "bucket": decision.split.filter(|s| s.keyed).map(|s| s.bucket),
-            "backend": if random { "random" } else { backend.as_str() },
-            "upstream": if random { None } else { Some(&upstream_name) },
-            "peers": peers,
+    let (file, line) = source.rsplit_once(':').unwrap_or((source, ""));
+    println!(
+        "route     {}  ({}:{line})",
+        e.route,
+        shown(std::path::Path::new(file))
+    );
+    if let Some(m) = &e.matcher {
+        println!("match     {m}");
+    }
+    let pct = |p: Option<f64>| format!("{:.2}", p.unwrap_or(0.0));
+    match &e.target {
+        Some(t) => println!(
+            "split     {}% to target `{t}`, sticky {}, salt \"{}\"",
+            pct(e.percent),
+            e.sticky.as_deref().unwrap_or("none"),
+            e.salt.as_deref().unwrap_or("")
+        ),
+        None => println!("split     none: the route has no target"),
+    }
+    if let Some(o) = &e.override_ {
+        let age = o.age_seconds.map_or(String::new(), |s| {
+            format!(", {}", super::status::age(Some(s)))
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(ExitCode::SUCCESS);
+        println!(
+            "override  {}% instead of the files' {}% ({}{age}: {}){}",
+            pct(Some(o.percent)),
+            pct(e.declared_percent),
+            o.trigger,
+            o.reason,
+            if o.shadow { "" } else { ", shadow paused" }
+        );
     }
+    match (&e.key, e.bucket) {
+        (Some(k), Some(b)) => {
+            println!(
+                "key       {} = \"{k}\"",
+                e.key_from.as_deref().unwrap_or("")
+            );
+            let bp = (e.percent.unwrap_or(0.0) * 100.0).round();
+            println!(
+                "bucket    {b} of {BUCKETS}  (target when bucket < {bp} = {}% × 100)",
+                pct(e.percent)
+            );
+        }
+        _ if e.target.is_some() => {
+            let why = match e.key_from.as_deref() {
+                Some("none") | None => "the route is not sticky".to_string(),
+                Some("client ip") => "no --client-ip given".to_string(),
+                Some(from) => format!("the request has no {from}"),
+            };
+            println!(
+                "key       none ({why}): each request is split at random, {}% to target",
+                pct(e.percent)
+            );
+        }
+        _ => {}
+    }
+    print_backend(e);
+    print_notes(e);
+}
 
-    println!("request   {method} {uri}");
-    match def {
-        None => {
-            println!("route     {DEFAULT_ROUTE}  (no route matched)");
-        }
-        Some(d) => {
-            println!("route     {}  ({}:{})", d.name, shown(&d.file), d.line);
-            println!("match     {}", d.describe_match());
-            match &d.target {
-                Some(t) => println!(
-                    "split     {}% to target `{t}`, sticky {}, salt \"{}\"",
-                    bp_to_text(d.percent_bp),
-                    d.sticky.describe(),
-                    d.salt
-                ),
-                None => println!("split     none: the route has no target"),
-            }
-            match (&key, decision.split) {
-                (Some(k), Some(s)) => {
-                    let what = match &d.sticky {
-                        Sticky::Header(h) => format!("header {h}"),
-                        Sticky::Cookie(c) => format!("cookie {c}"),
-                        Sticky::Ip => "client ip".to_string(),
-                        Sticky::None => String::new(),
-                    };
-                    println!("key       {what} = \"{k}\"");
-                    println!(
-                        "bucket    {} of {BUCKETS}  (target when bucket < {} = {}% × 100)",
-                        s.bucket,
-                        d.percent_bp,
-                        bp_to_text(d.percent_bp)
-                    );
-                }
-                _ if d.target.is_some() => {
-                    let why = match &d.sticky {
-                        Sticky::None => "the route is not sticky".to_string(),
-                        Sticky::Ip => "no --client-ip given".to_string(),
-                        s => format!("the request has no {}", s.describe()),
-                    };
-                    println!(
-                        "key       none ({why}): each request is split at random, {}% to target",
-                        bp_to_text(d.percent_bp)
-                    );
-                }
-                _ => {}
-            }
-        }
+fn print_backend(e: &Explanation) {
+    let peers = e
+        .peers
+        .iter()
+        .map(|p| match p.healthy {
+            Some(false) => format!("{} out of rotation", p.peer),
+            _ => p.peer.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    if let Some(reason) = &e.fallback {
+        println!(
+            "target    {} cannot take requests ({}; circuit {})",
+            e.target.as_deref().unwrap_or("?"),
+            reason.replace('_', " "),
+            e.circuit
+        );
+    } else if e.circuit == "probe" {
+        println!("target    circuit half open: the next target-bound request is its trial");
     }
-    match (random, def, &target_name) {
-        (true, Some(d), Some(t)) => println!(
-            "backend   random per request: target → {t} ({}) {}%, else legacy → {legacy_name} ({})",
-            peers_of(t),
-            bp_to_text(d.percent_bp),
-            peers_of(&legacy_name)
+    match e.backend.as_str() {
+        "refused" => println!("backend   none: banyan answers 503 itself"),
+        "random" => println!(
+            "backend   random per request: target → {} {}%, else legacy → {}",
+            e.target.as_deref().unwrap_or("?"),
+            format_args!("{:.2}", e.percent.unwrap_or(0.0)),
+            e.legacy
         ),
-        _ => println!(
-            "backend   {} → {} ({})",
-            backend.as_str(),
-            upstream_name,
-            peers.join(", ")
+        side => println!(
+            "backend   {side} → {} ({peers}){}",
+            e.upstream.as_deref().unwrap_or("?"),
+            if e.fallback.is_some() && side == "legacy" {
+                "  (fallback)"
+            } else {
+                ""
+            }
         ),
     }
-    Ok(ExitCode::SUCCESS)
+    if let Some(s) = &e.shadow {
+        println!("shadow    {s}");
+    }
+    if let Some(r) = &e.rate_limit {
+        println!("limit     {r}");
+    }
+}
+
+fn print_notes(e: &Explanation) {
+    for n in &e.notes {
+        println!("note      {n}");
+    }
 }

@@ -31,9 +31,23 @@ struct Cli {
 
 #[derive(clap::Args, Clone)]
 struct ConfigArg {
-    /// The proxy's config file; relative paths in it resolve against the current folder.
-    #[arg(long, short = 'c', default_value = DEFAULT_CONFIG_PATH)]
-    config: PathBuf,
+    /// The proxy's config file; relative paths in it resolve against the current folder
+    /// (default: BANYAN_CONFIG, then config/banyan.toml).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    /// The config file to serve or check: it must exist.
+    fn path(&self) -> anyhow::Result<PathBuf> {
+        client::find_config(self.config.as_deref())?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "no config file: looked for {DEFAULT_CONFIG_PATH} in {}; pass --config FILE or set {}",
+                common::cwd().display(),
+                client::CONFIG_ENV
+            )
+        })
+    }
 }
 
 #[derive(clap::Args, Clone)]
@@ -82,9 +96,15 @@ pub fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Run(a) => run::run(&a.config.config, false, Format::choose(a.log_format)),
-        Command::Demo(a) => run::run(&a.config.config, true, Format::choose(a.log_format)),
-        Command::Check(a) => check::check(&a.config),
+        Command::Run(a) => a
+            .config
+            .path()
+            .and_then(|p| run::run(&p, false, Format::choose(a.log_format))),
+        Command::Demo(a) => a
+            .config
+            .path()
+            .and_then(|p| run::run(&p, true, Format::choose(a.log_format))),
+        Command::Check(a) => a.path().and_then(|p| check::check(&p)),
         Command::Explain(a) => explain::explain(&a),
         Command::Status(a) => status::status(&a),
         Command::Set(a) => overrides::set(&a),

@@ -1,9 +1,8 @@
 //! `banyan set`, `banyan rollback`, `banyan resume`: change overrides through the admin
-//! API. When the API cannot be reached, `rollback` and `resume` write `overrides.json`
-//! themselves (the same atomic write the proxy uses) and say so: a running proxy picks
+//! API. When the API cannot be reached, they write `overrides.json` themselves (the same atomic write the proxy uses) and say so: a running proxy picks
 //! the file up from its watcher, a stopped one at start.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -90,12 +89,12 @@ fn finish(what: &str, result: Result<Value, CallError>) -> anyhow::Result<ExitCo
 }
 
 pub fn set(args: &SetArgs) -> anyhow::Result<ExitCode> {
-    if percent_to_bp(args.percent).is_none() {
+    let Some(bp) = percent_to_bp(args.percent) else {
         bail!(
             "percent {} is not between 0 and 100 with two decimals",
             args.percent
         );
-    }
+    };
     let admin = Admin::new(&args.admin)?;
     let mut body = json!({ "percent": args.percent });
     if let Some(r) = &args.reason {
@@ -106,6 +105,18 @@ pub fn set(args: &SetArgs) -> anyhow::Result<ExitCode> {
         &format!("/api/v1/routes/{}/percent", args.route),
         Some(body),
     );
+    if let Err(CallError::Unreachable { at, why }) = result {
+        let default_reason = format!("set to {}%", args.percent);
+        let reason = args.reason.as_deref().unwrap_or(&default_reason);
+        return offline(
+            &admin,
+            Op::Set(bp),
+            false,
+            std::slice::from_ref(&args.route),
+            Some(reason),
+            (&at, &why),
+        );
+    }
     finish(
         &format!("{} set to {}% until resumed", args.route, args.percent),
         result,
@@ -116,7 +127,7 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<ExitCode> {
     let body = args.reason.as_ref().map(|r| json!({ "reason": r }));
     apply(
         &args.admin,
-        Op::Rollback,
+        Bulk::Rollback,
         args.all,
         &args.routes,
         body,
@@ -125,26 +136,38 @@ pub fn rollback(args: &RollbackArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
-    apply(&args.admin, Op::Resume, args.all, &args.routes, None, None)
+    apply(
+        &args.admin,
+        Bulk::Resume,
+        args.all,
+        &args.routes,
+        None,
+        None,
+    )
 }
 
 /// A rollback or resume of some routes (one call each) or all (one call), through the
 /// API; written to the file directly when the API cannot be reached.
 fn apply(
     admin: &AdminArgs,
-    op: Op,
+    bulk: Bulk,
     all: bool,
     routes: &[String],
     body: Option<Value>,
     reason: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let admin = Admin::new(admin)?;
-    let (action, done) = match op {
-        Op::Rollback => (
+    let (action, done, op) = match bulk {
+        Bulk::Rollback => (
             "rollback",
             "rolled back {}: 0 %, shadow paused, until resumed",
+            Op::Rollback,
         ),
-        Op::Resume => ("resume", "resumed {}: the route files decide again"),
+        Bulk::Resume => (
+            "resume",
+            "resumed {}: the route files decide again",
+            Op::Resume,
+        ),
     };
     let calls: Vec<(String, String)> = if all {
         vec![(format!("/api/v1/{action}"), "all routes".to_string())]
@@ -157,8 +180,8 @@ fn apply(
     let mut code = ExitCode::SUCCESS;
     for (path, what) in calls {
         match admin.call("POST", &path, body.clone()) {
-            Err(CallError::Unreachable(why)) => {
-                return offline(&admin, op, all, routes, reason, &why)
+            Err(CallError::Unreachable { at, why }) => {
+                return offline(&admin, op, all, routes, reason, (&at, &why))
             }
             result => {
                 if let Err(e) = finish(&done.replace("{}", &what), result) {
@@ -171,16 +194,26 @@ fn apply(
     Ok(code)
 }
 
+/// What `apply` does to several routes at once.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Op {
+enum Bulk {
     Rollback,
     Resume,
 }
 
-/// Route names in the route files, read leniently (a file that does not parse is
-/// skipped): enough to check names and expand `--all` without a running proxy.
-fn route_names(dir: &Path) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// An override to this percent (basis points), shadow as it is.
+    Set(u16),
+    Rollback,
+    Resume,
+}
+
+/// Route names in the route files, and whether each has a target, read leniently (a
+/// file that does not parse is skipped): enough to check names and expand `--all`
+/// without a running proxy.
+fn route_names(dir: &Path) -> BTreeMap<String, bool> {
+    let mut names = BTreeMap::new();
     for file in route_files(dir).unwrap_or_default() {
         let Ok(text) = std::fs::read_to_string(&file) else {
             continue;
@@ -195,7 +228,7 @@ fn route_names(dir: &Path) -> BTreeSet<String> {
             .unwrap_or(&[])
         {
             if let Some(name) = route.get("name").and_then(|n| n.as_str()) {
-                names.insert(name.to_string());
+                names.insert(name.to_string(), route.get("target").is_some());
             }
         }
     }
@@ -208,33 +241,37 @@ fn offline(
     all: bool,
     routes: &[String],
     reason: Option<&str>,
-    why: &str,
+    (at, why): (&str, &str),
 ) -> anyhow::Result<ExitCode> {
-    let s = &admin.settings;
+    let s = admin.settings(why)?;
     let known = route_names(&s.routes_dir);
     for r in routes {
-        if !known.contains(r) {
-            bail!(
-                "cannot reach the admin API at {} ({why}), and no route `{r}` is in {}",
-                admin.url,
+        match known.get(r) {
+            None => bail!(
+                "cannot reach the admin API at {at}: {why}; and no route `{r}` is in {}",
                 s.routes_dir.display()
-            );
+            ),
+            Some(false) if matches!(op, Op::Set(_)) => bail!(
+                "cannot reach the admin API at {at}: {why}; and route `{r}` has no target to send a percent to"
+            ),
+            Some(_) => {}
         }
     }
     let mut current = match overrides::load(&s.state_dir) {
         Ok(o) => o,
-        Err(e) if op == Op::Rollback || all => {
+        Err(e) if op != Op::Resume || all => {
             eprintln!("banyan: {e}; replacing it");
             Overrides::new()
         }
         Err(e) => bail!("{e}; `banyan resume --all` resets it"),
     };
     let names: Vec<String> = if all {
-        known.into_iter().collect()
+        known.into_keys().collect()
     } else {
         routes.to_vec()
     };
     let reason = reason.unwrap_or("rollback while the admin API was unreachable");
+    let actor = admin.actor();
     let mut entries = Vec::new();
     if op == Op::Resume && all {
         for (route, o) in std::mem::take(&mut current) {
@@ -244,6 +281,14 @@ fn offline(
         for name in &names {
             let before = current.get(name).map(|o| o.percent_bp);
             match op {
+                Op::Set(bp) => {
+                    let shadow = current.get(name).is_none_or(|o| o.shadow);
+                    current.insert(
+                        name.clone(),
+                        Override::new(bp, shadow, Trigger::Manual, reason),
+                    );
+                    entries.push((name.clone(), before, Some(bp)));
+                }
                 Op::Rollback => {
                     current.insert(
                         name.clone(),
@@ -260,17 +305,18 @@ fn offline(
         }
     }
     overrides::store(&s.state_dir, &current).context("writing overrides.json")?;
-    let action = if op == Op::Rollback {
-        "rollback"
-    } else {
-        "resume"
+    let action = match op {
+        Op::Set(_) => "set",
+        Op::Rollback => "rollback",
+        Op::Resume => "resume",
     };
     for (route, before, after) in &entries {
         let mut e = audit::Entry::new(
             Source::Cli,
             action,
-            if op == Op::Rollback { reason } else { "resume" },
+            if op == Op::Resume { "resume" } else { reason },
         );
+        e.actor = Some(actor.to_string());
         e.route = Some(route.clone());
         e.percent_before = before.map(crate::routes::split::bp_to_percent);
         e.percent_after = after.map(crate::routes::split::bp_to_percent);
@@ -280,13 +326,15 @@ fn offline(
         }
     }
     println!(
-        "the admin API at {} cannot be reached ({why}); wrote {} directly:",
-        admin.url,
+        "the admin API at {at} cannot be reached ({why}); wrote {} directly:",
         overrides::path_in(&s.state_dir).display()
     );
     for (route, _, after) in &entries {
         match after {
-            Some(bp) => println!("  {route}: {}% (shadow paused)", bp_to_text(*bp)),
+            Some(bp) if op == Op::Rollback => {
+                println!("  {route}: {}% (shadow paused)", bp_to_text(*bp))
+            }
+            Some(bp) => println!("  {route}: {}% until resumed", bp_to_text(*bp)),
             None => println!("  {route}: back to the route files"),
         }
     }

@@ -86,7 +86,7 @@ pub fn run(
     };
     print_report(&report);
     let control = Arc::new(control);
-    let token = config.admin_token()?;
+    let tokens = crate::admin::tokens::Tokens::new(config.admin_tokens()?);
 
     for addr in &config.server.listen {
         ensure_bindable(*addr, "proxy")?;
@@ -174,7 +174,7 @@ pub fn run(
     let admin = AdminApp::new(
         Arc::clone(&control),
         shadower.shared(),
-        token,
+        tokens,
         config.admin.listen,
     );
     let mut admin_service = Service::new("banyan admin".to_string(), admin);

@@ -19,7 +19,7 @@ pub struct Args {
     admin: AdminArgs,
 }
 
-fn age(seconds: Option<u64>) -> String {
+pub(super) fn age(seconds: Option<u64>) -> String {
     match seconds {
         None => String::new(),
         Some(s) if s < 120 => format!("{s}s ago"),
@@ -218,17 +218,58 @@ fn fault_lines(status: &Status) -> Vec<String> {
     out
 }
 
+/// The exit status when something needs a person (`alarms`), for scripts and probes.
+pub const NEEDS_ATTENTION: u8 = 3;
+
+/// What makes `banyan status` exit 3: a refused reload (the files on disk are not what
+/// serves), a route rolled back by its guard, an upstream with no peer in rotation.
+pub fn alarms(status: &Status) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(e) = &status.last_reload_error {
+        out.push(format!(
+            "the last reload was refused ({}): the route files on disk are not what serves",
+            e.at
+        ));
+    }
+    for r in &status.routes {
+        if let Some(o) = r.override_.as_ref().filter(|o| o.trigger == "guard") {
+            out.push(format!(
+                "{}: rolled back by its guard ({})",
+                r.name, o.reason
+            ));
+        }
+    }
+    for u in &status.upstreams {
+        if !u.health.is_empty() && u.health.iter().all(|p| !p.healthy) {
+            out.push(format!("{}: no peer in rotation", u.name));
+        }
+    }
+    out
+}
+
+fn exit_for(alarms: &[String]) -> ExitCode {
+    if alarms.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(NEEDS_ATTENTION)
+    }
+}
+
 pub fn status(args: &Args) -> anyhow::Result<ExitCode> {
     let admin = Admin::new(&args.admin)?;
     let value = match admin.call("GET", "/api/v1/status", None) {
         Ok(v) => v,
         Err(e) => bail!("{e}"),
     };
+    let status: Status = serde_json::from_value(value.clone())?;
+    let alarms = alarms(&status);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(ExitCode::SUCCESS);
+        for a in &alarms {
+            eprintln!("banyan: needs attention: {a}");
+        }
+        return Ok(exit_for(&alarms));
     }
-    let status: Status = serde_json::from_value(value)?;
     println!(
         "banyan {} at {} · generation {} (loaded {}, {:.1} ms) · snapshot {}",
         status.version,
@@ -285,7 +326,14 @@ pub fn status(args: &Args) -> anyhow::Result<ExitCode> {
         println!("overrides file problem: {e}");
         println!("  the overrides above stay in force; `banyan resume --all` or any override change rewrites the file");
     }
-    Ok(ExitCode::SUCCESS)
+    if !alarms.is_empty() {
+        println!();
+        println!("needs attention (exit status {NEEDS_ATTENTION}):");
+        for a in &alarms {
+            println!("  {a}");
+        }
+    }
+    Ok(exit_for(&alarms))
 }
 
 #[cfg(test)]

@@ -24,13 +24,15 @@ mod upstreams;
 mod validate;
 
 pub use cli::CliSettings;
-pub use resolve::{admin_token, resolve_peer};
+pub use resolve::{admin_token, admin_token_file, resolve_peer};
 use schema::*;
 use validate::parse;
 pub use validate::valid_name;
 
 pub const DEFAULT_CONFIG_PATH: &str = "config/banyan.toml";
 pub const TOKEN_ENV: &str = "BANYAN_ADMIN_TOKEN";
+/// The audit log's name for the token of `admin.token_file` / `BANYAN_ADMIN_TOKEN`.
+pub const DEFAULT_TOKEN_NAME: &str = "default";
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -82,6 +84,8 @@ pub enum AccessLog {
 pub struct Admin {
     pub listen: SocketAddr,
     pub token_file: Option<PathBuf>,
+    /// `[admin.tokens]`: name → token file, so the audit log names whose token acted.
+    pub tokens: Vec<(String, PathBuf)>,
 }
 
 #[derive(Debug, Clone)]
@@ -210,6 +214,21 @@ impl Config {
     /// The admin token: `BANYAN_ADMIN_TOKEN` wins over `admin.token_file`.
     pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
         admin_token(self.admin.token_file.as_deref())
+    }
+
+    /// Every admin token as (name, secret): the unnamed one (`BANYAN_ADMIN_TOKEN` or
+    /// `admin.token_file`) as `default`, then `[admin.tokens]`.
+    pub fn admin_tokens(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        if let Some(t) = self.admin_token()? {
+            out.push((DEFAULT_TOKEN_NAME.to_string(), t));
+        }
+        for (name, file) in &self.admin.tokens {
+            if let Some(t) = admin_token_file(file)? {
+                out.push((name.clone(), t));
+            }
+        }
+        Ok(out)
     }
 }
 

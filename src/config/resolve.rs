@@ -15,9 +15,14 @@ pub fn admin_token(token_file: Option<&Path>) -> anyhow::Result<Option<String>> 
             return Ok(Some(t));
         }
     }
-    let Some(path) = token_file else {
-        return Ok(None);
-    };
+    match token_file {
+        Some(path) => admin_token_file(path),
+        None => Ok(None),
+    }
+}
+
+/// A token file's token (trimmed); an empty file is an error.
+pub fn admin_token_file(path: &Path) -> anyhow::Result<Option<String>> {
     let t = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read admin token file {}: {e}", path.display()))?;
     let t = t.trim().to_string();

@@ -40,6 +40,8 @@ pub(super) struct RawServerTls {
 pub(super) struct RawAdmin {
     pub(super) listen: Option<Spanned<String>>,
     pub(super) token_file: Option<Spanned<String>>,
+    /// Named tokens: name → token file.
+    pub(super) tokens: Option<std::collections::BTreeMap<String, Spanned<String>>>,
 }
 
 #[derive(Deserialize)]

@@ -263,31 +263,55 @@ pub(super) fn validate_admin(src: &mut SourceFile, raw: RawAdmin, base: &Path) -
         .token_file
         .as_ref()
         .map(|t| resolve_path(base, t.get_ref()));
-    if let (Some(path), Some(t)) = (&token_file, &raw.token_file) {
-        match std::fs::read_to_string(path) {
-            Ok(s) if s.trim().is_empty() => src.error(
-                Some(t.span()),
-                format!("admin.token_file: {} is empty", path.display()),
-            ),
+    let check_file =
+        |src: &mut SourceFile, path: &Path, span, what: &str| match std::fs::read_to_string(path) {
+            Ok(s) if s.trim().is_empty() => {
+                src.error(Some(span), format!("{what}: {} is empty", path.display()))
+            }
             Ok(_) => {}
             Err(e) => src.error(
-                Some(t.span()),
-                format!("admin.token_file: cannot read {}: {e}", path.display()),
+                Some(span),
+                format!("{what}: cannot read {}: {e}", path.display()),
             ),
+        };
+    if let (Some(path), Some(t)) = (&token_file, &raw.token_file) {
+        check_file(src, path, t.span(), "admin.token_file");
+    }
+    let mut tokens = Vec::new();
+    for (name, file) in raw.tokens.iter().flatten() {
+        let path = resolve_path(base, file.get_ref());
+        let fits = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if name == DEFAULT_TOKEN_NAME || !fits {
+            src.error(
+                Some(file.span()),
+                format!(
+                    "admin.tokens: `{name}` cannot name a token (letters, digits, '-', '_', '.'; not `{DEFAULT_TOKEN_NAME}`, the name of admin.token_file's)"
+                ),
+            );
         }
+        check_file(src, &path, file.span(), &format!("admin.tokens.{name}"));
+        tokens.push((name.clone(), path));
     }
     let has_env_token = std::env::var(TOKEN_ENV).is_ok_and(|t| !t.trim().is_empty());
-    if !is_loopback(listen.ip()) && token_file.is_none() && !has_env_token {
+    if !is_loopback(listen.ip()) && token_file.is_none() && tokens.is_empty() && !has_env_token {
         let span = raw.listen.as_ref().map(|l| l.span());
         src.error(
             span,
             format!(
-                "admin.listen {listen} is not a loopback address and no admin token is set: set admin.token_file or {TOKEN_ENV}"
+                "admin.listen {listen} is not a loopback address and no admin token is set: set admin.token_file, [admin.tokens] or {TOKEN_ENV}"
             ),
         );
         return None;
     }
-    Some(Admin { listen, token_file })
+    Some(Admin {
+        listen,
+        token_file,
+        tokens,
+    })
 }
 
 pub(super) fn is_loopback(ip: IpAddr) -> bool {

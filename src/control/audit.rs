@@ -38,6 +38,25 @@ impl Source {
     }
 }
 
+/// Who asked for a change: where it came from and, when known, the person (the CLI's
+/// `--actor`) and the named admin token they used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Who {
+    pub source: Source,
+    pub actor: Option<String>,
+    pub token: Option<String>,
+}
+
+impl From<Source> for Who {
+    fn from(source: Source) -> Who {
+        Who {
+            source,
+            actor: None,
+            token: None,
+        }
+    }
+}
+
 /// A route's effective percent before and after a reload; `None` where it did not exist.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Change {
@@ -50,6 +69,12 @@ pub struct Change {
 pub struct Entry {
     pub at: String,
     pub source: Source,
+    /// The person, as the CLI names them (`--actor`, `BANYAN_ACTOR`, the OS user).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    /// The name of the admin token the change came with (`[admin.tokens]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
     /// "reload", "set", "rollback", "resume", "overrides".
     pub action: &'static str,
     /// "ok" or "error".
@@ -70,10 +95,20 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// An entry naming who acted.
+    pub fn by(who: &Who, action: &'static str, reason: impl Into<String>) -> Self {
+        let mut e = Entry::new(who.source, action, reason);
+        e.actor = who.actor.clone();
+        e.token = who.token.clone();
+        e
+    }
+
     pub fn new(source: Source, action: &'static str, reason: impl Into<String>) -> Self {
         Entry {
             at: now_rfc3339(),
             source,
+            actor: None,
+            token: None,
             action,
             result: "ok",
             route: None,

@@ -240,3 +240,33 @@ pub fn export_gauges(
     });
     handles.retain(|name, _| live.contains(name.as_str()));
 }
+
+/// A snapshot compiled from the files alone, as a proxy starting now would serve: the
+/// route files with `overrides.json` (held at 0 % when it cannot be read, as at start),
+/// every peer in rotation and every circuit closed. For `banyan explain --offline`; the
+/// second value says what the overrides file held when it is not plain.
+pub fn offline(config: &Config, routes: &RouteSet) -> anyhow::Result<(Snapshot, Option<String>)> {
+    let metrics = Metrics::new()?;
+    let upstreams = Arc::new(Upstreams::new(config, &metrics));
+    let matcher = Arc::new(Matcher::new(&routes.routes)?);
+    let (overrides, note) = match super::overrides::load(&config.server.state_dir) {
+        Ok(o) => (o, None),
+        Err(e) => (
+            Overrides::new(),
+            Some(format!(
+                "{e}: a proxy starting now holds every route at 0 %"
+            )),
+        ),
+    };
+    let inputs = Inputs {
+        routes,
+        matcher: &matcher,
+        overrides: &overrides,
+        hold_all_at_zero: note.is_some(),
+        generation: 0,
+        version: 0,
+        loaded_at: SystemTime::now(),
+    };
+    let snap = compile(config, &upstreams, &inputs, &metrics, &mut Kept::default())?;
+    Ok((snap, note))
+}

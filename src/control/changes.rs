@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::model::{Override, Trigger};
 use crate::routes::split;
 use crate::snapshot::Snapshot;
-use audit::Source;
+use audit::{Source, Who};
 
 use super::*;
 
@@ -17,8 +17,9 @@ impl Control {
         route: &str,
         percent_bp: u16,
         reason: &str,
-        source: Source,
+        who: impl Into<Who>,
     ) -> Result<Outcome, ControlError> {
+        let who = who.into();
         {
             let st = self.lock();
             let def = st
@@ -32,7 +33,7 @@ impl Control {
             }
         }
         let sel = Selection::Routes(vec![route.to_string()]);
-        self.change_overrides(&sel, source, "set", reason, |_, prev| {
+        self.change_overrides(&sel, &who, "set", reason, |_, prev| {
             let shadow = prev.is_none_or(|p| p.shadow);
             Some(Override::new(percent_bp, shadow, Trigger::Manual, reason))
         })
@@ -43,10 +44,10 @@ impl Control {
         &self,
         sel: &Selection,
         reason: &str,
-        source: Source,
+        who: impl Into<Who>,
         trigger: Trigger,
     ) -> Result<Outcome, ControlError> {
-        let outcome = self.change_overrides(sel, source, "rollback", reason, |_, _| {
+        let outcome = self.change_overrides(sel, &who.into(), "rollback", reason, |_, _| {
             Some(Override::new(0, false, trigger, reason))
         })?;
         for c in &outcome.changes {
@@ -60,14 +61,14 @@ impl Control {
 
     /// Clears overrides: the route files decide again. `All` clears every entry of the
     /// file, including those of routes no longer in the files.
-    pub fn resume(&self, sel: &Selection, source: Source) -> Result<Outcome, ControlError> {
-        self.change_overrides(sel, source, "resume", "resume", |_, _| None)
+    pub fn resume(&self, sel: &Selection, who: impl Into<Who>) -> Result<Outcome, ControlError> {
+        self.change_overrides(sel, &who.into(), "resume", "resume", |_, _| None)
     }
 
     fn change_overrides(
         &self,
         sel: &Selection,
-        source: Source,
+        who: &Who,
         action: &'static str,
         reason: &str,
         decide: impl Fn(&str, Option<&Override>) -> Option<Override>,
@@ -142,13 +143,13 @@ impl Control {
                 .copied()
                 .map(split::bp_to_percent)
                 .unwrap_or(0.0);
-            let mut entry = audit::Entry::new(source, action, reason);
+            let mut entry = audit::Entry::by(who, action, reason);
             entry.route = Some(name.clone());
             entry.percent_before = Some(b);
             entry.percent_after = Some(a);
             entry.error = persist_error.clone();
             self.audit(&entry);
-            tracing::info!(route = %name, source = source.as_str(), "{action}: {b}% → {a}% ({reason})");
+            tracing::info!(route = %name, source = who.source.as_str(), "{action}: {b}% → {a}% ({reason})");
             changes.push(RouteChange {
                 route: name.clone(),
                 percent_before: b,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use crate::routes::{self, Matcher, RouteSet};
-use audit::Source;
+use audit::Who;
 
 use super::changes::{diff, percents};
 use super::*;
@@ -13,7 +13,8 @@ use super::*;
 impl Control {
     /// Reads the route files again. A file set with errors never replaces the serving
     /// snapshot: the error is logged, counted, audited, and kept for status.
-    pub fn reload(&self, source: Source, reason: &str) -> Result<u64, ReloadError> {
+    pub fn reload(&self, who: impl Into<Who>, reason: &str) -> Result<u64, ReloadError> {
+        let who = who.into();
         let mut st = self.lock();
         let started = Instant::now();
         let seen = self.fingerprint();
@@ -23,7 +24,7 @@ impl Control {
         let (routes, report) = match loaded {
             Ok(ok) => ok,
             Err(report) => {
-                return Err(self.reload_failed(&mut st, source, reason, report_lines(&report)))
+                return Err(self.reload_failed(&mut st, &who, reason, report_lines(&report)))
             }
         };
         for w in report.warnings() {
@@ -31,7 +32,7 @@ impl Control {
         }
         let matcher = match compile_matcher(&routes) {
             Ok(m) => m,
-            Err(e) => return Err(self.reload_failed(&mut st, source, reason, vec![e.to_string()])),
+            Err(e) => return Err(self.reload_failed(&mut st, &who, reason, vec![e.to_string()])),
         };
         let previous_matcher = std::mem::replace(&mut st.matcher, matcher);
         let previous = std::mem::replace(&mut st.routes, routes);
@@ -43,7 +44,7 @@ impl Control {
                 st.routes = previous;
                 st.matcher = previous_matcher;
                 st.generation -= 1;
-                return Err(self.reload_failed(&mut st, source, reason, vec![e.to_string()]));
+                return Err(self.reload_failed(&mut st, &who, reason, vec![e.to_string()]));
             }
         };
         st.last_reload_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -54,7 +55,7 @@ impl Control {
             .with_label_values(&["ok"])
             .inc();
         let after = percents(&snapshot);
-        let mut entry = audit::Entry::new(source, "reload", reason);
+        let mut entry = audit::Entry::by(&who, "reload", reason);
         entry.generation = Some(st.generation);
         entry.changes = diff(&before, &after);
         self.audit(&entry);
@@ -70,7 +71,7 @@ impl Control {
     fn reload_failed(
         &self,
         st: &mut State,
-        source: Source,
+        who: &Who,
         reason: &str,
         errors: Vec<String>,
     ) -> ReloadError {
@@ -86,10 +87,10 @@ impl Control {
         }
         let err = ReloadError {
             at: crate::clock::now_rfc3339(),
-            source: source.as_str().to_string(),
+            source: who.source.as_str().to_string(),
             errors,
         };
-        let mut entry = audit::Entry::new(source, "reload", reason);
+        let mut entry = audit::Entry::by(who, "reload", reason);
         entry.result = "error";
         entry.generation = Some(st.generation);
         entry.error = Some(err.errors.join("; "));

@@ -50,6 +50,20 @@ impl Breaker {
         self.open_until.load(Ordering::Relaxed) != 0
     }
 
+    /// What `admit` would answer now, without taking the probe: for explaining a
+    /// request, which must not change what the next real one gets.
+    pub fn peek(&self, now_ms: u64) -> Admit {
+        let until = self.open_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return Admit::Closed;
+        }
+        let probe = self.probe_at.load(Ordering::Relaxed);
+        if now_ms < until || (probe != 0 && now_ms < probe + self.cooldown_ms) {
+            return Admit::Open;
+        }
+        Admit::Probe
+    }
+
     pub fn admit(&self, now_ms: u64) -> Admit {
         let until = self.open_until.load(Ordering::Relaxed);
         if until == 0 {
@@ -167,5 +181,24 @@ mod tests {
         assert_eq!(b.admit(1100), Admit::Probe);
         assert_eq!(b.admit(2000), Admit::Open);
         assert_eq!(b.admit(2100), Admit::Probe);
+    }
+
+    #[test]
+    fn peeking_takes_no_probe() {
+        let b = breaker();
+        assert_eq!(b.peek(0), Admit::Closed);
+        for t in 0..3 {
+            b.record(false, t);
+        }
+        assert_eq!(b.peek(500), Admit::Open);
+        for _ in 0..3 {
+            assert_eq!(b.peek(1100), Admit::Probe);
+        }
+        assert_eq!(
+            b.admit(1100),
+            Admit::Probe,
+            "the probe is still there to take"
+        );
+        assert_eq!(b.peek(1101), Admit::Open, "and once taken, peek sees it");
     }
 }

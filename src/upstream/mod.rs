@@ -201,6 +201,13 @@ impl UpstreamPool {
             .map_or(Admit::Closed, |b| b.admit(now_ms()))
     }
 
+    /// What the circuit breaker would allow now, taking nothing (`Breaker::peek`).
+    pub fn peek_admit(&self) -> Admit {
+        self.breaker
+            .as_ref()
+            .map_or(Admit::Closed, |b| b.peek(now_ms()))
+    }
+
     pub fn circuit_open(&self) -> bool {
         self.breaker.as_ref().is_some_and(Breaker::is_open)
     }

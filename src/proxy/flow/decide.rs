@@ -73,10 +73,19 @@ pub fn admission(
 /// Why the target cannot take a request now: `Some(reason)` when its circuit is open
 /// or health checks have every peer out of rotation.
 pub fn target_unavailable(pool: &UpstreamPool) -> Option<FallbackReason> {
+    target_state(pool, UpstreamPool::admit)
+}
+
+/// `target_unavailable` with the breaker asked by `breaker`: `admit` for a request that
+/// will be sent, `peek_admit` for one that is only explained.
+pub fn target_state(
+    pool: &UpstreamPool,
+    breaker: impl FnOnce(&UpstreamPool) -> Admit,
+) -> Option<FallbackReason> {
     if pool.all_checked_down() {
         return Some(FallbackReason::Unhealthy);
     }
-    match pool.admit() {
+    match breaker(pool) {
         Admit::Open => Some(FallbackReason::CircuitOpen),
         Admit::Closed | Admit::Probe => None,
     }

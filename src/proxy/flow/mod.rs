@@ -12,6 +12,7 @@
 
 pub mod attempt;
 pub mod decide;
+pub mod explain;
 pub mod outcome;
 
 use std::net::IpAddr;
