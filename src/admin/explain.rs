@@ -127,7 +127,7 @@ pub fn route_methods(snap: &Snapshot) -> Vec<&str> {
 }
 
 /// The answer; the CLI reads it back with the same type.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Explanation {
     /// `proxy`: the running proxy's snapshot. `files`: compiled from the files by
     /// `banyan explain --offline` (live health and circuits unknown).
@@ -180,7 +180,7 @@ pub struct Explanation {
     pub notes: Vec<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PeerState {
     pub peer: String,
     /// `None` when not known (offline).

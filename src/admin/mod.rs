@@ -2,7 +2,9 @@
 //! Pingora service and runtime, so nothing here can slow the data path; changes it asks
 //! for go through the control plane like any other.
 
+pub mod bodies;
 pub mod explain;
+pub mod openapi;
 pub mod origin;
 pub mod status;
 pub mod tokens;
@@ -13,13 +15,13 @@ use async_trait::async_trait;
 use http::{header, Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
-use serde::Deserialize;
 
 use crate::control::audit::{Source, Who};
 use crate::control::{Control, ControlError, Outcome, Selection};
 use crate::model::Trigger;
 use crate::routes::split::percent_to_bp;
 use crate::shadow::ShadowShared;
+use bodies::{Diffs, ErrorBody, NotPersisted, PercentBody, ReasonBody, ReloadRefused, Reloaded};
 use tokens::{Tokens, Verdict};
 
 /// The migration dashboard, served at `/`.
@@ -75,19 +77,6 @@ impl AdminApp {
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ReasonBody {
-    reason: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PercentBody {
-    percent: f64,
-    reason: Option<String>,
-}
-
 /// An optional JSON body: empty means the defaults.
 fn reason_body(raw: &[u8]) -> Result<ReasonBody, serde_json::Error> {
     if raw.iter().all(u8::is_ascii_whitespace) {
@@ -106,12 +95,12 @@ fn outcome(result: Result<Outcome, ControlError>) -> Response<Vec<u8>> {
             let err = o.persist_error.clone().unwrap_or_default();
             json(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                &serde_json::json!({
-                    "error": format!("applied in this process, but not persisted: {err}"),
-                    "applied": true,
-                    "version": o.version,
-                    "changes": o.changes,
-                }),
+                &NotPersisted {
+                    error: format!("applied in this process, but not persisted: {err}"),
+                    applied: true,
+                    version: o.version,
+                    changes: o.changes,
+                },
             )
         }
         Ok(o) => json(StatusCode::OK, &o),
@@ -190,17 +179,16 @@ pub fn handle(
         "/api/v1/status" if get => json(StatusCode::OK, &status::build(control, shadow)),
         "/api/v1/diffs" if get => diffs(control, shadow, &req.query),
         "/api/v1/explain" if get => explain_request(control, &req.query),
+        "/api/v1/openapi.json" if get => json(StatusCode::OK, &*openapi::DOCUMENT),
         "/api/v1/reload" if post => match control.reload(source.clone(), "reload requested") {
-            Ok(generation) => json(
-                StatusCode::OK,
-                &serde_json::json!({ "generation": generation }),
-            ),
+            Ok(generation) => json(StatusCode::OK, &Reloaded { generation }),
             Err(e) => json(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                &serde_json::json!({
-                    "error": "the route files have errors; the last good routes keep serving",
-                    "errors": e.errors,
-                }),
+                &ReloadRefused {
+                    error: "the route files have errors; the last good routes keep serving"
+                        .to_string(),
+                    errors: e.errors,
+                },
             ),
         },
         "/api/v1/rollback" if post => match reason_body(&req.body) {
@@ -213,10 +201,15 @@ pub fn handle(
             Err(e) => bad_body(e),
         },
         "/api/v1/resume" if post => outcome(control.resume(&Selection::All, source.clone())),
-        "/healthz" | "/metrics" | "/api/v1/status" | "/api/v1/diffs" | "/api/v1/explain"
-        | "/api/v1/reload" | "/api/v1/rollback" | "/api/v1/resume" => {
-            json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
-        }
+        "/healthz"
+        | "/metrics"
+        | "/api/v1/status"
+        | "/api/v1/diffs"
+        | "/api/v1/explain"
+        | "/api/v1/openapi.json"
+        | "/api/v1/reload"
+        | "/api/v1/rollback"
+        | "/api/v1/resume" => json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => route_action(control, req, &source),
     }
 }
@@ -257,13 +250,12 @@ fn diffs(control: &Control, shadow: &ShadowShared, query: &str) -> Response<Vec<
         }
     }
     let recent = shadow.diffs.recent(route, limit);
-    let diffs: Vec<&crate::shadow::difflog::DiffRecord> = recent.iter().map(|d| &**d).collect();
     json(
         StatusCode::OK,
-        &serde_json::json!({
-            "diffs": diffs,
-            "file": shadow.diffs.path().display().to_string(),
-        }),
+        &Diffs {
+            diffs: recent.iter().map(|d| (**d).clone()).collect(),
+            file: shadow.diffs.path().display().to_string(),
+        },
     )
 }
 
@@ -431,8 +423,9 @@ pub fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Response<Vec<
 }
 
 pub fn json_error(status: StatusCode, message: &str) -> Response<Vec<u8>> {
-    let body = serde_json::json!({ "error": message })
-        .to_string()
-        .into_bytes();
+    let body = serde_json::to_vec(&ErrorBody {
+        error: message.to_string(),
+    })
+    .unwrap_or_else(|_| b"{}".to_vec());
     text(status, "application/json", body)
 }

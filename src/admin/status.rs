@@ -14,7 +14,7 @@ use crate::routes::{split, Backend, PathMatch, RateKey};
 use crate::shadow::ShadowShared;
 use crate::snapshot::{CompiledRoute, Snapshot};
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Status {
     pub version: String,
     /// Route-file loads applied (the first is 1).
@@ -33,7 +33,7 @@ pub struct Status {
     pub shadow: ShadowOverview,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ShadowOverview {
     /// Shadow copies waiting for the shadow worker or under way, and the most allowed
     /// (`shadow.max_in_flight`).
@@ -44,7 +44,7 @@ pub struct ShadowOverview {
     pub diff_log_lost: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RouteStatus {
     pub name: String,
     #[serde(rename = "match")]
@@ -73,7 +73,7 @@ pub struct RouteStatus {
     pub rate_limit: Option<RateLimitStatus>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct GuardStatus {
     pub max_error_rate: Option<f64>,
     pub max_p99_ms: Option<f64>,
@@ -86,7 +86,7 @@ pub struct GuardStatus {
     pub p99_ms: Option<f64>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RateLimitStatus {
     pub rate: f64,
     pub burst: u32,
@@ -97,7 +97,7 @@ pub struct RateLimitStatus {
     pub keys: usize,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OverrideStatus {
     pub percent: f64,
     pub shadow: bool,
@@ -120,7 +120,7 @@ impl From<&Override> for OverrideStatus {
     }
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MatchStatus {
     pub path: Option<String>,
     pub path_prefix: Option<String>,
@@ -132,7 +132,7 @@ pub struct MatchStatus {
     pub summary: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ShadowStatus {
     pub percent: f64,
     pub upstream: String,
@@ -149,13 +149,13 @@ pub struct ShadowStatus {
     pub stats: ShadowStats,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RouteStats {
     pub legacy: SideStats,
     pub target: SideStats,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SideStats {
     /// Requests answered since the route first appeared in this process.
     pub requests: u64,
@@ -163,7 +163,7 @@ pub struct SideStats {
     pub errors: u64,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UpstreamStatus {
     pub name: String,
     pub peers: Vec<String>,
@@ -177,7 +177,7 @@ pub struct UpstreamStatus {
     pub circuit_open: bool,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PeerStatus {
     pub peer: String,
     pub healthy: bool,

@@ -39,7 +39,7 @@ use audit::Source;
 use overrides::Overrides;
 use reload::compile_matcher;
 /// Why the last reload was refused; shown by status until a good reload.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReloadError {
     pub at: String,
     pub source: String,
@@ -63,7 +63,7 @@ pub enum ControlError {
 }
 
 /// A route's effective percent before and after an operation.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RouteChange {
     pub route: String,
     pub percent_before: f64,
@@ -71,7 +71,7 @@ pub struct RouteChange {
 }
 
 /// What an override operation did.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Outcome {
     pub version: u64,
     pub changes: Vec<RouteChange>,

@@ -33,7 +33,7 @@ pub struct Rates {
     samples: Mutex<VecDeque<Sample>>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SideRate {
     pub rps: f64,
     /// 5xx answers / requests over the window; `None` without requests.
@@ -45,7 +45,7 @@ pub struct SideRate {
     pub p99_ms: Option<f64>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RouteRates {
     pub legacy: SideRate,
     pub target: SideRate,

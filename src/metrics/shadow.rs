@@ -190,7 +190,7 @@ fn by_reason<const N: usize>(names: [&str; N], counts: &[AtomicU64; N]) -> Vec<(
         .collect()
 }
 
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ShadowStats {
     #[serde(rename = "match")]
     pub matched: u64,
@@ -210,7 +210,7 @@ pub struct ShadowStats {
     pub noise_samples: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NoisyField {
     pub field: String,
     pub count: u64,

@@ -22,7 +22,7 @@ pub const RECENT: usize = 1000;
 /// Records waiting for the writer thread before new ones are dropped.
 const QUEUE: usize = 4096;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct DiffRecord {
     pub time: String,
     pub route: String,
@@ -42,7 +42,7 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct DiffEntry {
     /// "status", "header:NAME", a JSON pointer, or "body".
     pub field: String,
