@@ -1,6 +1,9 @@
 //! The migration dashboard in a real browser: Debian's chromium, headless, driven through
 //! its DevTools protocol. The page loads, shows a route's percent, asks for the admin
-//! token, and its rollback and resume buttons move the route.
+//! token, and its rollback and resume buttons move the route; it shows real p99s,
+//! override ages as relative times, every upstream's health and breaker, and without a
+//! token its first paint has data and its charts fill from the proxy's history. A
+//! screenshot of the last state goes to `target/dashboard.png` for a person to look at.
 
 mod common;
 
@@ -151,6 +154,21 @@ impl Browser {
         r["result"]["value"].clone()
     }
 
+    /// Saves what the page shows as a PNG.
+    fn screenshot(&mut self, path: &std::path::Path) {
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({ "width": 1400, "height": 1000, "deviceScaleFactor": 1, "mobile": false }),
+        );
+        let r = self.call("Page.captureScreenshot", json!({ "format": "png" }));
+        let data = r["data"].as_str().expect("screenshot data");
+        use base64::Engine as _;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(data)
+            .expect("base64 from DevTools");
+        std::fs::write(path, png).expect("write screenshot");
+    }
+
     /// Polls an expression until it returns `want`.
     fn wait_for(&mut self, what: &str, expression: &str, want: Value) {
         let start = Instant::now();
@@ -214,10 +232,20 @@ fn the_dashboard_rolls_a_route_back_and_resumes_it_in_a_real_browser() {
         r#"document.querySelector('tr[data-route="orders"] [data-field="override"]').textContent"#,
     );
     assert!(
-        override_text
-            .as_str()
-            .is_some_and(|t| t.contains("manual") && t.contains("dashboard")),
+        override_text.as_str().is_some_and(|t| t.contains("manual")
+            && t.contains("dashboard")
+            && t.contains("s ago")),
         "{override_text}"
+    );
+    // The age is relative, the absolute time on hover.
+    let title = browser.eval(
+        r#"document.querySelector('tr[data-route="orders"] [data-field="override-age"] .rel').title"#,
+    );
+    assert!(
+        title
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z') && t.contains('T')),
+        "{title}"
     );
     // The proxy agrees: the override is in force, from the API.
     let status = common::http_request(
@@ -258,6 +286,16 @@ fn the_dashboard_rolls_a_route_back_and_resumes_it_in_a_real_browser() {
     assert_eq!(browser.eval(&click("set")), json!(true));
     browser.wait_for("the new percent", PERCENT, json!("12.50"));
 
+    // Every upstream's health and breaker, whether or not anything is wrong.
+    assert_eq!(
+        browser.eval(r#"[...document.querySelectorAll('#upstreams tr[data-upstream] [data-field="peer"]')].map((e) => e.textContent).join('|')"#),
+        json!("● in rotation|● in rotation")
+    );
+    assert_eq!(
+        browser.eval(r#"[...document.querySelectorAll('#upstreams [data-field="circuit"]')].map((e) => e.textContent).join('|')"#),
+        json!("closed|closed")
+    );
+
     // A mirrored route shows its match rate and how many copies were compared.
     for i in 0..3 {
         let (code, _) = common::http_request(b.proxy, "GET", &format!("/catalog/{i}"), None, "");
@@ -275,5 +313,91 @@ fn the_dashboard_rolls_a_route_back_and_resumes_it_in_a_real_browser() {
     assert_eq!(
         cell,
         json!("100.0 % match (221)82 dropped (worker behind 79, max in flight 3)")
+    );
+}
+
+/// Without a token (loopback only) the page arrives with data, and the charts fill from
+/// the proxy's fifteen minutes of history; p99s are real durations, not bucket bounds.
+#[test]
+fn the_dashboard_paints_data_first_and_charts_the_history() {
+    let (_monolith, _orders, setup) = common::orders_world(25.0);
+    let setup = setup.route_file(
+        "catalog.toml",
+        "[[route]]\nname = \"catalog\"\nmatch.path_prefix = \"/catalog\"\nlegacy = \"monolith\"\n\n[route.shadow]\npercent = 100\nupstream = \"orders\"\n",
+    );
+    let b = setup.start();
+    let traffic = |n: usize| {
+        for i in 0..n {
+            let user = format!("u{i}");
+            let _ = common::try_http_request_with_headers(
+                b.proxy,
+                "GET",
+                &format!("/api/orders/{i}"),
+                &[("x-user-id", &user)],
+            );
+            let _ = common::http_request(b.proxy, "GET", &format!("/catalog/{i}"), None, "");
+        }
+    };
+    traffic(40);
+    // The history's first point comes ten seconds after the first reading.
+    wait_until("a history point with requests", || {
+        let (_, body) = b.admin_get("/api/v1/history");
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        v["routes"]["orders"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["legacy"]["rps"].as_f64() > Some(0.0)))
+    });
+    traffic(10);
+
+    let page = common::http_get(b.admin, "/").expect("the page").1;
+    assert!(page.contains(r#"<script id="initial" type="application/json">"#));
+    let mut browser = Browser::start();
+    browser.call(
+        "Page.navigate",
+        json!({ "url": format!("http://{}/", b.admin) }),
+    );
+    browser.wait_for(
+        "the embedded first paint",
+        "document.body.dataset.initial",
+        json!("embedded"),
+    );
+    assert_eq!(
+        browser.eval(r#"document.getElementById('meta').textContent.includes('generation 1')"#),
+        json!(true)
+    );
+    for chart in ["rps", "errors", "p99"] {
+        let points = browser.eval(&format!(
+            r#"Number(document.querySelector('[data-charts="orders"] [data-chart="{chart}"] svg').dataset.points)"#
+        ));
+        assert!(points.as_f64() >= Some(1.0), "{chart}: {points}");
+    }
+    assert_eq!(
+        browser.eval(r#"document.querySelectorAll('[data-charts="orders"] [data-chart="rps"] polyline').length >= 1"#),
+        json!(true)
+    );
+    assert_eq!(
+        browser.eval(r#"document.querySelector('[data-charts="catalog"] [data-chart="match"] .now').textContent"#),
+        json!("100.0 %")
+    );
+    assert_eq!(
+        browser.eval(
+            r#"document.querySelector('[data-charts="orders"] [data-chart="match"]') === null"#
+        ),
+        json!(true),
+        "a route without a shadow has no match chart"
+    );
+    // The table's p99 is a duration in ms, not a bucket bound.
+    browser.wait_for(
+        "a p99 in the table",
+        r#"(() => { const e = document.querySelector('tr[data-route="orders"] [data-field="p99"]'); return e ? /^[0-9.]+ ms$/.test(e.textContent) : false; })()"#,
+        json!(true),
+    );
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    browser.screenshot(&out);
+    let png = std::fs::read(&out).expect("screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
     );
 }

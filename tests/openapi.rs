@@ -254,6 +254,7 @@ fn every_operation_answers_as_its_document_says() {
         call("diffs", "GET", "/api/v1/diffs?route=orders&limit=5"),
         call("explain", "GET", format!("/api/v1/explain?{explain}")),
         call("openapi", "GET", "/api/v1/openapi.json"),
+        call("history", "GET", "/api/v1/history"),
         call("reload", "POST", "/api/v1/reload"),
         call("setPercent", "POST", "/api/v1/routes/orders/percent")
             .json(json!({"percent": 12.5, "reason": "contract"})),
@@ -288,6 +289,7 @@ fn every_operation_answers_as_its_document_says() {
         ("diffs", "GET", "/api/v1/diffs"),
         ("explain", "GET", "/api/v1/explain?method=GET&url=/"),
         ("openapi", "GET", "/api/v1/openapi.json"),
+        ("history", "GET", "/api/v1/history"),
         ("reload", "POST", "/api/v1/reload"),
         ("rollbackAll", "POST", "/api/v1/rollback"),
         ("resumeAll", "POST", "/api/v1/resume"),

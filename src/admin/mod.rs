@@ -155,11 +155,10 @@ pub fn handle(
     let get = req.method == Method::GET || req.method == Method::HEAD;
     let post = req.method == Method::POST;
     match path {
-        // The page holds no data; what it shows comes from /api/, with the token.
         "/" | "/index.html" if get => text(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            DASHBOARD.as_bytes().to_vec(),
+            dashboard(control, shadow, tokens).into_bytes(),
         ),
         "/healthz" if get && !control.is_ready() => text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -180,6 +179,7 @@ pub fn handle(
         "/api/v1/diffs" if get => diffs(control, shadow, &req.query),
         "/api/v1/explain" if get => explain_request(control, &req.query),
         "/api/v1/openapi.json" if get => json(StatusCode::OK, &*openapi::DOCUMENT),
+        "/api/v1/history" if get => json(StatusCode::OK, &control.rates.history.document()),
         "/api/v1/reload" if post => match control.reload(source.clone(), "reload requested") {
             Ok(generation) => json(StatusCode::OK, &Reloaded { generation }),
             Err(e) => json(
@@ -212,6 +212,27 @@ pub fn handle(
         | "/api/v1/resume" => json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
         _ => route_action(control, req, &source),
     }
+}
+
+/// The dashboard's page. Without a token (loopback only) the first status and history are
+/// embedded, so the first paint has data; with one, the page holds none and reads
+/// everything from `/api/` with the token the person enters.
+fn dashboard(control: &Control, shadow: &ShadowShared, tokens: &Tokens) -> String {
+    if !tokens.is_empty() {
+        return DASHBOARD.to_string();
+    }
+    let initial = serde_json::json!({
+        "status": status::build(control, shadow),
+        "history": control.rates.history.document(),
+    });
+    // Inside <script>, a "</" could end the element early; `<` only occurs in JSON
+    // strings, where \u003c is the same character.
+    let data = initial.to_string().replace('<', "\\u003c");
+    DASHBOARD.replacen(
+        "<!--initial-->",
+        &format!("<script id=\"initial\" type=\"application/json\">{data}</script>"),
+        1,
+    )
 }
 
 /// Mismatches answered per call unless `limit` says otherwise.

@@ -15,6 +15,7 @@ use super::bodies::{
 };
 use super::explain::Explanation;
 use super::status::Status;
+use crate::control::history::HistoryDoc;
 use crate::control::Outcome;
 
 /// Built once: the document does not change while the process runs.
@@ -151,6 +152,13 @@ pub fn document() -> Value {
             "responses": with(refusals(&mut s, false, &[
                 ("400", "The method, URL, a header or the client IP is not valid, or a parameter is unknown.")
             ]), json!({ "200": answer("The decision.", s.of::<Explanation>()) }))
+        }},
+        "/api/v1/history": { "get": {
+            "operationId": "history",
+            "summary": "Each route's last fifteen minutes at ten-second resolution, kept in memory",
+            "responses": with(refusals(&mut s, false, &[]), json!({
+                "200": answer("Per route, oldest point first.", s.of::<HistoryDoc>())
+            }))
         }},
         "/api/v1/openapi.json": { "get": {
             "operationId": "openapi", "summary": "This document",

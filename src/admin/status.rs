@@ -175,6 +175,9 @@ pub struct UpstreamStatus {
     pub health_checks: bool,
     #[serde(default)]
     pub circuit_open: bool,
+    /// The circuit breaker: `closed`, `open`, or `none` (not configured).
+    #[serde(default)]
+    pub circuit: String,
 }
 
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
@@ -325,6 +328,12 @@ pub fn build(control: &Control, shadow: &ShadowShared) -> Status {
                     .collect(),
                 health_checks: u.config.health.is_some(),
                 circuit_open: u.circuit_open(),
+                circuit: match (&u.config.circuit, u.circuit_open()) {
+                    (None, _) => "none",
+                    (Some(_), true) => "open",
+                    (Some(_), false) => "closed",
+                }
+                .to_string(),
             })
             .collect(),
         shadow: ShadowOverview {

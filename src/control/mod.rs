@@ -16,6 +16,7 @@
 pub mod audit;
 pub mod build;
 mod changes;
+pub mod history;
 pub mod overrides;
 pub mod rates;
 mod reload;

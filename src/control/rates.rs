@@ -1,6 +1,7 @@
 //! Requests per second, error rates and p99 latency per route and side, for status and
-//! the dashboard: the control service samples each route's counters and latency
-//! histograms once a second and keeps ten seconds of samples.
+//! the dashboard: the control service samples each route's counters and duration buckets
+//! once a second and keeps ten seconds of samples; every ten seconds a point of the same
+//! figures goes into the route's fifteen minutes of history (`history.rs`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -8,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::LATENCY_BUCKETS;
+use super::history::History;
+use crate::metrics::quantiles::{self, Sparse};
 use crate::routes::Backend;
 use crate::snapshot::Snapshot;
 
@@ -16,11 +18,13 @@ const WINDOW: Duration = Duration::from_secs(10);
 
 /// One route's counters at one instant.
 #[derive(Debug, Clone, Default, PartialEq)]
-struct Counts {
+pub(super) struct Counts {
     /// (legacy requests, legacy 5xx, target requests, target 5xx).
-    requests: [u64; 4],
-    /// Per side: observations and cumulative bucket counts of the latency histogram.
-    latency: [(u64, Vec<u64>); 2],
+    pub(super) requests: [u64; 4],
+    /// Per side: request durations in fine buckets (`metrics::quantiles`).
+    pub(super) durations: [Sparse; 2],
+    /// Shadow copies compared: (matches, mismatches).
+    pub(super) shadow: (u64, u64),
 }
 
 struct Sample {
@@ -31,6 +35,7 @@ struct Sample {
 #[derive(Default)]
 pub struct Rates {
     samples: Mutex<VecDeque<Sample>>,
+    pub history: History,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -38,9 +43,8 @@ pub struct SideRate {
     pub rps: f64,
     /// 5xx answers / requests over the window; `None` without requests.
     pub error_rate: Option<f64>,
-    /// The upper bound of the histogram bucket holding the 99th percentile of request
-    /// durations over the window, in milliseconds; `None` without requests (or above
-    /// the last bucket, 30 s).
+    /// The 99th percentile of request durations over the window, in milliseconds (within
+    /// 2 %); `None` without requests.
     #[serde(default)]
     pub p99_ms: Option<f64>,
 }
@@ -62,29 +66,15 @@ fn counts(snapshot: &Snapshot) -> HashMap<String, Counts> {
             let (tr, te) = r.metrics.totals(Backend::Target);
             let counts = Counts {
                 requests: [lr, le, tr, te],
-                latency: [
-                    r.metrics.latency(Backend::Legacy),
-                    r.metrics.latency(Backend::Target),
+                durations: [
+                    r.metrics.durations(Backend::Legacy),
+                    r.metrics.durations(Backend::Target),
                 ],
+                shadow: r.metrics.shadow.compared(),
             };
             (r.name.clone(), counts)
         })
         .collect()
-}
-
-/// The p99 bucket's upper bound (ms) between two readings of one histogram.
-fn p99_ms(now: &(u64, Vec<u64>), then: &(u64, Vec<u64>)) -> Option<f64> {
-    let total = now.0.saturating_sub(then.0);
-    if total == 0 {
-        return None;
-    }
-    let rank = (total * 99).div_ceil(100);
-    now.1
-        .iter()
-        .enumerate()
-        .find(|(i, c)| c.saturating_sub(then.1.get(*i).copied().unwrap_or(0)) >= rank)
-        .and_then(|(i, _)| LATENCY_BUCKETS.get(i))
-        .map(|s| s * 1000.0)
 }
 
 fn side(requests: u64, errors: u64, seconds: f64, p99_ms: Option<f64>) -> SideRate {
@@ -95,12 +85,24 @@ fn side(requests: u64, errors: u64, seconds: f64, p99_ms: Option<f64>) -> SideRa
     }
 }
 
+/// A route's figures between two readings `seconds` apart.
+pub(super) fn between(now: &Counts, then: &Counts, seconds: f64) -> RouteRates {
+    let d = |i: usize| now.requests[i].saturating_sub(then.requests[i]);
+    let p99 = |i: usize| quantiles::between(&now.durations[i], &then.durations[i], 0.99);
+    RouteRates {
+        legacy: side(d(0), d(1), seconds, p99(0)),
+        target: side(d(2), d(3), seconds, p99(1)),
+        window_seconds: seconds,
+    }
+}
+
 impl Rates {
     pub fn sample(&self, snapshot: &Snapshot) {
         self.push(Instant::now(), counts(snapshot));
     }
 
     fn push(&self, at: Instant, counts: HashMap<String, Counts>) {
+        self.history.observe(at, &counts);
         let mut s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         s.push_back(Sample { at, counts });
         while s.len() > 2 && s.front().is_some_and(|f| at.duration_since(f.at) > WINDOW) {
@@ -123,25 +125,7 @@ impl Rates {
             .map(|(route, now)| {
                 // A route that appeared within the window counts from zero.
                 let then = first.counts.get(route).cloned().unwrap_or_default();
-                let d = |i: usize| now.requests[i].saturating_sub(then.requests[i]);
-                (
-                    route.clone(),
-                    RouteRates {
-                        legacy: side(
-                            d(0),
-                            d(1),
-                            seconds,
-                            p99_ms(&now.latency[0], &then.latency[0]),
-                        ),
-                        target: side(
-                            d(2),
-                            d(3),
-                            seconds,
-                            p99_ms(&now.latency[1], &then.latency[1]),
-                        ),
-                        window_seconds: seconds,
-                    },
-                )
+                (route.clone(), between(now, &then, seconds))
             })
             .collect()
     }
@@ -159,25 +143,22 @@ mod tests {
     }
 
     #[test]
-    fn p99_is_the_bucket_holding_the_99th_percentile_of_the_window() {
-        let n = LATENCY_BUCKETS.len();
-        let cumulative = |per_bucket: &[(usize, u64)]| {
-            let mut v = vec![0u64; n];
-            for &(i, c) in per_bucket {
-                for x in v.iter_mut().skip(i) {
-                    *x += c;
-                }
-            }
-            v
-        };
-        // Before: 1,000 fast requests. In the window: 98 at ≤ 5 ms, 2 at ≤ 250 ms.
-        let then = (1000, cumulative(&[(1, 1000)]));
-        let now = (1100, cumulative(&[(1, 1000), (3, 98), (8, 2)]));
-        assert_eq!(LATENCY_BUCKETS[8], 0.25);
-        assert_eq!(p99_ms(&now, &then), Some(250.0));
-        let now = (1100, cumulative(&[(1, 1000), (3, 100)]));
-        assert_eq!(p99_ms(&now, &then), Some(5.0));
-        assert_eq!(p99_ms(&then, &then), None);
+    fn p99_is_of_the_window_only() {
+        let q = crate::metrics::quantiles::Quantiles::default();
+        for _ in 0..1000 {
+            q.record(2.0);
+        }
+        let mut then = counts([1000, 0, 0, 0]);
+        then.durations[0] = q.snapshot();
+        for i in 0..100 {
+            q.record(if i < 98 { 0.004 } else { 0.250 });
+        }
+        let mut now = counts([1100, 0, 0, 0]);
+        now.durations[0] = q.snapshot();
+        let r = between(&now, &then, 10.0);
+        let p99 = r.legacy.p99_ms.expect("p99");
+        assert!((p99 - 250.0).abs() / 250.0 < 0.02, "{p99}");
+        assert_eq!(r.target.p99_ms, None);
     }
 
     #[test]

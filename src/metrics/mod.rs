@@ -1,6 +1,7 @@
 //! The Prometheus registry with the contract's metric names, and per-route handles
 //! resolved once per snapshot, so the data path never looks labels up.
 
+pub mod quantiles;
 pub mod shadow;
 
 use std::sync::OnceLock;
@@ -11,6 +12,7 @@ use prometheus::{
 };
 
 use crate::routes::Backend;
+use quantiles::{Quantiles, Sparse};
 use shadow::RouteShadow;
 
 /// Seconds; dense below 100 ms, where a proxy's and a healthy service's latency lives.
@@ -296,6 +298,8 @@ impl Metrics {
 pub struct SideMetrics {
     by_class: [OnceLock<IntCounter>; 6],
     duration: OnceLock<Histogram>,
+    /// The same durations in fine buckets, for real quantiles.
+    quantiles: Quantiles,
 }
 
 pub struct RouteMetrics {
@@ -335,6 +339,7 @@ impl RouteMetrics {
                     .with_label_values(&[&self.name, backend.as_str()])
             })
             .observe(seconds);
+        side.quantiles.record(seconds);
     }
 
     pub fn record_fallback(&self, m: &Metrics, reason: FallbackReason) {
@@ -368,21 +373,9 @@ impl RouteMetrics {
         self.rate_limited.get().map_or(0, IntCounter::get)
     }
 
-    /// The side's latency histogram: (observations, cumulative count per bucket of
-    /// [`LATENCY_BUCKETS`]), since the route first appeared.
-    pub fn latency(&self, backend: Backend) -> (u64, Vec<u64>) {
-        use prometheus::core::Metric as _;
-        let Some(h) = self.side(backend).duration.get() else {
-            return (0, vec![0; LATENCY_BUCKETS.len()]);
-        };
-        let m = h.metric();
-        let hist = m.get_histogram();
-        let buckets = hist
-            .get_bucket()
-            .iter()
-            .map(|b| b.cumulative_count())
-            .collect();
-        (hist.get_sample_count(), buckets)
+    /// The side's request durations since the route first appeared, in fine buckets.
+    pub fn durations(&self, backend: Backend) -> Sparse {
+        self.side(backend).quantiles.snapshot()
     }
 
     /// (requests, 5xx answers) on one side since the route first appeared.

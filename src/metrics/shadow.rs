@@ -153,6 +153,12 @@ impl RouteShadow {
         }
     }
 
+    /// (matches, mismatches) so far: the copies compared.
+    pub fn compared(&self) -> (u64, u64) {
+        let count = |o: Outcome| self.outcomes[o as usize].get().map_or(0, IntCounter::get);
+        (count(Outcome::Match), count(Outcome::Mismatch))
+    }
+
     /// What `/api/v1/status` shows about the route's shadow traffic.
     pub fn summary(&self) -> ShadowStats {
         let count = |o: Outcome| self.outcomes[o as usize].get().map_or(0, IntCounter::get);
