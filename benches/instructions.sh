@@ -16,7 +16,7 @@
 set -euo pipefail
 
 LOW=${LOW:-500}
-SCENARIOS=${SCENARIOS:-s1 s2 tls s3}
+SCENARIOS=$(echo "${SCENARIOS:-s1 s2 tls s3}" | tr "[:upper:]" "[:lower:]")
 HIGH=${HIGH:-2500}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 NAME=instructions

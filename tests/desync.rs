@@ -361,7 +361,7 @@ fn probe(w: &mut World, t: Transport, n: usize) {
     let logged = w.new_log_lines(1);
     assert_eq!(logged[0]["path"], path.as_str());
     let transport = match t {
-        Transport::Fast => "banyan",
+        Transport::Fast => "fast",
         Transport::Pingora => "pingora",
     };
     assert_eq!(logged[0]["transport"], transport, "probe {n}");
@@ -400,7 +400,7 @@ fn run(w: &mut World, t: Transport, n: usize, c: &Case) {
         if t == Transport::Pingora {
             assert_eq!(transport, "pingora", "{what}");
         } else {
-            assert!(["banyan", "pingora"].contains(&transport), "{what}: {l}");
+            assert!(["fast", "pingora"].contains(&transport), "{what}: {l}");
         }
     }
     if refused_late {

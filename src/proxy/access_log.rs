@@ -41,7 +41,7 @@ pub struct Line {
     pub upstream_ms: Option<f64>,
     pub fallback: Option<&'static str>,
     pub shadow: bool,
-    /// Which transport served it: `banyan` (its own HTTP/1.1 path) or `pingora`.
+    /// Which transport served it: `fast` (banyan's own HTTP/1.1 path, as the design names it) or `pingora`.
     pub transport: &'static str,
 }
 

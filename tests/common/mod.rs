@@ -180,7 +180,7 @@ impl Transport {
     /// As the access log's `transport` field names it.
     pub fn name(self) -> &'static str {
         match self {
-            Transport::Banyan => "banyan",
+            Transport::Banyan => "fast",
             Transport::Pingora => "pingora",
         }
     }

@@ -250,7 +250,7 @@ impl Proxy {
             status: parsed.status,
             failed: false,
             upstream_failed: false,
-            transport: "banyan",
+            transport: "fast",
         };
         // The first write carries the head and whatever body came with it. A chunked body
         // that turns out malformed ends the exchange: the client has what came before it.
@@ -325,7 +325,7 @@ impl Proxy {
             status: if ok { code } else { 0 },
             failed: upstream_failed,
             upstream_failed,
-            transport: "banyan",
+            transport: "fast",
         };
         self.finish(ctx, ending, method, head.path());
         Served::Close

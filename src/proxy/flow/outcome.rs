@@ -190,7 +190,7 @@ mod tests {
             status,
             failed: upstream_failed,
             upstream_failed,
-            transport: "banyan",
+            transport: "fast",
         }
     }
 
