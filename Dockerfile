@@ -7,7 +7,7 @@
 
 FROM rust:1-bookworm AS build
 RUN apt-get update -qq \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends cmake \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends cmake protobuf-compiler \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Dependencies first, so source edits do not rebuild Pingora.

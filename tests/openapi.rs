@@ -2,8 +2,9 @@
 //! with valid and with invalid input on a running banyan (one with a token, one
 //! without), every answer's status must be one the document lists for the operation,
 //! every JSON answer must validate against the documented schema, and every documented
-//! status but the two no test can cause on demand (500: `overrides.json` unwritable,
-//! 503: still starting) must have been seen.
+//! status but those no test here can cause on demand (500: `overrides.json` unwritable,
+//! 503: still starting, 409 on rollback and resume: a fleet conflict, in tests/fleet.rs)
+//! must have been seen.
 
 mod common;
 
@@ -255,6 +256,7 @@ fn every_operation_answers_as_its_document_says() {
         call("explain", "GET", format!("/api/v1/explain?{explain}")),
         call("openapi", "GET", "/api/v1/openapi.json"),
         call("history", "GET", "/api/v1/history"),
+        call("fleet", "GET", "/api/v1/fleet"),
         call("reload", "POST", "/api/v1/reload"),
         call("setPercent", "POST", "/api/v1/routes/orders/percent")
             .json(json!({"percent": 12.5, "reason": "contract"})),
@@ -290,6 +292,7 @@ fn every_operation_answers_as_its_document_says() {
         ("explain", "GET", "/api/v1/explain?method=GET&url=/"),
         ("openapi", "GET", "/api/v1/openapi.json"),
         ("history", "GET", "/api/v1/history"),
+        ("fleet", "GET", "/api/v1/fleet"),
         ("reload", "POST", "/api/v1/reload"),
         ("rollbackAll", "POST", "/api/v1/rollback"),
         ("resumeAll", "POST", "/api/v1/resume"),
@@ -395,7 +398,9 @@ fn every_operation_answers_as_its_document_says() {
     let mut missing = Vec::new();
     for (op, (_, _, responses)) in &c.ops {
         for code in responses.as_object().expect("responses").keys() {
-            if code == "500" || code == "503" {
+            // 409 on rollback and resume comes only from a fleet store's conflict, which
+            // tests/fleet.rs causes with a real etcd.
+            if code == "500" || code == "503" || (code == "409" && op != "setPercent") {
                 continue;
             }
             if !c.seen.contains(&(op.clone(), code.clone())) {

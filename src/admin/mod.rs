@@ -89,7 +89,10 @@ fn bad_body(e: serde_json::Error) -> Response<Vec<u8>> {
     json_error(StatusCode::BAD_REQUEST, &format!("bad JSON body: {e}"))
 }
 
-fn outcome(result: Result<Outcome, ControlError>) -> Response<Vec<u8>> {
+/// How long an override change waits for the fleet's replicas to apply it.
+const FLEET_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn outcome(control: &Control, result: Result<Outcome, ControlError>) -> Response<Vec<u8>> {
     match result {
         Ok(o) if o.persist_error.is_some() => {
             let err = o.persist_error.clone().unwrap_or_default();
@@ -103,9 +106,16 @@ fn outcome(result: Result<Outcome, ControlError>) -> Response<Vec<u8>> {
                 },
             )
         }
-        Ok(o) => json(StatusCode::OK, &o),
+        Ok(mut o) => {
+            if control.etcd.is_some() && o.revision > 0 {
+                // Answered once every live replica serves the change, or after the wait.
+                o.fleet = Some(control.store.wait_applied(o.revision, FLEET_WAIT));
+            }
+            json(StatusCode::OK, &o)
+        }
         Err(e @ ControlError::UnknownRoute(_)) => json_error(StatusCode::NOT_FOUND, &e.to_string()),
         Err(e @ ControlError::NoTarget(_)) => json_error(StatusCode::CONFLICT, &e.to_string()),
+        Err(e @ ControlError::Conflict(_)) => json_error(StatusCode::CONFLICT, &e.to_string()),
     }
 }
 
@@ -180,6 +190,7 @@ pub fn handle(
         "/api/v1/explain" if get => explain_request(control, &req.query),
         "/api/v1/openapi.json" if get => json(StatusCode::OK, &*openapi::DOCUMENT),
         "/api/v1/history" if get => json(StatusCode::OK, &control.rates.history.document()),
+        "/api/v1/fleet" if get => json(StatusCode::OK, &control.store.fleet()),
         "/api/v1/reload" if post => match control.reload(source.clone(), "reload requested") {
             Ok(generation) => json(StatusCode::OK, &Reloaded { generation }),
             Err(e) => json(
@@ -192,15 +203,20 @@ pub fn handle(
             ),
         },
         "/api/v1/rollback" if post => match reason_body(&req.body) {
-            Ok(b) => outcome(control.rollback(
-                &Selection::All,
-                &reason_or(b.reason, "rollback of all routes"),
-                source.clone(),
-                Trigger::Manual,
-            )),
+            Ok(b) => outcome(
+                control,
+                control.rollback(
+                    &Selection::All,
+                    &reason_or(b.reason, "rollback of all routes"),
+                    source.clone(),
+                    Trigger::Manual,
+                ),
+            ),
             Err(e) => bad_body(e),
         },
-        "/api/v1/resume" if post => outcome(control.resume(&Selection::All, source.clone())),
+        "/api/v1/resume" if post => {
+            outcome(control, control.resume(&Selection::All, source.clone()))
+        }
         "/healthz"
         | "/metrics"
         | "/api/v1/status"
@@ -329,18 +345,24 @@ fn route_action(control: &Control, req: &AdminRequest, source: &Who) -> Response
                 );
             };
             let reason = reason_or(b.reason, &format!("set to {}%", b.percent));
-            outcome(control.set_percent(name, bp, &reason, source.clone()))
+            outcome(
+                control,
+                control.set_percent(name, bp, &reason, source.clone()),
+            )
         }
         "rollback" => match reason_body(&req.body) {
-            Ok(b) => outcome(control.rollback(
-                &one,
-                &reason_or(b.reason, "rollback"),
-                source.clone(),
-                Trigger::Manual,
-            )),
+            Ok(b) => outcome(
+                control,
+                control.rollback(
+                    &one,
+                    &reason_or(b.reason, "rollback"),
+                    source.clone(),
+                    Trigger::Manual,
+                ),
+            ),
             Err(e) => bad_body(e),
         },
-        "resume" => outcome(control.resume(&one, source.clone())),
+        "resume" => outcome(control, control.resume(&one, source.clone())),
         _ => json_error(StatusCode::NOT_FOUND, "no such endpoint"),
     }
 }

@@ -16,6 +16,7 @@ use super::bodies::{
 use super::explain::Explanation;
 use super::status::Status;
 use crate::control::history::HistoryDoc;
+use crate::control::store::FleetView;
 use crate::control::Outcome;
 
 /// Built once: the document does not change while the process runs.
@@ -160,6 +161,13 @@ pub fn document() -> Value {
                 "200": answer("Per route, oldest point first.", s.of::<HistoryDoc>())
             }))
         }},
+        "/api/v1/fleet": { "get": {
+            "operationId": "fleet",
+            "summary": "The replicas sharing this one's state store, and what each has applied",
+            "responses": with(refusals(&mut s, false, &[]), json!({
+                "200": answer("The fleet as this replica sees it.", s.of::<FleetView>())
+            }))
+        }},
         "/api/v1/openapi.json": { "get": {
             "operationId": "openapi", "summary": "This document",
             "responses": with(refusals(&mut s, false, &[]), json!({
@@ -176,12 +184,12 @@ pub fn document() -> Value {
         "/api/v1/rollback": { "post": {
             "operationId": "rollbackAll", "summary": "Every route to 0 %, shadow paused, until resumed",
             "requestBody": reason_body,
-            "responses": with(refusals(&mut s, true, &[("400", "The body is not `{\"reason\": \"...\"}`.")]),
+            "responses": with(refusals(&mut s, true, &[("400", "The body is not `{\"reason\": \"...\"}`."), ("409", "With a fleet store: another replica changed the overrides since this one applied its last change; nothing was changed.")]),
                 json!({ "200": changed, "500": not_persisted }))
         }},
         "/api/v1/resume": { "post": {
             "operationId": "resumeAll", "summary": "Clear every override: the route files decide again",
-            "responses": with(refusals(&mut s, true, &[]), json!({ "200": changed, "500": not_persisted }))
+            "responses": with(refusals(&mut s, true, &[("409", "With a fleet store: another replica changed the overrides since this one applied its last change; nothing was changed.")]), json!({ "200": changed, "500": not_persisted }))
         }},
         "/api/v1/routes/{name}/percent": { "post": {
             "operationId": "setPercent", "summary": "Override a route's percent until resumed",
@@ -190,7 +198,7 @@ pub fn document() -> Value {
             "responses": with(refusals(&mut s, true, &[
                 ("400", "The body is not `{\"percent\": 25, \"reason\": \"...\"}` with a percent from 0 to 100."),
                 ("404", "No route has that name."),
-                ("409", "The route has no target to send a percent to.")
+                ("409", "The route has no target to send a percent to, or (with a fleet store) another replica changed the overrides since this one applied its last change.")
             ]), json!({ "200": changed, "500": not_persisted }))
         }},
         "/api/v1/routes/{name}/rollback": { "post": {
@@ -199,13 +207,14 @@ pub fn document() -> Value {
             "requestBody": reason_body,
             "responses": with(refusals(&mut s, true, &[
                 ("400", "The body is not `{\"reason\": \"...\"}`."),
-                ("404", "No route has that name.")
+                ("404", "No route has that name."),
+                ("409", "With a fleet store: another replica changed the overrides since this one applied its last change; nothing was changed.")
             ]), json!({ "200": changed, "500": not_persisted }))
         }},
         "/api/v1/routes/{name}/resume": { "post": {
             "operationId": "resumeRoute", "summary": "Clear one route's override",
             "parameters": [route_name()],
-            "responses": with(refusals(&mut s, true, &[("404", "No route has that name.")]),
+            "responses": with(refusals(&mut s, true, &[("404", "No route has that name."), ("409", "With a fleet store: another replica changed the overrides since this one applied its last change; nothing was changed.")]),
                 json!({ "200": changed, "500": not_persisted }))
         }}
     });

@@ -71,12 +71,57 @@ fn print_changes(answer: &Value) {
     }
 }
 
+/// The exit status when a change is in the fleet's store but some live replica has not
+/// applied it yet (they are named).
+pub const NOT_EVERYWHERE: u8 = 4;
+
+/// With a fleet store: which replicas serve the change. `false` when some do not yet.
+fn print_fleet(answer: &Value) -> bool {
+    let Some(fleet) = answer.get("fleet").filter(|f| f.is_object()) else {
+        return true;
+    };
+    let names = |k: &str| -> Vec<String> {
+        fleet[k]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (applied, pending) = (names("applied"), names("pending"));
+    let ms = fleet["waited_ms"].as_f64().unwrap_or(0.0);
+    let total = applied.len() + pending.len();
+    if pending.is_empty() {
+        println!(
+            "  served by all {total} replicas ({}) after {ms:.0} ms (store revision {})",
+            applied.join(", "),
+            fleet["revision"]
+        );
+        true
+    } else {
+        println!(
+            "  served by {} of {total} replicas after {ms:.0} ms; not yet by: {}",
+            applied.len(),
+            pending.join(", ")
+        );
+        false
+    }
+}
+
 /// The answer of an operation: printed, or the reason it failed.
 fn finish(what: &str, result: Result<Value, CallError>) -> anyhow::Result<ExitCode> {
     match result {
         Ok(answer) => {
             println!("{what}");
             print_changes(&answer);
+            if !print_fleet(&answer) {
+                eprintln!(
+                    "banyan: the change is in the store, but not every replica serves it yet"
+                );
+                return Ok(ExitCode::from(NOT_EVERYWHERE));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(CallError::Refused { body, message, .. }) if body["applied"] == true => {

@@ -15,6 +15,9 @@ pub struct Args {
     /// Print the admin API's JSON document.
     #[arg(long)]
     json: bool,
+    /// The fleet: every replica sharing the state store, and what each has applied.
+    #[arg(long)]
+    fleet: bool,
     #[command(flatten)]
     admin: AdminArgs,
 }
@@ -255,8 +258,95 @@ fn exit_for(alarms: &[String]) -> ExitCode {
     }
 }
 
+/// `status --fleet`: one line per replica; exit 3 when the store is away or a replica
+/// serves an older revision than this one.
+fn fleet(admin: &Admin, json: bool) -> anyhow::Result<ExitCode> {
+    let value = match admin.call("GET", "/api/v1/fleet", None) {
+        Ok(v) => v,
+        Err(e) => bail!("{e}"),
+    };
+    let view: crate::control::store::FleetView = serde_json::from_value(value.clone())?;
+    let mut alarms = Vec::new();
+    if !view.up {
+        alarms.push(format!(
+            "the state store cannot be reached (since {})",
+            view.down_since.as_deref().unwrap_or("?")
+        ));
+    }
+    let newest = view
+        .replicas
+        .iter()
+        .map(|r| r.applied_revision)
+        .max()
+        .unwrap_or(0);
+    for r in &view.replicas {
+        if r.applied_revision < newest {
+            alarms.push(format!(
+                "{} serves revision {} of {newest}",
+                r.replica, r.applied_revision
+            ));
+        }
+        if let Some(e) = &r.error {
+            alarms.push(format!("{}: {e}", r.replica));
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!(
+            "store {} ({}) · {} replica{} · asked {}",
+            view.store,
+            if view.up { "up" } else { "DOWN" },
+            view.replicas.len(),
+            if view.replicas.len() == 1 { "" } else { "s" },
+            view.replica
+        );
+        println!();
+        let mut rows = vec![vec![
+            "REPLICA".to_string(),
+            "REVISION".into(),
+            "SNAPSHOT".into(),
+            "VERSION".into(),
+            "ADMIN".into(),
+            "SEEN".into(),
+        ]];
+        for r in &view.replicas {
+            rows.push(vec![
+                r.replica.clone(),
+                r.applied_revision.to_string(),
+                r.snapshot.to_string(),
+                r.version.clone(),
+                r.admin.clone(),
+                r.at.clone(),
+            ]);
+        }
+        print_rows(&rows);
+    }
+    for a in &alarms {
+        eprintln!("banyan: needs attention: {a}");
+    }
+    Ok(exit_for(&alarms))
+}
+
+fn print_rows(rows: &[Vec<String>]) {
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+}
+
 pub fn status(args: &Args) -> anyhow::Result<ExitCode> {
     let admin = Admin::new(&args.admin)?;
+    if args.fleet {
+        return fleet(&admin, args.json);
+    }
     let value = match admin.call("GET", "/api/v1/status", None) {
         Ok(v) => v,
         Err(e) => bail!("{e}"),

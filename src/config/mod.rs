@@ -20,6 +20,7 @@ mod cli;
 pub mod limits;
 mod resolve;
 mod schema;
+pub mod state;
 mod upstreams;
 mod validate;
 
@@ -42,6 +43,8 @@ pub struct Config {
     pub admin: Admin,
     pub upstreams: BTreeMap<String, Upstream>,
     pub shadow: ShadowLimits,
+    /// Where shared routing state lives (`[state]`).
+    pub state: state::Store,
 }
 
 #[derive(Debug, Clone)]

@@ -18,12 +18,15 @@ pub(super) fn parse(src: &mut SourceFile, text: &str, base: &Path) -> Option<Con
     let mut admin = RawAdmin::default();
     let mut upstreams: Vec<(String, std::ops::Range<usize>, RawUpstream)> = Vec::new();
     let mut shadow = RawShadowLimits::default();
+    let mut state = super::state::RawState::default();
     let mut saw_server = false;
     let mut saw_upstreams = false;
 
-    for (key, value) in
-        tomlspan::split_top_level(src, doc, &["server", "admin", "upstreams", "shadow"])
-    {
+    for (key, value) in tomlspan::split_top_level(
+        src,
+        doc,
+        &["server", "admin", "upstreams", "shadow", "state"],
+    ) {
         match key.as_str() {
             "server" => {
                 saw_server = true;
@@ -31,6 +34,7 @@ pub(super) fn parse(src: &mut SourceFile, text: &str, base: &Path) -> Option<Con
             }
             "admin" => admin = tomlspan::deserialize(src, value).unwrap_or_default(),
             "shadow" => shadow = tomlspan::deserialize(src, value).unwrap_or_default(),
+            "state" => state = tomlspan::deserialize(src, value).unwrap_or_default(),
             "upstreams" => {
                 saw_upstreams = true;
                 let span = value.span();
@@ -66,12 +70,15 @@ pub(super) fn parse(src: &mut SourceFile, text: &str, base: &Path) -> Option<Con
     let server = validate_server(src, server?, base, &declared)?;
     let admin = validate_admin(src, admin, base)?;
     let shadow = validate_shadow(src, shadow)?;
+    let port = server.listen.first().map(|a| a.port());
+    let state = super::state::validate_state(src, state, port)?;
     Some(Config {
         file: src.path.to_path_buf(),
         server,
         admin,
         upstreams,
         shadow,
+        state,
     })
 }
 

@@ -25,6 +25,8 @@ pub enum Source {
     Cli,
     /// An automatic rollback.
     Guard,
+    /// Another replica of the fleet, through the state store.
+    Fleet,
 }
 
 impl Source {
@@ -34,6 +36,7 @@ impl Source {
             Source::Api => "api",
             Source::Cli => "cli",
             Source::Guard => "guard",
+            Source::Fleet => "fleet",
         }
     }
 }

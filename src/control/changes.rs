@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use super::store;
 use crate::model::{Override, Trigger};
 use crate::routes::split;
 use crate::snapshot::Snapshot;
@@ -110,15 +111,27 @@ impl Control {
             }
         }
         let names = changed;
+        // The shared store first: a change another replica made since this one applied
+        // its last refuses this one, before anything here changes.
+        let (revision, persist_error) = match self.store.write_overrides(&next) {
+            Ok(revision) => (revision, None),
+            Err(e @ store::StoreError::Conflict { .. }) => {
+                return Err(ControlError::Conflict(e.to_string()))
+            }
+            Err(e) => (0, Some(e.to_string())),
+        };
+        if self.etcd.is_some() {
+            // The replica's own copy: what it serves if it restarts while etcd is away.
+            if let Err(e) = overrides::store(&self.config.server.state_dir, &next) {
+                tracing::warn!("cannot keep the fleet's overrides in overrides.json: {e}");
+            }
+        }
         // Outcomes from before an override changed must not trip the guard after it.
         for name in &names {
             if let Some(w) = st.kept.guards.get(name) {
                 w.reset();
             }
         }
-        let persist_error = overrides::store(&self.config.server.state_dir, &next)
-            .err()
-            .map(|e| e.to_string());
         if let Some(e) = &persist_error {
             tracing::error!("{action} applied in memory, but {e}: it will not survive a restart");
         } else {
@@ -156,11 +169,65 @@ impl Control {
                 percent_after: a,
             });
         }
+        self.store.applied(revision, snapshot.version);
         Ok(Outcome {
             version: snapshot.version,
             changes,
             persist_error,
+            revision,
+            fleet: None,
         })
+    }
+
+    /// The overrides in force, for seeding an empty fleet store.
+    pub fn current_overrides(&self) -> Overrides {
+        self.lock().overrides.clone()
+    }
+
+    /// The fleet's overrides at `revision`, read from the state store (another replica's
+    /// change, or this one's coming back): applied as a local change would be.
+    pub fn overrides_from_store(&self, next: Overrides, revision: store::Revision) {
+        let mut st = self.lock();
+        if next == st.overrides && !st.hold_all_at_zero {
+            let version = self.shared.load().version;
+            drop(st);
+            self.store.applied(revision, version);
+            return;
+        }
+        let old = self.shared.load_full();
+        let before = percents(&old);
+        for (name, o) in &next {
+            if st.overrides.get(name) != Some(o) {
+                if let Some(w) = st.kept.guards.get(name) {
+                    w.reset();
+                }
+            }
+        }
+        st.overrides = next;
+        st.hold_all_at_zero = false;
+        st.overrides_error = None;
+        if let Err(e) = overrides::store(&self.config.server.state_dir, &st.overrides) {
+            tracing::warn!("cannot keep the fleet's overrides in overrides.json: {e}");
+        }
+        match self.publish(&mut st) {
+            Ok(snapshot) => {
+                let mut entry = audit::Entry::new(
+                    Source::Fleet,
+                    "overrides",
+                    format!("changed in the state store (revision {revision})"),
+                );
+                entry.changes = diff(&before, &percents(&snapshot));
+                self.audit(&entry);
+                tracing::info!(
+                    revision,
+                    "applied the fleet's overrides ({} entries)",
+                    st.overrides.len()
+                );
+                drop(st);
+                self.store.applied(revision, snapshot.version);
+            }
+            Err(e) => tracing::error!("cannot apply the fleet's overrides: {e}"),
+        }
     }
 
     /// `overrides.json` changed on disk (another instance, the CLI offline, a person).

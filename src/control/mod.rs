@@ -21,6 +21,7 @@ pub mod overrides;
 pub mod rates;
 mod reload;
 pub mod service;
+pub mod store;
 mod upkeep;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,6 +62,9 @@ pub enum ControlError {
     UnknownRoute(String),
     #[error("route `{0}` has no target, so its percent stays 0")]
     NoTarget(String),
+    /// The fleet's store holds a newer change than this replica had applied.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// A route's effective percent before and after an operation.
@@ -79,6 +83,12 @@ pub struct Outcome {
     /// `None` when `overrides.json` was written; else why not (the change is in force
     /// in this process, but would not survive a restart).
     pub persist_error: Option<String>,
+    /// The state store's revision of the change (0 with files).
+    #[serde(default)]
+    pub revision: i64,
+    /// Which replicas serve the change, when the state is shared through etcd.
+    #[serde(default)]
+    pub fleet: Option<store::Acks>,
 }
 
 /// Control-plane facts for status that are not in the snapshot.
@@ -123,6 +133,10 @@ pub struct Control {
     /// Shadow limits, in-flight count and the mismatch log, shared with the data path.
     /// The HTTPS listener's certificate, re-read when its files change.
     pub certificate: Option<Arc<crate::tls::CertResolver>>,
+    /// Where shared routing state is kept (`[state]`): files, or etcd.
+    pub store: Arc<dyn store::Store>,
+    /// The etcd store's session, run by the control service; `None` with files.
+    pub etcd: Option<Arc<store::etcd::Etcd>>,
 }
 
 /// Names, sizes and modification times of the files the desired state was read from.
@@ -257,6 +271,30 @@ impl Control {
                     .map_err(|e| Report::whole_file_error(&config.file, e.to_string()))?,
             )),
         };
+        let admin_url = format!("http://{}", config.admin.listen);
+        let (store, etcd): (Arc<dyn store::Store>, _) = match &config.state {
+            crate::config::state::Store::Files => (
+                Arc::new(store::Files::new(
+                    state_dir.clone(),
+                    "local".to_string(),
+                    admin_url,
+                )),
+                None,
+            ),
+            crate::config::state::Store::Etcd(settings) => {
+                let etcd = Arc::new(store::etcd::Etcd::new(
+                    settings.clone(),
+                    admin_url,
+                    store::etcd::Gauges {
+                        up: metrics.store_up.clone(),
+                        applied_revision: metrics.store_applied_revision.clone(),
+                        replicas: metrics.fleet_replicas.clone(),
+                    },
+                ));
+                (Arc::clone(&etcd) as Arc<dyn store::Store>, Some(etcd))
+            }
+        };
+        store.applied(0, snapshot.version);
         let control = Control {
             config,
             metrics,
@@ -268,6 +306,8 @@ impl Control {
             watching: AtomicBool::new(false),
             seen: Mutex::new(seen),
             certificate,
+            store,
+            etcd,
         };
         Ok((control, report))
     }

@@ -190,6 +190,9 @@ impl BackgroundService for ControlService {
                 None
             }
         };
+        if let Some(etcd) = &control.etcd {
+            tokio::spawn(Arc::clone(etcd).run(Arc::clone(control)));
+        }
         // Ready only once changes can no longer go unseen: SIGHUP is handled and the files
         // are watched (and re-read if they changed since start).
         {

@@ -43,6 +43,11 @@ pub struct Metrics {
     pub rollbacks_total: IntCounterVec,
     pub config_reloads_total: IntCounterVec,
     pub config_generation: IntGauge,
+    /// `[state] store = "etcd"`: whether etcd can be reached, the revision of the
+    /// overrides this replica serves, and the live replicas it sees.
+    pub store_up: IntGauge,
+    pub store_applied_revision: IntGauge,
+    pub fleet_replicas: IntGauge,
     pub upstream_healthy: IntGaugeVec,
     pub circuit_open: IntGaugeVec,
     pub rate_limited_total: IntCounterVec,
@@ -156,6 +161,23 @@ impl Metrics {
             "Number of route table snapshots applied",
         )?;
         r.register(Box::new(config_generation.clone()))?;
+        let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
+            let g = IntGauge::new(name, help)?;
+            r.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let store_up = gauge(
+            "banyan_store_up",
+            "1 while the shared state store (etcd) can be reached, else 0",
+        )?;
+        let store_applied_revision = gauge(
+            "banyan_store_applied_revision",
+            "The state store revision of the overrides this replica serves",
+        )?;
+        let fleet_replicas = gauge(
+            "banyan_fleet_replicas",
+            "Live replicas sharing this replica's state store",
+        )?;
         Ok(Metrics {
             requests_total: counter(
                 &r,
@@ -207,6 +229,9 @@ impl Metrics {
                 &["result"],
             )?,
             config_generation,
+            store_up,
+            store_applied_revision,
+            fleet_replicas,
             upstream_healthy: int_gauge(
                 &r,
                 "banyan_upstream_healthy",

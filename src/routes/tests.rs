@@ -60,6 +60,7 @@ pub(super) fn config() -> Config {
             log_query: false,
             sensitive_headers: Vec::new(),
         },
+        state: crate::config::state::Store::Files,
     }
 }
 

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod etcd;
 pub mod load;
 pub mod pki;
 pub mod recorder;

@@ -1,0 +1,479 @@
+//! The fleet's state in etcd v3. Keys under the configured prefix:
+//!
+//! - `{prefix}/overrides`: the overrides, the same JSON as `overrides.json`. Written with
+//!   a compare-and-swap on the `mod_revision` this replica last applied.
+//! - `{prefix}/replicas/{name}`: each replica's [`Presence`], bound to a lease (3 s), so a
+//!   replica that dies leaves the list within the lease time.
+//!
+//! `run` is the replica's session with etcd, on the control service's runtime: it reads
+//! the overrides, announces the replica, then watches both and applies every change of
+//! the overrides as a local one (one snapshot swap), announcing the revision it applied.
+//! When etcd cannot be reached the replica keeps serving what it has (never file
+//! defaults), says since when, and tries again every half second.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
+    TxnOpResponse, WatchOptions,
+};
+use prometheus::IntGauge;
+
+use super::{Acks, FleetView, Presence, Revision, Store, StoreError};
+use crate::config::state::Etcd as Settings;
+use crate::control::overrides::{self, Overrides};
+use crate::control::Control;
+
+/// A replica's presence outlives it by at most this long.
+pub const LEASE_SECONDS: i64 = 3;
+/// How long a write may wait for etcd before the change counts as not shared.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+const RETRY: Duration = Duration::from_millis(500);
+
+pub struct Gauges {
+    pub up: IntGauge,
+    pub applied_revision: IntGauge,
+    pub replicas: IntGauge,
+}
+
+pub struct Etcd {
+    settings: Settings,
+    admin: String,
+    gauges: Gauges,
+    /// The control service's runtime, where every etcd call runs.
+    handle: OnceLock<tokio::runtime::Handle>,
+    client: Mutex<Option<(Client, i64)>>,
+    inner: Mutex<Inner>,
+    /// Notified when a replica's presence changes.
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Inner {
+    applied_revision: Revision,
+    snapshot: u64,
+    error: Option<String>,
+    /// Other live replicas and this one, by name.
+    replicas: BTreeMap<String, Presence>,
+    up: bool,
+    down_since: Option<String>,
+    /// Overrides changed here while etcd was away: written to etcd when it returns, if
+    /// nobody changed them there meanwhile (else etcd's win, and the log says so).
+    unshared: Option<Overrides>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("{0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("{0}")]
+    Ended(&'static str),
+}
+
+impl Etcd {
+    pub fn new(settings: Settings, admin: String, gauges: Gauges) -> Etcd {
+        gauges.up.set(0);
+        Etcd {
+            settings,
+            admin,
+            gauges,
+            handle: OnceLock::new(),
+            client: Mutex::new(None),
+            inner: Mutex::new(Inner {
+                down_since: Some(crate::clock::now_rfc3339()),
+                ..Inner::default()
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    pub fn replica(&self) -> &str {
+        &self.settings.replica
+    }
+
+    fn overrides_key(&self) -> String {
+        format!("{}/overrides", self.settings.prefix)
+    }
+
+    fn replicas_prefix(&self) -> String {
+        format!("{}/replicas/", self.settings.prefix)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn presence(&self, g: &Inner) -> Presence {
+        Presence {
+            replica: self.settings.replica.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            admin: self.admin.clone(),
+            applied_revision: g.applied_revision,
+            snapshot: g.snapshot,
+            error: g.error.clone(),
+            at: crate::clock::now_rfc3339(),
+        }
+    }
+
+    /// Runs `fut` on the control service's runtime and waits for it, from a blocking
+    /// thread (the admin API's, the guard's), at most `timeout`.
+    fn block_on<T: Send + 'static>(
+        &self,
+        fut: impl Future<Output = T> + Send + 'static,
+        timeout: Duration,
+    ) -> Result<T, StoreError> {
+        let handle = self
+            .handle
+            .get()
+            .ok_or_else(|| StoreError::Unavailable("not connected yet".into()))?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        handle.spawn(async move {
+            let _ = tx.send(fut.await);
+        });
+        rx.recv_timeout(timeout)
+            .map_err(|_| StoreError::Unavailable(format!("no answer within {timeout:?}")))
+    }
+
+    fn put_presence(&self) {
+        let Some((mut client, lease)) = self.connected() else {
+            return;
+        };
+        let Some(handle) = self.handle.get() else {
+            return;
+        };
+        let key = format!("{}{}", self.replicas_prefix(), self.settings.replica);
+        let value = serde_json::to_string(&self.presence(&self.lock())).unwrap_or_default();
+        handle.spawn(async move {
+            let _ = client
+                .put(key, value, Some(PutOptions::new().with_lease(lease)))
+                .await;
+        });
+    }
+
+    fn connected(&self) -> Option<(Client, i64)> {
+        self.client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn mark_down(&self, why: &str) {
+        *self.client.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        let mut g = self.lock();
+        if g.up || g.error.as_deref() != Some(why) {
+            tracing::error!(
+                "the state store (etcd) cannot be reached: {why}; serving the last state"
+            );
+        }
+        if g.up {
+            g.down_since = Some(crate::clock::now_rfc3339());
+        }
+        g.up = false;
+        g.error = Some(why.to_string());
+        g.replicas.clear();
+        self.gauges.up.set(0);
+        self.gauges.replicas.set(0);
+        self.changed.notify_all();
+    }
+
+    /// The replica's sessions with etcd, for as long as the process runs.
+    pub async fn run(self: Arc<Self>, control: Arc<Control>) {
+        let _ = self.handle.set(tokio::runtime::Handle::current());
+        loop {
+            if let Err(e) = self.session(&control).await {
+                self.mark_down(&e.to_string());
+            }
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+
+    async fn session(&self, control: &Arc<Control>) -> Result<(), SessionError> {
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(5));
+        if let (Some(u), Some(p)) = (&self.settings.username, &self.settings.password) {
+            options = options.with_user(u.clone(), p.clone());
+        }
+        let mut client = Client::connect(&self.settings.endpoints, Some(options)).await?;
+        let key = self.overrides_key();
+        let first = client.get(key.clone(), None).await?;
+        let start = first.header().map_or(0, |h| h.revision());
+        let in_store = first.kvs().first().map_or(0, |kv| kv.mod_revision());
+        let unshared = self.lock().unshared.take();
+        match (first.kvs().first(), unshared) {
+            (_, Some(local)) if in_store == self.lock().applied_revision => {
+                // Changed here during the outage, and nowhere else: the fleet gets it.
+                let guard = if in_store == 0 {
+                    Compare::version(key.clone(), CompareOp::Equal, 0)
+                } else {
+                    Compare::mod_revision(key.clone(), CompareOp::Equal, in_store)
+                };
+                let txn = Txn::new().when([guard]).and_then([TxnOp::put(
+                    key.clone(),
+                    overrides::render(&local),
+                    None,
+                )]);
+                let resp = client.txn(txn).await?;
+                if resp.succeeded() {
+                    let rev = resp.header().map_or(0, |h| h.revision());
+                    tracing::info!(
+                        revision = rev,
+                        "shared the overrides changed while etcd was away"
+                    );
+                    self.lock().applied_revision = rev;
+                    self.gauges.applied_revision.set(rev);
+                }
+            }
+            (Some(kv), unshared) => {
+                if unshared.is_some() {
+                    tracing::warn!("overrides changed here while etcd was away were also changed in etcd meanwhile: etcd's apply");
+                }
+                self.apply(control, kv.value(), kv.mod_revision()).await
+            }
+            (None, _) => {
+                // An empty fleet store: what this replica serves becomes the fleet's.
+                let current = control.current_overrides();
+                if !current.is_empty() {
+                    let txn = Txn::new()
+                        .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
+                        .and_then([TxnOp::put(key.clone(), overrides::render(&current), None)]);
+                    let resp = client.txn(txn).await?;
+                    if resp.succeeded() {
+                        let rev = resp.header().map_or(0, |h| h.revision());
+                        self.lock().applied_revision = rev;
+                    }
+                }
+            }
+        }
+        let lease = client.lease_grant(LEASE_SECONDS, None).await?.id();
+        let (mut keeper, mut kept) = client.lease_keep_alive(lease).await?;
+        *self.client.lock().unwrap_or_else(|p| p.into_inner()) = Some((client.clone(), lease));
+        {
+            let mut g = self.lock();
+            g.up = true;
+            g.down_since = None;
+            g.error = None;
+            self.gauges.up.set(1);
+        }
+        let prefix = self.replicas_prefix();
+        let me = format!("{prefix}{}", self.settings.replica);
+        let presence = serde_json::to_string(&self.presence(&self.lock())).unwrap_or_default();
+        client
+            .put(me, presence, Some(PutOptions::new().with_lease(lease)))
+            .await?;
+        let listed = client
+            .get(prefix.clone(), Some(GetOptions::new().with_prefix()))
+            .await?;
+        {
+            let mut g = self.lock();
+            g.replicas = listed
+                .kvs()
+                .iter()
+                .filter_map(|kv| serde_json::from_slice::<Presence>(kv.value()).ok())
+                .map(|p| (p.replica.clone(), p))
+                .collect();
+            self.gauges.replicas.set(g.replicas.len() as i64);
+        }
+        self.changed.notify_all();
+        let listed_at = listed.header().map_or(0, |h| h.revision());
+        let mut overrides_watch = client
+            .watch(
+                key,
+                Some(WatchOptions::new().with_start_revision(start + 1)),
+            )
+            .await?;
+        let mut replicas_watch = client
+            .watch(
+                prefix.clone(),
+                Some(
+                    WatchOptions::new()
+                        .with_prefix()
+                        .with_start_revision(listed_at + 1),
+                ),
+            )
+            .await?;
+        let mut tick = tokio::time::interval(Duration::from_millis(1000));
+        loop {
+            tokio::select! {
+                m = overrides_watch.message() => {
+                    let resp = m?.ok_or(SessionError::Ended("the overrides watch ended"))?;
+                    if resp.canceled() {
+                        return Err(SessionError::Ended("the overrides watch was cancelled"));
+                    }
+                    for ev in resp.events() {
+                        let Some(kv) = ev.kv() else { continue };
+                        match ev.event_type() {
+                            EventType::Put => self.apply(control, kv.value(), kv.mod_revision()).await,
+                            EventType::Delete => self.apply(control, b"{}", kv.mod_revision()).await,
+                        }
+                    }
+                }
+                m = replicas_watch.message() => {
+                    let resp = m?.ok_or(SessionError::Ended("the replicas watch ended"))?;
+                    if resp.canceled() {
+                        return Err(SessionError::Ended("the replicas watch was cancelled"));
+                    }
+                    let mut g = self.lock();
+                    for ev in resp.events() {
+                        let Some(kv) = ev.kv() else { continue };
+                        let name = String::from_utf8_lossy(kv.key())
+                            .trim_start_matches(prefix.as_str())
+                            .to_string();
+                        match ev.event_type() {
+                            EventType::Put => {
+                                if let Ok(p) = serde_json::from_slice::<Presence>(kv.value()) {
+                                    g.replicas.insert(name, p);
+                                }
+                            }
+                            EventType::Delete => {
+                                g.replicas.remove(&name);
+                            }
+                        }
+                    }
+                    self.gauges.replicas.set(g.replicas.len() as i64);
+                    drop(g);
+                    self.changed.notify_all();
+                }
+                k = kept.message() => {
+                    match k? {
+                        Some(r) if r.ttl() > 0 => {}
+                        _ => return Err(SessionError::Ended("the replica's lease expired")),
+                    }
+                }
+                _ = tick.tick() => keeper.keep_alive().await?,
+            }
+        }
+    }
+
+    /// Applies the overrides of `revision` as read from etcd.
+    async fn apply(&self, control: &Arc<Control>, value: &[u8], revision: Revision) {
+        let path = std::path::PathBuf::from(self.overrides_key());
+        let parsed = std::str::from_utf8(value)
+            .map_err(|_| "not UTF-8 text".to_string())
+            .and_then(|t| overrides::parse(&path, t).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(next) => {
+                let c = Arc::clone(control);
+                let _ = tokio::task::spawn_blocking(move || c.overrides_from_store(next, revision))
+                    .await;
+            }
+            Err(e) => {
+                tracing::error!("the fleet's overrides in etcd are unreadable ({e}); keeping the overrides in force");
+                self.lock().error = Some(format!("overrides in etcd unreadable: {e}"));
+                self.put_presence();
+            }
+        }
+    }
+}
+
+impl Store for Etcd {
+    fn write_overrides(&self, next: &Overrides) -> Result<Revision, StoreError> {
+        let Some((mut client, _)) = self.connected() else {
+            let mut g = self.lock();
+            g.unshared = Some(next.clone());
+            return Err(StoreError::Unavailable(
+                g.error.clone().unwrap_or_else(|| "not connected".into()),
+            ));
+        };
+        let expected = self.lock().applied_revision;
+        let key = self.overrides_key();
+        let guard = if expected == 0 {
+            Compare::version(key.clone(), CompareOp::Equal, 0)
+        } else {
+            Compare::mod_revision(key.clone(), CompareOp::Equal, expected)
+        };
+        let txn = Txn::new()
+            .when([guard])
+            .and_then([TxnOp::put(key.clone(), overrides::render(next), None)])
+            .or_else([TxnOp::get(key, None)]);
+        let sent = self
+            .block_on(async move { client.txn(txn).await }, WRITE_TIMEOUT)
+            .and_then(|r| r.map_err(|e| StoreError::Unavailable(e.to_string())));
+        let resp = match sent {
+            Ok(resp) => resp,
+            Err(e) => {
+                self.lock().unshared = Some(next.clone());
+                return Err(e);
+            }
+        };
+        if resp.succeeded() {
+            self.lock().unshared = None;
+            return Ok(resp.header().map_or(0, |h| h.revision()));
+        }
+        let current = resp
+            .op_responses()
+            .into_iter()
+            .find_map(|r| match r {
+                TxnOpResponse::Get(g) => Some(g.kvs().first().map_or(0, |kv| kv.mod_revision())),
+                _ => None,
+            })
+            .unwrap_or(0);
+        Err(StoreError::Conflict { expected, current })
+    }
+
+    fn applied(&self, revision: Revision, snapshot: u64) {
+        {
+            let mut g = self.lock();
+            g.applied_revision = g.applied_revision.max(revision);
+            g.snapshot = snapshot;
+            self.gauges.applied_revision.set(g.applied_revision);
+        }
+        self.put_presence();
+    }
+
+    fn wait_applied(&self, revision: Revision, deadline: Duration) -> Acks {
+        let started = Instant::now();
+        let mut g = self.lock();
+        loop {
+            let me = &self.settings.replica;
+            let mut applied = Vec::new();
+            let mut pending = Vec::new();
+            if g.applied_revision >= revision {
+                applied.push(me.clone());
+            } else {
+                pending.push(me.clone());
+            }
+            for (name, p) in g.replicas.iter().filter(|(n, _)| *n != me) {
+                if p.applied_revision >= revision {
+                    applied.push(name.clone());
+                } else {
+                    pending.push(name.clone());
+                }
+            }
+            let waited = started.elapsed();
+            if pending.is_empty() || waited >= deadline {
+                return Acks {
+                    revision,
+                    applied,
+                    pending,
+                    waited_ms: waited.as_secs_f64() * 1000.0,
+                };
+            }
+            g = self
+                .changed
+                .wait_timeout(g, deadline - waited)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    fn fleet(&self) -> FleetView {
+        let g = self.lock();
+        let mut replicas: Vec<Presence> = g.replicas.values().cloned().collect();
+        if !replicas.iter().any(|p| p.replica == self.settings.replica) {
+            replicas.push(self.presence(&g));
+        }
+        replicas.sort_by(|a, b| a.replica.cmp(&b.replica));
+        FleetView {
+            store: "etcd".to_string(),
+            up: g.up,
+            down_since: g.down_since.clone(),
+            replica: self.settings.replica.clone(),
+            applied_revision: g.applied_revision,
+            replicas,
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Where the control plane keeps routing state that outlives this process and is shared
+//! with other replicas (`[state]` in the config). One interface, two implementations:
+//!
+//! - `files` (the default): `overrides.json` in the state folder — one instance, or
+//!   instances sharing the folder, which converge through their file watchers.
+//! - `etcd` (`etcd.rs`): a fleet of replicas. The overrides are one key, written with a
+//!   compare-and-swap on the revision this replica last applied, so two operators cannot
+//!   overwrite each other unseen; every replica watches it and applies a change as it does
+//!   a local one; each announces what it has applied under a lease, so a change can wait
+//!   until every live replica serves it.
+//!
+//! The local `overrides.json` is written in both cases: with etcd it is the last state
+//! this replica saw, what it serves if it restarts while etcd is away.
+
+pub mod etcd;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::overrides::{self, Overrides};
+
+/// A revision of the shared state: etcd's `mod_revision` of the overrides key (0: never
+/// written). Always 0 with files.
+pub type Revision = i64;
+
+/// What one replica announces: who it is and what it has applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Presence {
+    pub replica: String,
+    /// banyan's version.
+    pub version: String,
+    /// Its admin API, for `banyan rollback --direct` when the store is away.
+    pub admin: String,
+    /// The store revision of the overrides it serves.
+    pub applied_revision: Revision,
+    /// Its snapshot version serving them.
+    pub snapshot: u64,
+    /// Its last control-plane error (a refused reload, an unreadable store value).
+    pub error: Option<String>,
+    /// When it last wrote this, RFC 3339.
+    pub at: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the overrides were changed on another replica (the store is at revision {current}, this replica had applied {expected}); nothing was changed, try again")]
+    Conflict {
+        expected: Revision,
+        current: Revision,
+    },
+    #[error("the state store cannot be reached: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Local(String),
+}
+
+/// Who has applied a change, after waiting for the fleet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Acks {
+    pub revision: Revision,
+    /// Live replicas serving the change (or a later one).
+    pub applied: Vec<String>,
+    /// Live replicas that had not applied it when the wait ended.
+    pub pending: Vec<String>,
+    pub waited_ms: f64,
+}
+
+/// The fleet as this replica sees it, for `GET /api/v1/fleet`.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct FleetView {
+    /// `files` or `etcd`.
+    pub store: String,
+    /// Whether the store can be reached now (always true with files).
+    pub up: bool,
+    /// Since when it cannot, RFC 3339.
+    pub down_since: Option<String>,
+    /// This replica's name and the revision it has applied.
+    pub replica: String,
+    pub applied_revision: Revision,
+    /// Every live replica, this one included (files: only this one).
+    pub replicas: Vec<Presence>,
+}
+
+pub trait Store: Send + Sync {
+    /// Writes the overrides, if the store still holds what this replica last applied;
+    /// returns the new revision.
+    fn write_overrides(&self, next: &Overrides) -> Result<Revision, StoreError>;
+    /// This replica now serves the overrides of `revision` with snapshot `snapshot`.
+    fn applied(&self, revision: Revision, snapshot: u64);
+    /// Waits until every live replica has applied `revision`, at most `deadline`.
+    fn wait_applied(&self, revision: Revision, deadline: Duration) -> Acks;
+    fn fleet(&self) -> FleetView;
+}
+
+/// `overrides.json` in the state folder.
+pub struct Files {
+    pub state_dir: PathBuf,
+    pub replica: String,
+    pub admin: String,
+    snapshot: std::sync::atomic::AtomicU64,
+}
+
+impl Files {
+    pub fn new(state_dir: PathBuf, replica: String, admin: String) -> Files {
+        Files {
+            state_dir,
+            replica,
+            admin,
+            snapshot: Default::default(),
+        }
+    }
+}
+
+impl Store for Files {
+    fn write_overrides(&self, next: &Overrides) -> Result<Revision, StoreError> {
+        overrides::store(&self.state_dir, next)
+            .map(|_| 0)
+            .map_err(|e| StoreError::Local(e.to_string()))
+    }
+
+    fn applied(&self, _revision: Revision, snapshot: u64) {
+        self.snapshot
+            .store(snapshot, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn wait_applied(&self, revision: Revision, _deadline: Duration) -> Acks {
+        Acks {
+            revision,
+            applied: vec![self.replica.clone()],
+            pending: Vec::new(),
+            waited_ms: 0.0,
+        }
+    }
+
+    fn fleet(&self) -> FleetView {
+        FleetView {
+            store: "files".to_string(),
+            up: true,
+            down_since: None,
+            replica: self.replica.clone(),
+            applied_revision: 0,
+            replicas: vec![Presence {
+                replica: self.replica.clone(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                admin: self.admin.clone(),
+                applied_revision: 0,
+                snapshot: self.snapshot.load(std::sync::atomic::Ordering::Relaxed),
+                error: None,
+                at: crate::clock::now_rfc3339(),
+            }],
+        }
+    }
+}
