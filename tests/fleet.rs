@@ -164,8 +164,14 @@ fn concurrent_writers_conflict_and_nothing_is_lost() {
             }
         }
         assert!(ra.0 == 200 || rb.0 == 200, "one writer wins: {ra:?} {rb:?}");
-        // The winner's percent is what both replicas serve.
-        let won = if ra.0 == 200 {
+        // The last write that succeeded (by store revision) is what both replicas serve.
+        let revision = |r: &(u16, String)| -> i64 {
+            if r.0 != 200 {
+                return -1;
+            }
+            serde_json::from_str::<Value>(&r.1).map_or(-1, |v| v["revision"].as_i64().unwrap_or(-1))
+        };
+        let won = if revision(&ra) > revision(&rb) {
             2 * pair % 100
         } else {
             (2 * pair + 1) % 100
@@ -203,6 +209,9 @@ fn a_killed_replica_leaves_and_etcd_going_away_fails_no_request() {
     // etcd killed under load: both replicas keep serving their last state.
     let out = f.replicas[0].cli(&["set", "orders", "10", "--reason", "before the outage"]);
     assert!(out.status.success(), "{out:?}");
+    let before = fleet_view(&f.replicas[0])["applied_revision"]
+        .as_i64()
+        .unwrap_or(0);
     let loads: Vec<Load> = f.replicas.iter().map(|b| Load::start(b.proxy, 2)).collect();
     etcd.kill();
     wait_until("both replicas to see the store down", || {
@@ -220,12 +229,33 @@ fn a_killed_replica_leaves_and_etcd_going_away_fails_no_request() {
     let (code, body) = common::http_request(
         f.replicas[0].admin,
         "POST",
-        "/api/v1/routes/orders/rollback",
+        "/api/v1/routes/orders/percent",
         None,
-        "{}",
+        r#"{"percent": 5}"#,
     );
     assert_eq!(code, 500, "{body}");
     assert!(body.contains("not persisted"), "{body}");
+    assert_eq!(
+        f.replicas[1].route_status("orders")["effective_percent"],
+        10.0
+    );
+    // The emergency path: each replica's own admin API, from the fleet it last knew.
+    let out = f.replicas[1].cli(&["rollback", "--direct", "orders", "--reason", "etcd is down"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("rolled back on 2 replicas"), "{text}");
+    for b in &f.replicas {
+        assert_eq!(b.route_status("orders")["effective_percent"], 0.0);
+        assert_eq!(
+            b.route_status("orders")["override"]["reason"],
+            "etcd is down"
+        );
+    }
     etcd.start_again();
     wait_until("both replicas back on the store", || {
         f.replicas
@@ -243,10 +273,27 @@ fn a_killed_replica_leaves_and_etcd_going_away_fails_no_request() {
         );
     }
     // Reconciled: the rollback made during the outage, changed nowhere else meanwhile,
-    // reaches the other replica once etcd is back.
-    wait_until("the outage's rollback on every replica", || {
-        f.replicas
-            .iter()
-            .all(|b| b.route_status("orders")["effective_percent"] == 0.0)
-    });
+    // is the fleet's once etcd is back, and a later change reaches everyone again.
+    wait_until(
+        "every replica on the store's revision of the outage's rollback",
+        || {
+            let own: Vec<i64> = f
+                .replicas
+                .iter()
+                .map(|b| fleet_view(b)["applied_revision"].as_i64().unwrap_or(0))
+                .collect();
+            own.iter().all(|r| *r == own[0] && *r > before)
+        },
+    );
+    for b in &f.replicas {
+        assert_eq!(b.route_status("orders")["effective_percent"], 0.0);
+    }
+    let out = f.replicas[0].cli(&["resume", "orders"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("served by all 2 replicas"),
+        "{out:?}"
+    );
+    for b in &f.replicas {
+        assert_eq!(b.route_status("orders")["effective_percent"], 25.0);
+    }
 }

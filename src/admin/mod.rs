@@ -161,6 +161,9 @@ pub fn handle(
         },
         actor: req.actor.clone(),
         token,
+        here_only: req.method == Method::POST
+            && form_urlencoded::parse(req.query.as_bytes())
+                .any(|(k, v)| k == "direct" && (v == "true" || v == "1")),
     };
     let get = req.method == Method::GET || req.method == Method::HEAD;
     let post = req.method == Method::POST;

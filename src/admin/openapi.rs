@@ -87,6 +87,11 @@ fn route_name() -> Value {
             "description": "The route's name, as in its route file." })
 }
 
+fn direct() -> Value {
+    json!({ "name": "direct", "in": "query", "schema": { "type": "boolean" },
+            "description": "Apply on this replica alone, without the shared store (the emergency path of `banyan rollback --direct`); shared with the fleet once the store can be reached, unless it changed there meanwhile." })
+}
+
 pub fn document() -> Value {
     let settings = SchemaSettings::draft2020_12().with(|s| {
         s.definitions_path = "/components/schemas".into();
@@ -183,6 +188,7 @@ pub fn document() -> Value {
         }},
         "/api/v1/rollback": { "post": {
             "operationId": "rollbackAll", "summary": "Every route to 0 %, shadow paused, until resumed",
+            "parameters": [direct()],
             "requestBody": reason_body,
             "responses": with(refusals(&mut s, true, &[("400", "The body is not `{\"reason\": \"...\"}`."), ("409", "With a fleet store: another replica changed the overrides since this one applied its last change; nothing was changed.")]),
                 json!({ "200": changed, "500": not_persisted }))
@@ -203,7 +209,7 @@ pub fn document() -> Value {
         }},
         "/api/v1/routes/{name}/rollback": { "post": {
             "operationId": "rollbackRoute", "summary": "One route to 0 %, shadow paused, until resumed",
-            "parameters": [route_name()],
+            "parameters": [route_name(), direct()],
             "requestBody": reason_body,
             "responses": with(refusals(&mut s, true, &[
                 ("400", "The body is not `{\"reason\": \"...\"}`."),

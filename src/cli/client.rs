@@ -23,9 +23,10 @@ pub struct AdminArgs {
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The admin API, e.g. http://127.0.0.1:9090 (default: BANYAN_ADMIN, then the
-    /// config's admin.listen, then http://127.0.0.1:9090).
+    /// config's admin.listen, then http://127.0.0.1:9090). `rollback --direct` takes it
+    /// once per replica.
     #[arg(long, value_name = "URL")]
-    pub admin: Option<String>,
+    pub admin: Vec<String>,
     /// Bearer token (default: BANYAN_ADMIN_TOKEN, then admin.token_file).
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
@@ -143,7 +144,7 @@ impl Admin {
             Some(path) => Some(CliSettings::load(path, &cwd())?),
             None => None,
         };
-        let (url, found) = if let Some(a) = &args.admin {
+        let (url, found) = if let Some(a) = args.admin.first() {
             (a.clone(), Found::Flag)
         } else if let Some(a) = env(ADMIN_ENV) {
             (a, Found::Env)

@@ -40,6 +40,11 @@ pub struct RollbackArgs {
     /// Why, for status and the audit log.
     #[arg(long)]
     reason: Option<String>,
+    /// The emergency path: roll back on each replica through its own admin API (every
+    /// `--admin` given, else the fleet the admin API knows), without the shared store;
+    /// shared with the fleet once the store can be reached.
+    #[arg(long)]
+    direct: bool,
     #[command(flatten)]
     admin: AdminArgs,
 }
@@ -170,6 +175,9 @@ pub fn set(args: &SetArgs) -> anyhow::Result<ExitCode> {
 
 pub fn rollback(args: &RollbackArgs) -> anyhow::Result<ExitCode> {
     let body = args.reason.as_ref().map(|r| json!({ "reason": r }));
+    if args.direct {
+        return rollback_direct(args, body);
+    }
     apply(
         &args.admin,
         Bulk::Rollback,
@@ -189,6 +197,65 @@ pub fn resume(args: &ResumeArgs) -> anyhow::Result<ExitCode> {
         None,
         None,
     )
+}
+
+/// `rollback --direct`: every replica's admin API, one by one, each applying the rollback
+/// on itself alone. The replicas are the `--admin` URLs when several are given, else the
+/// fleet the one admin API knows (its last list, even while the store is away).
+fn rollback_direct(args: &RollbackArgs, body: Option<Value>) -> anyhow::Result<ExitCode> {
+    let urls: Vec<String> = if args.admin.admin.len() > 1 {
+        args.admin.admin.clone()
+    } else {
+        let admin = Admin::new(&args.admin)?;
+        let fleet = admin.call("GET", "/api/v1/fleet", None).map_err(|e| {
+            anyhow::anyhow!("{e}; name every replica instead: --admin URL --admin URL ...")
+        })?;
+        let mut urls: Vec<String> = fleet["replicas"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .filter_map(|r| r["admin"].as_str().map(str::to_string))
+            .collect();
+        urls.sort();
+        urls.dedup();
+        urls
+    };
+    let paths: Vec<String> = if args.all {
+        vec!["/api/v1/rollback?direct=true".to_string()]
+    } else {
+        args.routes
+            .iter()
+            .map(|r| format!("/api/v1/routes/{r}/rollback?direct=true"))
+            .collect()
+    };
+    let mut failed = Vec::new();
+    for url in &urls {
+        let mut one = args.admin.clone();
+        one.admin = vec![url.clone()];
+        let admin = Admin::new(&one)?;
+        let results: Vec<Result<Value, CallError>> = paths
+            .iter()
+            .map(|p| admin.call("POST", p, body.clone()))
+            .collect();
+        match results.iter().find_map(|r| r.as_ref().err()) {
+            None => println!("{url}: rolled back on this replica (shared with the fleet once the store can be reached)"),
+            Some(e) => {
+                println!("{url}: {e}");
+                failed.push(url.clone());
+            }
+        }
+    }
+    if failed.is_empty() {
+        println!(
+            "rolled back on {} replica{}",
+            urls.len(),
+            if urls.len() == 1 { "" } else { "s" }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("banyan: not rolled back on: {}", failed.join(", "));
+    Ok(ExitCode::from(NOT_EVERYWHERE))
 }
 
 /// A rollback or resume of some routes (one call each) or all (one call), through the

@@ -166,3 +166,53 @@ fn names_are_restricted_to_label_safe_characters() {
     assert!(!valid_name("orders v2"));
     assert!(!valid_name("orders/x"));
 }
+
+#[test]
+fn the_state_store_is_files_unless_etcd_is_configured() {
+    let (c, _) = load_text(GOOD).expect("valid");
+    assert_eq!(c.state, state::Store::Files);
+    let etcd = format!(
+        "{GOOD}\n[state]\nstore = \"etcd\"\nendpoints = [\"http://127.0.0.1:2379\"]\nprefix = \"/banyan/prod/\"\nreplica = \"banyan-0\"\n"
+    );
+    let (c, _) = load_text(&etcd).expect("valid");
+    let state::Store::Etcd(e) = c.state else {
+        panic!("etcd expected")
+    };
+    assert_eq!(
+        (
+            e.endpoints.as_slice(),
+            e.prefix.as_str(),
+            e.replica.as_str()
+        ),
+        (
+            &["http://127.0.0.1:2379".to_string()][..],
+            "/banyan/prod",
+            "banyan-0"
+        )
+    );
+    // The default replica name is the host's and the first proxy port.
+    let (c, _) = load_text(&etcd.replace("replica = \"banyan-0\"\n", "")).expect("valid");
+    let state::Store::Etcd(e) = c.state else {
+        panic!("etcd expected")
+    };
+    assert!(e.replica.ends_with("-8080"), "{}", e.replica);
+}
+
+#[test]
+fn a_bad_state_section_names_every_problem() {
+    let bad = format!(
+        "{GOOD}\n[state]\nstore = \"etcd\"\nendpoints = [\"127.0.0.1:2379\"]\nprefix = \"banyan\"\nreplica = \"a b\"\n"
+    );
+    let e = errors(&bad);
+    assert_eq!(e.len(), 3, "{e:#?}");
+    assert!(e[0].contains("must start with http://"), "{e:#?}");
+    assert!(
+        e[1].contains("state.prefix `banyan` must start with '/'"),
+        "{e:#?}"
+    );
+    assert!(e[2].contains("state.replica `a b`"), "{e:#?}");
+    let e = errors(&format!("{GOOD}\n[state]\nstore = \"consul\"\n"));
+    assert!(e[0].contains("expected \"files\" or \"etcd\""), "{e:#?}");
+    let e = errors(&format!("{GOOD}\n[state]\nstore = \"etcd\"\n"));
+    assert!(e[0].contains("needs state.endpoints"), "{e:#?}");
+}

@@ -48,6 +48,9 @@ pub struct Who {
     pub source: Source,
     pub actor: Option<String>,
     pub token: Option<String>,
+    /// Apply on this replica alone, without the shared store (`rollback --direct`): it
+    /// is shared when the store can be reached, unless the store changed meanwhile.
+    pub here_only: bool,
 }
 
 impl From<Source> for Who {
@@ -56,6 +59,7 @@ impl From<Source> for Who {
             source,
             actor: None,
             token: None,
+            here_only: false,
         }
     }
 }

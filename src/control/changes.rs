@@ -113,7 +113,12 @@ impl Control {
         let names = changed;
         // The shared store first: a change another replica made since this one applied
         // its last refuses this one, before anything here changes.
-        let (revision, persist_error) = match self.store.write_overrides(&next) {
+        let written = if who.here_only {
+            self.store.keep_local(&next).map(|()| 0)
+        } else {
+            self.store.write_overrides(&next)
+        };
+        let (revision, persist_error) = match written {
             Ok(revision) => (revision, None),
             Err(e @ store::StoreError::Conflict { .. }) => {
                 return Err(ControlError::Conflict(e.to_string()))

@@ -271,7 +271,15 @@ impl Control {
                     .map_err(|e| Report::whole_file_error(&config.file, e.to_string()))?,
             )),
         };
-        let admin_url = format!("http://{}", config.admin.listen);
+        // What other replicas and `rollback --direct` dial: a wildcard address by name.
+        let admin_url = if config.admin.listen.ip().is_unspecified() {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "localhost".to_string());
+            format!("http://{host}:{}", config.admin.listen.port())
+        } else {
+            format!("http://{}", config.admin.listen)
+        };
         let (store, etcd): (Arc<dyn store::Store>, _) = match &config.state {
             crate::config::state::Store::Files => (
                 Arc::new(store::Files::new(

@@ -49,6 +49,8 @@ pub struct Etcd {
     inner: Mutex<Inner>,
     /// Notified when a replica's presence changes.
     changed: Condvar,
+    /// Itself, for tasks spawned from `&self` (set when the session starts).
+    this: OnceLock<std::sync::Weak<Etcd>>,
 }
 
 #[derive(Default)]
@@ -87,7 +89,12 @@ impl Etcd {
                 ..Inner::default()
             }),
             changed: Condvar::new(),
+            this: OnceLock::new(),
         }
+    }
+
+    fn shared_self(&self) -> Option<Arc<Etcd>> {
+        self.this.get().and_then(std::sync::Weak::upgrade)
     }
 
     pub fn replica(&self) -> &str {
@@ -173,15 +180,15 @@ impl Etcd {
         }
         g.up = false;
         g.error = Some(why.to_string());
-        g.replicas.clear();
+        // The last presence list stays: it is where `rollback --direct` finds the others.
         self.gauges.up.set(0);
-        self.gauges.replicas.set(0);
         self.changed.notify_all();
     }
 
     /// The replica's sessions with etcd, for as long as the process runs.
     pub async fn run(self: Arc<Self>, control: Arc<Control>) {
         let _ = self.handle.set(tokio::runtime::Handle::current());
+        let _ = self.this.set(Arc::downgrade(&self));
         loop {
             if let Err(e) = self.session(&control).await {
                 self.mark_down(&e.to_string());
@@ -202,32 +209,17 @@ impl Etcd {
         let first = client.get(key.clone(), None).await?;
         let start = first.header().map_or(0, |h| h.revision());
         let in_store = first.kvs().first().map_or(0, |kv| kv.mod_revision());
-        let unshared = self.lock().unshared.take();
+        // Kept until etcd has answered for it: a session that fails on the way keeps it.
+        let unshared = self.lock().unshared.clone();
         match (first.kvs().first(), unshared) {
             (_, Some(local)) if in_store == self.lock().applied_revision => {
-                // Changed here during the outage, and nowhere else: the fleet gets it.
-                let guard = if in_store == 0 {
-                    Compare::version(key.clone(), CompareOp::Equal, 0)
-                } else {
-                    Compare::mod_revision(key.clone(), CompareOp::Equal, in_store)
-                };
-                let txn = Txn::new().when([guard]).and_then([TxnOp::put(
-                    key.clone(),
-                    overrides::render(&local),
-                    None,
-                )]);
-                let resp = client.txn(txn).await?;
-                if resp.succeeded() {
-                    let rev = resp.header().map_or(0, |h| h.revision());
-                    tracing::info!(
-                        revision = rev,
-                        "shared the overrides changed while etcd was away"
-                    );
-                    self.lock().applied_revision = rev;
-                    self.gauges.applied_revision.set(rev);
-                }
+                // Changed here while etcd was away (or directly), and nowhere else: the
+                // fleet gets it.
+                self.share(&mut client, &local, in_store).await?;
+                self.lock().unshared = None;
             }
             (Some(kv), unshared) => {
+                self.lock().unshared = None;
                 if unshared.is_some() {
                     tracing::warn!("overrides changed here while etcd was away were also changed in etcd meanwhile: etcd's apply");
                 }
@@ -348,6 +340,39 @@ impl Etcd {
         }
     }
 
+    /// Writes overrides changed only here, if etcd still holds revision `in_store`.
+    async fn share(
+        &self,
+        client: &mut Client,
+        local: &Overrides,
+        in_store: Revision,
+    ) -> Result<(), SessionError> {
+        let key = self.overrides_key();
+        let guard = if in_store == 0 {
+            Compare::version(key.clone(), CompareOp::Equal, 0)
+        } else {
+            Compare::mod_revision(key.clone(), CompareOp::Equal, in_store)
+        };
+        let txn =
+            Txn::new()
+                .when([guard])
+                .and_then([TxnOp::put(key, overrides::render(local), None)]);
+        let resp = client.txn(txn).await?;
+        if resp.succeeded() {
+            let rev = resp.header().map_or(0, |h| h.revision());
+            tracing::info!(
+                revision = rev,
+                "shared the overrides changed on this replica alone"
+            );
+            self.lock().applied_revision = rev;
+            self.gauges.applied_revision.set(rev);
+            self.put_presence();
+        } else {
+            tracing::warn!("overrides changed on this replica alone were changed in etcd meanwhile: etcd's apply");
+        }
+        Ok(())
+    }
+
     /// Applies the overrides of `revision` as read from etcd.
     async fn apply(&self, control: &Arc<Control>, value: &[u8], revision: Revision) {
         let path = std::path::PathBuf::from(self.overrides_key());
@@ -412,6 +437,24 @@ impl Store for Etcd {
             })
             .unwrap_or(0);
         Err(StoreError::Conflict { expected, current })
+    }
+
+    fn keep_local(&self, next: &Overrides) -> Result<(), StoreError> {
+        self.lock().unshared = Some(next.clone());
+        // Reachable after all: share it now, unless etcd changed since this replica's last.
+        if let (Some((mut client, _)), Some(handle)) = (self.connected(), self.handle.get()) {
+            let local = next.clone();
+            let expected = self.lock().applied_revision;
+            let me = self.shared_self();
+            handle.spawn(async move {
+                if let Some(me) = me {
+                    if me.lock().unshared.take().is_some() {
+                        let _ = me.share(&mut client, &local, expected).await;
+                    }
+                }
+            });
+        }
+        Ok(())
     }
 
     fn applied(&self, revision: Revision, snapshot: u64) {

@@ -87,6 +87,10 @@ pub trait Store: Send + Sync {
     /// Writes the overrides, if the store still holds what this replica last applied;
     /// returns the new revision.
     fn write_overrides(&self, next: &Overrides) -> Result<Revision, StoreError>;
+    /// Keeps overrides changed on this replica alone (`rollback --direct`, the emergency
+    /// path when the store is away): shared with the fleet when the store can be reached,
+    /// unless it changed there meanwhile.
+    fn keep_local(&self, next: &Overrides) -> Result<(), StoreError>;
     /// This replica now serves the overrides of `revision` with snapshot `snapshot`.
     fn applied(&self, revision: Revision, snapshot: u64);
     /// Waits until every live replica has applied `revision`, at most `deadline`.
@@ -118,6 +122,10 @@ impl Store for Files {
         overrides::store(&self.state_dir, next)
             .map(|_| 0)
             .map_err(|e| StoreError::Local(e.to_string()))
+    }
+
+    fn keep_local(&self, next: &Overrides) -> Result<(), StoreError> {
+        self.write_overrides(next).map(|_| ())
     }
 
     fn applied(&self, _revision: Revision, snapshot: u64) {
