@@ -505,10 +505,14 @@ impl Store for Etcd {
 
     fn fleet(&self) -> FleetView {
         let g = self.lock();
-        let mut replicas: Vec<Presence> = g.replicas.values().cloned().collect();
-        if !replicas.iter().any(|p| p.replica == self.settings.replica) {
-            replicas.push(self.presence(&g));
-        }
+        // This replica as it is now, not as its last presence write was seen back.
+        let mut replicas: Vec<Presence> = g
+            .replicas
+            .values()
+            .filter(|p| p.replica != self.settings.replica)
+            .cloned()
+            .collect();
+        replicas.push(self.presence(&g));
         replicas.sort_by(|a, b| a.replica.cmp(&b.replica));
         FleetView {
             store: "etcd".to_string(),
