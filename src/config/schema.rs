@@ -3,7 +3,105 @@
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::tomlspan::DurationText;
+use crate::tomlspan::{DurationText, Shape};
+
+/// The keys of each section, for reporting typos before deserializing
+/// (`tomlspan::drop_unknown`), so that one typo does not hide the section's other
+/// problems; serde still refuses any key these lists miss.
+pub(super) const SERVER_SHAPE: Shape = Shape {
+    keys: &[
+        "listen",
+        "threads",
+        "routes_dir",
+        "state_dir",
+        "default_upstream",
+        "access_log",
+        "debug_headers",
+        "fast_path",
+        "tls",
+        "grace_period",
+        "shutdown_timeout",
+        "work_stealing",
+        "reload_debounce",
+        "client_header_timeout",
+        "keepalive_timeout",
+        "send_timeout",
+        "max_connections",
+    ],
+    tables: &[(
+        "tls",
+        Shape {
+            keys: &["listen", "cert", "key"],
+            tables: &[],
+        },
+    )],
+};
+
+pub(super) const ADMIN_SHAPE: Shape = Shape {
+    keys: &["listen", "token_file", "tokens"],
+    tables: &[],
+};
+
+pub(super) const UPSTREAM_SHAPE: Shape = Shape {
+    keys: &[
+        "peers",
+        "tls",
+        "health",
+        "connect_timeout",
+        "read_timeout",
+        "total_timeout",
+        "idle_timeout",
+        "circuit",
+        "host",
+    ],
+    tables: &[
+        (
+            "tls",
+            Shape {
+                keys: &["sni", "ca", "client_cert", "client_key"],
+                tables: &[],
+            },
+        ),
+        (
+            "health",
+            Shape {
+                keys: &["path", "interval", "timeout", "failures", "successes"],
+                tables: &[],
+            },
+        ),
+        (
+            "circuit",
+            Shape {
+                keys: &["failures", "cooldown"],
+                tables: &[],
+            },
+        ),
+    ],
+};
+
+pub(super) const SHADOW_SHAPE: Shape = Shape {
+    keys: &[
+        "max_body_bytes",
+        "max_in_flight",
+        "timeout",
+        "diff_log_max_bytes",
+        "log_query",
+        "sensitive_headers",
+    ],
+    tables: &[],
+};
+
+pub(super) const STATE_SHAPE: Shape = Shape {
+    keys: &[
+        "store",
+        "endpoints",
+        "prefix",
+        "replica",
+        "username",
+        "password",
+    ],
+    tables: &[],
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -72,6 +72,34 @@ fn unknown_keys_are_errors_with_position() {
 }
 
 #[test]
+fn a_typo_does_not_hide_the_rest_of_its_section() {
+    // Before, serde stopped each section at its first unknown key.
+    let text = GOOD
+        .replace("threads = 2", "threads = 2\nthreds = 3")
+        .replace(
+            "default_upstream = \"monolith\"",
+            "default_upstream = \"legacy\"",
+        )
+        .replace(
+            "connect_timeout = \"250ms\"",
+            "connect_timeout = \"250ms\"\nconect_timeout = \"1s\"\nread_timeout = \"soon\"",
+        );
+    let e = errors(&text);
+    assert_eq!(e.len(), 4, "{e:#?}");
+    assert!(e.iter().any(|l| l.contains("unknown field `threds`") && l.ends_with("did you mean `threads`?")), "{e:#?}");
+    assert!(
+        e.iter()
+            .any(|l| l.contains("unknown field `conect_timeout`")),
+        "{e:#?}"
+    );
+    assert!(
+        e.iter().any(|l| l.contains("`soon` is not a duration")),
+        "{e:#?}"
+    );
+    assert!(e.iter().any(|l| l.contains("legacy")), "{e:#?}");
+}
+
+#[test]
 fn unknown_default_upstream_is_named() {
     let e = errors(&GOOD.replace(
         "default_upstream = \"monolith\"",

@@ -22,11 +22,21 @@ pub(super) fn parse(src: &mut SourceFile, text: &str, base: &Path) -> Option<Con
     let mut saw_server = false;
     let mut saw_upstreams = false;
 
-    for (key, value) in tomlspan::split_top_level(
+    for (key, mut value) in tomlspan::split_top_level(
         src,
         doc,
         &["server", "admin", "upstreams", "shadow", "state"],
     ) {
+        let shape = match key.as_str() {
+            "server" => Some(&SERVER_SHAPE),
+            "admin" => Some(&ADMIN_SHAPE),
+            "shadow" => Some(&SHADOW_SHAPE),
+            "state" => Some(&STATE_SHAPE),
+            _ => None,
+        };
+        if let Some(shape) = shape {
+            tomlspan::drop_unknown(src, &mut value, shape);
+        }
         match key.as_str() {
             "server" => {
                 saw_server = true;
@@ -40,8 +50,9 @@ pub(super) fn parse(src: &mut SourceFile, text: &str, base: &Path) -> Option<Con
                 let span = value.span();
                 match value.into_inner() {
                     toml::de::DeValue::Table(table) => {
-                        for (name, up) in table {
+                        for (name, mut up) in table {
                             let name_span = name.span();
+                            tomlspan::drop_unknown(src, &mut up, &UPSTREAM_SHAPE);
                             if let Some(raw) = tomlspan::deserialize::<RawUpstream>(src, up) {
                                 upstreams.push((name.get_ref().to_string(), name_span, raw));
                             }
