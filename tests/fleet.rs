@@ -126,6 +126,15 @@ fn a_rollback_through_one_replica_is_served_by_all_when_it_returns() {
         text.contains("r0") && text.contains("r1") && text.contains("r2"),
         "{text}"
     );
+    let check = f.replicas[0].cli(&["check"]);
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        text.contains(&format!(
+            "fleet      etcd {} under /banyan/test-",
+            etcd.endpoint()
+        )) && text.contains("as replica r0"),
+        "{text}"
+    );
     // The audit log of a replica that did not make the change names the fleet.
     let audit = std::fs::read_to_string(f.replicas[1].path("state/audit.jsonl")).expect("audit");
     assert!(audit.contains("\"source\":\"fleet\""), "{audit}");

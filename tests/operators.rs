@@ -126,6 +126,33 @@ fn the_kubernetes_config_and_routes_pass_check() {
     );
     let service = read("config/kubernetes/service.yaml");
     assert!(service.contains("kind: Service") && service.contains("targetPort: http"));
+
+    // The etcd variant: the same config with [state] in etcd passes check too.
+    let fleet = configmap_entry(&read("config/kubernetes/etcd/config.yaml"), "banyan.toml")
+        .replace("monolith.shop.svc.cluster.local:80", "127.0.0.1:18081")
+        .replace("orders.shop.svc.cluster.local:80", "127.0.0.1:18082");
+    assert!(fleet.contains("store = \"etcd\""));
+    std::fs::write(dir.path().join("config/banyan.toml"), fleet).expect("config");
+    let out = std::process::Command::new(common::BIN)
+        .arg("check")
+        .current_dir(dir.path())
+        .env("BANYAN_ADMIN_TOKEN", "from-the-secret")
+        .output()
+        .expect("banyan check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(
+            "fleet      etcd http://banyan-etcd.shop.svc.cluster.local:2379 under /banyan/shop"
+        ),
+        "{text}"
+    );
+    let etcd = read("config/kubernetes/etcd/etcd.yaml");
+    assert!(etcd.contains("kind: StatefulSet") && etcd.contains("name: banyan-etcd"));
 }
 
 #[test]

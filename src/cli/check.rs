@@ -23,6 +23,14 @@ pub fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
         println!("             {}", f.display());
     }
     println!("state      {}", s.state_dir.display());
+    if let crate::config::state::Store::Etcd(e) = &config.state {
+        println!(
+            "fleet      etcd {} under {} as replica {}",
+            e.endpoints.join(", "),
+            e.prefix,
+            e.replica
+        );
+    }
     let listen: Vec<String> = s.listen.iter().map(|a| a.to_string()).collect();
     println!(
         "listen     {}   admin {}",
