@@ -86,27 +86,36 @@ fn configmap_entry(manifest: &str, key: &str) -> String {
         .join("\n")
 }
 
+/// A ConfigMap's `banyan.toml` with the cluster's names (which do not resolve here)
+/// moved to loopback; everything else as written.
+fn cluster_config(manifest: &str) -> String {
+    configmap_entry(&read(manifest), "banyan.toml")
+        .replace("monolith.shop.svc.cluster.local:80", "127.0.0.1:18081")
+        .replace("orders.shop.svc.cluster.local:80", "127.0.0.1:18082")
+}
+
+/// `banyan check` in `dir`, with the admin token from the environment as in the
+/// Deployment.
+fn check_in(dir: &Path) -> std::process::Output {
+    std::process::Command::new(common::BIN)
+        .arg("check")
+        .current_dir(dir)
+        .env("BANYAN_ADMIN_TOKEN", "from-the-secret")
+        .output()
+        .expect("banyan check")
+}
+
 #[test]
 fn the_kubernetes_config_and_routes_pass_check() {
-    let config = configmap_entry(&read("config/kubernetes/config.yaml"), "banyan.toml");
+    let config = cluster_config("config/kubernetes/config.yaml");
     let routes = configmap_entry(&read("config/kubernetes/routes.yaml"), "orders.toml");
     assert!(config.contains("[admin]") && routes.contains("[[route]]"));
     let dir = tempfile::tempdir().expect("dir");
     std::fs::create_dir_all(dir.path().join("config")).expect("mkdir");
     std::fs::create_dir_all(dir.path().join("routes")).expect("mkdir");
-    // Cluster names do not resolve here; everything else is checked as written.
-    let config = config
-        .replace("monolith.shop.svc.cluster.local:80", "127.0.0.1:18081")
-        .replace("orders.shop.svc.cluster.local:80", "127.0.0.1:18082");
     std::fs::write(dir.path().join("config/banyan.toml"), config).expect("config");
     std::fs::write(dir.path().join("routes/orders.toml"), routes).expect("routes");
-    // As in the Deployment, the admin token comes from the environment.
-    let out = std::process::Command::new(common::BIN)
-        .arg("check")
-        .current_dir(dir.path())
-        .env("BANYAN_ADMIN_TOKEN", "from-the-secret")
-        .output()
-        .expect("banyan check");
+    let out = check_in(dir.path());
     assert!(
         out.status.success(),
         "{}{}",
@@ -128,17 +137,10 @@ fn the_kubernetes_config_and_routes_pass_check() {
     assert!(service.contains("kind: Service") && service.contains("targetPort: http"));
 
     // The etcd variant: the same config with [state] in etcd passes check too.
-    let fleet = configmap_entry(&read("config/kubernetes/etcd/config.yaml"), "banyan.toml")
-        .replace("monolith.shop.svc.cluster.local:80", "127.0.0.1:18081")
-        .replace("orders.shop.svc.cluster.local:80", "127.0.0.1:18082");
+    let fleet = cluster_config("config/kubernetes/etcd/config.yaml");
     assert!(fleet.contains("store = \"etcd\""));
     std::fs::write(dir.path().join("config/banyan.toml"), fleet).expect("config");
-    let out = std::process::Command::new(common::BIN)
-        .arg("check")
-        .current_dir(dir.path())
-        .env("BANYAN_ADMIN_TOKEN", "from-the-secret")
-        .output()
-        .expect("banyan check");
+    let out = check_in(dir.path());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

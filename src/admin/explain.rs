@@ -187,10 +187,6 @@ pub struct PeerState {
     pub healthy: Option<bool>,
 }
 
-fn side(b: Backend) -> &'static str {
-    b.as_str()
-}
-
 /// The data path's decision on `q`, rendered. `live`: `snap` is the one being served.
 pub fn explain(snap: &Snapshot, q: &Query, live: bool) -> Explanation {
     let view = RequestView::new(&q.method, &q.uri, &q.headers, q.client_ip);
@@ -203,7 +199,7 @@ pub fn explain(snap: &Snapshot, q: &Query, live: bool) -> Explanation {
     let random = route.target.is_some() && partial && !keyed;
     let split = match (p.decision.split, random) {
         (_, true) => "random",
-        (Some(s), false) => side(s.backend),
+        (Some(s), false) => s.backend.as_str(),
         (None, false) => "legacy",
     };
     let (backend, served) = match (p.served_by(), random) {
@@ -213,7 +209,7 @@ pub fn explain(snap: &Snapshot, q: &Query, live: bool) -> Explanation {
             ("legacy", Some(Backend::Legacy))
         }
         (Some(_), true) => ("random", None),
-        (Some(b), false) => (side(b), Some(b)),
+        (Some(b), false) => (b.as_str(), Some(b)),
     };
     let target_pool = route.target.map(|i| snap.upstream(i));
     let peers = served.map_or_else(Vec::new, |b| {

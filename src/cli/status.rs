@@ -141,17 +141,7 @@ fn print_table(status: &Status) {
     let rows: Vec<Vec<String>> = std::iter::once(header)
         .chain(status.routes.iter().map(row))
         .collect();
-    let widths: Vec<usize> = (0..rows[0].len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    for r in &rows {
-        let line: Vec<String> = r
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell}{}", " ".repeat(w - cell.chars().count())))
-            .collect();
-        println!("{}", line.join("  ").trim_end());
-    }
+    print_rows(&rows);
 }
 
 /// What is wrong or has been worked around: peers out of rotation, open breakers,
@@ -328,6 +318,7 @@ fn fleet(admin: &Admin, json: bool) -> anyhow::Result<ExitCode> {
     Ok(exit_for(&alarms))
 }
 
+/// Rows as aligned columns, two spaces apart (the first row is the header).
 fn print_rows(rows: &[Vec<String>]) {
     let widths: Vec<usize> = (0..rows[0].len())
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))

@@ -70,15 +70,38 @@ pub fn admission(
     }
 }
 
-/// Why the target cannot take a request now: `Some(reason)` when its circuit is open
-/// or health checks have every peer out of rotation.
-pub fn target_unavailable(pool: &UpstreamPool) -> Option<FallbackReason> {
-    target_state(pool, UpstreamPool::admit)
+/// The admission of a decided request on `route`, and why its target cannot take it
+/// (when target-bound and not rate limited): the one rule a served request
+/// (`Proxy::admit`, asking the breaker with `admit`) and an explained one
+/// (`explain::preview`, with `peek_admit`) go through.
+pub fn judge(
+    snap: &Snapshot,
+    route: &CompiledRoute,
+    decision: &Decision,
+    limited: Option<Duration>,
+    breaker: impl FnOnce(&UpstreamPool) -> Admit,
+) -> (Admission, Option<FallbackReason>) {
+    let decided = decision.backend();
+    let target_down = match (limited, decided) {
+        (None, Backend::Target) => target_state(
+            snap.upstream(route.upstream_index(Backend::Target)),
+            breaker,
+        ),
+        _ => None,
+    };
+    let admission = admission(
+        decided,
+        decision.route.is_some(),
+        limited,
+        target_down,
+        route.falls_back(),
+    );
+    (admission, target_down)
 }
 
-/// `target_unavailable` with the breaker asked by `breaker`: `admit` for a request that
-/// will be sent, `peek_admit` for one that is only explained.
-pub fn target_state(
+/// Why the target cannot take a request now: `Some(reason)` when health checks have
+/// every peer out of rotation or its circuit (asked with `breaker`) is open.
+fn target_state(
     pool: &UpstreamPool,
     breaker: impl FnOnce(&UpstreamPool) -> Admit,
 ) -> Option<FallbackReason> {
@@ -110,19 +133,7 @@ impl Proxy {
             .limiter
             .as_ref()
             .and_then(|l| l.check(l.key(headers, view.client_ip)).err());
-        let target_down = match (limited, decided) {
-            (None, Backend::Target) => {
-                target_unavailable(snap.upstream(route.upstream_index(Backend::Target)))
-            }
-            _ => None,
-        };
-        let admission = admission(
-            decided,
-            decision.route.is_some(),
-            limited,
-            target_down,
-            route.falls_back(),
-        );
+        let (admission, _) = judge(&snap, route, &decision, limited, UpstreamPool::admit);
         match admission {
             Admission::Limited { .. } => ctx.limited = true,
             Admission::Unavailable => {

@@ -4,7 +4,7 @@
 //! taking the breaker's probe. The admin API's `/api/v1/explain` and `banyan explain
 //! --offline` (on a snapshot built from the files) both answer with it.
 
-use super::decide::{admission, target_state, Admission};
+use super::decide::{judge, Admission};
 use crate::metrics::FallbackReason;
 use crate::routes::{Backend, Decision, RequestView};
 use crate::snapshot::{CompiledRoute, Snapshot};
@@ -51,22 +51,14 @@ impl Preview {
 pub fn preview(snap: &Snapshot, view: &RequestView) -> Preview {
     let decision = snap.table.decide(view);
     let route = snap.route(decision.route);
-    let decided = decision.backend();
-    let (target_down, probe) = match decided {
-        Backend::Target => {
-            let pool = snap.upstream(route.upstream_index(Backend::Target));
-            let down = target_state(pool, UpstreamPool::peek_admit);
-            (down, down.is_none() && pool.peek_admit() == Admit::Probe)
-        }
-        Backend::Legacy => (None, false),
-    };
-    let admission = admission(
-        decided,
-        decision.route.is_some(),
-        None,
-        target_down,
-        route.falls_back(),
-    );
+    let (admission, target_down) = judge(snap, route, &decision, None, UpstreamPool::peek_admit);
+    // A target-bound request the circuit would let through as its one trial.
+    let probe = decision.backend() == Backend::Target
+        && target_down.is_none()
+        && snap
+            .upstream(route.upstream_index(Backend::Target))
+            .peek_admit()
+            == Admit::Probe;
     let mirror = match admission {
         Admission::Proceed { mirror: true, .. } => mirror_of(route, view),
         _ => Mirror::No,

@@ -103,6 +103,20 @@ impl Etcd {
         format!("{}/overrides", self.settings.prefix)
     }
 
+    /// A transaction writing `next` as the overrides if etcd still holds revision
+    /// `expected` of them (0: never written): the compare-and-swap every write uses.
+    fn overrides_put_if(&self, expected: Revision, next: &Overrides) -> Txn {
+        let key = self.overrides_key();
+        let guard = if expected == 0 {
+            Compare::version(key.clone(), CompareOp::Equal, 0)
+        } else {
+            Compare::mod_revision(key.clone(), CompareOp::Equal, expected)
+        };
+        Txn::new()
+            .when([guard])
+            .and_then([TxnOp::put(key, overrides::render(next), None)])
+    }
+
     fn replicas_prefix(&self) -> String {
         format!("{}/replicas/", self.settings.prefix)
     }
@@ -194,16 +208,9 @@ impl Store for Etcd {
             ));
         };
         let expected = self.lock().applied_revision;
-        let key = self.overrides_key();
-        let guard = if expected == 0 {
-            Compare::version(key.clone(), CompareOp::Equal, 0)
-        } else {
-            Compare::mod_revision(key.clone(), CompareOp::Equal, expected)
-        };
-        let txn = Txn::new()
-            .when([guard])
-            .and_then([TxnOp::put(key.clone(), overrides::render(next), None)])
-            .or_else([TxnOp::get(key, None)]);
+        let txn = self
+            .overrides_put_if(expected, next)
+            .or_else([TxnOp::get(self.overrides_key(), None)]);
         let sent = self
             .block_on(async move { client.txn(txn).await }, WRITE_TIMEOUT)
             .and_then(|r| r.map_err(|e| StoreError::Unavailable(e.to_string())));

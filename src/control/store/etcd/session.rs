@@ -7,10 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions,
-};
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
 
 use super::{Etcd, Presence, SessionError, LEASE_SECONDS, RETRY};
 use crate::control::overrides::{self, Overrides};
@@ -62,14 +59,7 @@ impl Etcd {
                 // An empty fleet store: what this replica serves becomes the fleet's.
                 let current = control.current_overrides();
                 if !current.is_empty() {
-                    let txn = Txn::new()
-                        .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
-                        .and_then([TxnOp::put(key.clone(), overrides::render(&current), None)]);
-                    let resp = client.txn(txn).await?;
-                    if resp.succeeded() {
-                        let rev = resp.header().map_or(0, |h| h.revision());
-                        self.lock().applied_revision = rev;
-                    }
+                    self.share(&mut client, &current, 0).await?;
                 }
             }
         }
@@ -180,16 +170,7 @@ impl Etcd {
         local: &Overrides,
         in_store: Revision,
     ) -> Result<(), SessionError> {
-        let key = self.overrides_key();
-        let guard = if in_store == 0 {
-            Compare::version(key.clone(), CompareOp::Equal, 0)
-        } else {
-            Compare::mod_revision(key.clone(), CompareOp::Equal, in_store)
-        };
-        let txn =
-            Txn::new()
-                .when([guard])
-                .and_then([TxnOp::put(key, overrides::render(local), None)]);
+        let txn = self.overrides_put_if(in_store, local);
         let resp = client.txn(txn).await?;
         if resp.succeeded() {
             let rev = resp.header().map_or(0, |h| h.revision());
