@@ -9,76 +9,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::etcd::Etcd;
+use common::fleet::{fleet, fleet_view, served_by, target_user};
 use common::load::Load;
-use common::upstream::Upstream;
 use common::{wait_until, Banyan};
 use serde_json::Value;
-
-struct Fleet {
-    replicas: Vec<Banyan>,
-    _ups: Vec<Upstream>,
-}
-
-fn fleet(etcd: &Etcd, n: usize) -> Fleet {
-    let monolith = Upstream::start("monolith");
-    let orders = Upstream::start("orders");
-    let prefix = format!("/banyan/test-{}", common::free_port());
-    let mut replicas = Vec::new();
-    for i in 0..n {
-        let tail = format!(
-            "[state]\nstore = \"etcd\"\nendpoints = [\"{}\"]\nprefix = \"{prefix}\"\nreplica = \"r{i}\"\n",
-            etcd.endpoint()
-        );
-        let mut setup = common::Setup::new(
-            vec![
-                ("monolith", vec![monolith.addr]),
-                ("orders", vec![orders.addr]),
-            ],
-            "monolith",
-        )
-        .route_file("orders.toml", common::orders_route(25.0));
-        setup.tail = &tail;
-        replicas.push(setup.start());
-    }
-    let f = Fleet {
-        replicas,
-        _ups: vec![monolith, orders],
-    };
-    wait_until("every replica in the fleet", || {
-        f.replicas.iter().all(|b| {
-            fleet_view(b)["replicas"]
-                .as_array()
-                .is_some_and(|r| r.len() == n)
-        })
-    });
-    f
-}
-
-fn fleet_view(b: &Banyan) -> Value {
-    let (code, body) = b.admin_get("/api/v1/fleet");
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).expect("fleet json")
-}
-
-/// A user the declared 25 % sends to the target.
-fn target_user() -> String {
-    (0..10_000)
-        .map(|i| format!("t-{i}"))
-        .find(|u| banyan::routes::split::bucket("orders", u.as_bytes()) < 2500)
-        .expect("a target-bound user")
-}
-
-fn served_by(b: &Banyan, user: &str) -> String {
-    let (_, body) = common::try_http_request_with_headers(
-        b.proxy,
-        "GET",
-        "/api/orders/1",
-        &[("x-user-id", user)],
-    )
-    .expect("an answer");
-    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    v["upstream"].as_str().unwrap_or("").to_string()
-}
 
 #[test]
 fn a_rollback_through_one_replica_is_served_by_all_when_it_returns() {

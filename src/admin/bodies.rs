@@ -62,3 +62,38 @@ pub struct Diffs {
     /// The diff log file, where older ones are.
     pub file: String,
 }
+
+/// `POST /api/v1/tables`: a route table to store and serve.
+#[derive(Debug, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PushBody {
+    /// File name (`NAME.toml`) → the file's text, as in a routes folder.
+    pub files: std::collections::BTreeMap<String, String>,
+    /// Why, for the history and the audit log.
+    pub reason: Option<String>,
+}
+
+/// A push refused: the table's errors, `file:line:column: error: message`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct PushRefused {
+    pub error: String,
+    pub errors: Vec<String>,
+}
+
+/// `GET /api/v1/tables`: the stored route tables, newest first.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Tables {
+    /// The table this replica serves (0: its routes folder).
+    pub serving: u64,
+    pub tables: Vec<crate::control::tables::TableInfo>,
+}
+
+/// `GET /api/v1/audit`: the latest changes of routing state, oldest first.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Audit {
+    /// Where they were read: the fleet's store, or this replica's `audit.jsonl`.
+    pub from: String,
+    /// One object per change, as `audit.jsonl` holds them (with the fleet's store, each
+    /// names its `replica`).
+    pub entries: Vec<serde_json::Value>,
+}

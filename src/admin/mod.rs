@@ -7,6 +7,7 @@ pub mod explain;
 pub mod openapi;
 pub mod origin;
 pub mod status;
+pub mod tables;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -29,8 +30,9 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// An actor's name is cut to this many characters in the audit log.
 const MAX_ACTOR: usize = 64;
-/// Admin request bodies are small JSON documents.
+/// Admin request bodies are small JSON documents, but for a route table.
 const MAX_BODY: usize = 64 * 1024;
+const MAX_TABLE_BODY: usize = 2 * crate::control::tables::MAX_TABLE_BYTES + 64 * 1024;
 /// Sent by `banyan` commands so the audit log can tell them from other API clients.
 pub const CLIENT_HEADER: &str = "x-banyan-client";
 /// Who acts, as the CLI names them (`--actor`, `BANYAN_ACTOR`, the OS user): for the audit.
@@ -90,7 +92,7 @@ fn bad_body(e: serde_json::Error) -> Response<Vec<u8>> {
 }
 
 /// How long an override change waits for the fleet's replicas to apply it.
-const FLEET_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+pub(crate) const FLEET_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn outcome(control: &Control, result: Result<Outcome, ControlError>) -> Response<Vec<u8>> {
     match result {
@@ -194,6 +196,9 @@ pub fn handle(
         "/api/v1/openapi.json" if get => json(StatusCode::OK, &*openapi::DOCUMENT),
         "/api/v1/history" if get => json(StatusCode::OK, &control.rates.history.document()),
         "/api/v1/fleet" if get => json(StatusCode::OK, &control.store.fleet()),
+        "/api/v1/tables" if get => tables::history(control),
+        "/api/v1/tables" if post => tables::push(control, req, &source),
+        "/api/v1/audit" if get => tables::audit(control, &req.query),
         "/api/v1/reload" if post => match control.reload(source.clone(), "reload requested") {
             Ok(generation) => json(StatusCode::OK, &Reloaded { generation }),
             Err(e) => json(
@@ -228,7 +233,13 @@ pub fn handle(
         | "/api/v1/openapi.json"
         | "/api/v1/reload"
         | "/api/v1/rollback"
-        | "/api/v1/resume" => json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        | "/api/v1/resume"
+        | "/api/v1/fleet"
+        | "/api/v1/tables"
+        | "/api/v1/audit" => json_error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+        p if p.starts_with("/api/v1/tables/") => {
+            tables::one(control, req, &p["/api/v1/tables/".len()..], &source)
+        }
         _ => route_action(control, req, &source),
     }
 }
@@ -396,10 +407,15 @@ impl ServeHttp for AdminApp {
             origin: field(h, header::ORIGIN),
             content_type: field(h, header::CONTENT_TYPE),
         };
+        let max_body = if req.path == "/api/v1/tables" {
+            MAX_TABLE_BODY
+        } else {
+            MAX_BODY
+        };
         loop {
             match session.read_request_body().await {
                 Ok(Some(chunk)) => {
-                    if req.body.len() + chunk.len() > MAX_BODY {
+                    if req.body.len() + chunk.len() > max_body {
                         return json_error(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
                     }
                     req.body.extend_from_slice(&chunk);

@@ -11,12 +11,14 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{json, Value};
 
 use super::bodies::{
-    Diffs, ErrorBody, NotPersisted, PercentBody, ReasonBody, ReloadRefused, Reloaded,
+    Audit, Diffs, ErrorBody, NotPersisted, PercentBody, PushBody, PushRefused, ReasonBody,
+    ReloadRefused, Reloaded, Tables,
 };
 use super::explain::Explanation;
 use super::status::Status;
 use crate::control::history::HistoryDoc;
 use crate::control::store::FleetView;
+use crate::control::tables::{Pushed, Table};
 use crate::control::Outcome;
 
 /// Built once: the document does not change while the process runs.
@@ -90,6 +92,11 @@ fn route_name() -> Value {
 fn direct() -> Value {
     json!({ "name": "direct", "in": "query", "schema": { "type": "boolean" },
             "description": "Apply on this replica alone, without the shared store (the emergency path of `banyan rollback --direct`); shared with the fleet once the store can be reached, unless it changed there meanwhile." })
+}
+
+fn table_number() -> Value {
+    json!({ "name": "number", "in": "path", "required": true, "schema": { "type": "integer", "minimum": 1 },
+            "description": "The table's number, as `banyan history` lists it." })
 }
 
 pub fn document() -> Value {
@@ -172,6 +179,64 @@ pub fn document() -> Value {
             "responses": with(refusals(&mut s, false, &[]), json!({
                 "200": answer("The fleet as this replica sees it.", s.of::<FleetView>())
             }))
+        }},
+        "/api/v1/tables": {
+            "get": {
+                "operationId": "tables",
+                "summary": "The route tables in the fleet's store, newest first (`banyan history`)",
+                "responses": with(refusals(&mut s, false, &[
+                    ("409", "Route tables are not kept in the store here ([state] routes = \"store\" with etcd)."),
+                    ("503", "The store cannot be reached.")
+                ]), json!({ "200": answer("The tables, without their files' text.", s.of::<Tables>()) }))
+            },
+            "post": {
+                "operationId": "pushTable",
+                "summary": "Validate route files and store them as the fleet's next table (`banyan push`)",
+                "requestBody": { "required": true, "content": json_content(s.of::<PushBody>()) },
+                "responses": with(refusals(&mut s, true, &[
+                    ("400", "The body is not `{\"files\": {\"NAME.toml\": \"...\"}, \"reason\": \"...\"}`."),
+                    ("409", "Route tables are not kept in the store here, or another replica stored a table since this one saw its last; nothing was stored."),
+                    ("413", "The body is larger than a table may be."),
+                    ("503", "The store cannot be reached; nothing was stored.")
+                ]), json!({
+                    "200": answer("Stored and served here; `fleet` says which replicas serve it.", s.of::<Pushed>()),
+                    "422": answer("The files have errors; nothing was stored and no replica changed.", s.of::<PushRefused>())
+                }))
+            }
+        },
+        "/api/v1/tables/{number}": { "get": {
+            "operationId": "table", "summary": "One stored route table, with its files",
+            "parameters": [table_number()],
+            "responses": with(refusals(&mut s, false, &[
+                ("404", "No table has that number."),
+                ("409", "Route tables are not kept in the store here."),
+                ("503", "The store cannot be reached.")
+            ]), json!({ "200": answer("The table.", s.of::<Table>()) }))
+        }},
+        "/api/v1/tables/{number}/revert": { "post": {
+            "operationId": "revertTable",
+            "summary": "Store an old route table again as the newest (`banyan revert`)",
+            "parameters": [table_number()],
+            "requestBody": reason_body,
+            "responses": with(refusals(&mut s, true, &[
+                ("400", "The body is not `{\"reason\": \"...\"}`."),
+                ("404", "No table has that number."),
+                ("409", "Route tables are not kept in the store here, or another replica stored a table since this one saw its last."),
+                ("503", "The store cannot be reached; nothing was stored.")
+            ]), json!({
+                "200": answer("Stored and served here.", s.of::<Pushed>()),
+                "422": answer("The old table does not compile with this config; nothing was stored.", s.of::<PushRefused>())
+            }))
+        }},
+        "/api/v1/audit": { "get": {
+            "operationId": "audit",
+            "summary": "The latest changes of routing state: the fleet's (etcd), or this replica's `audit.jsonl`",
+            "parameters": [
+                { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000 } }
+            ],
+            "responses": with(refusals(&mut s, false, &[
+                ("400", "A parameter is unknown or not a positive number.")
+            ]), json!({ "200": answer("Oldest first.", s.of::<Audit>()) }))
         }},
         "/api/v1/openapi.json": { "get": {
             "operationId": "openapi", "summary": "This document",

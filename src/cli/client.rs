@@ -13,8 +13,11 @@ use super::common::cwd;
 use crate::admin::{ACTOR_HEADER, CLIENT_HEADER};
 use crate::config::{CliSettings, DEFAULT_CONFIG_PATH};
 
-/// How long a command waits for the admin API before it counts as unreachable.
-const TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a command waits to connect to the admin API before it counts as unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long it waits for an answer: more than the admin API waits for the fleet's
+/// acknowledgements (3 s), so a laggard replica is reported, not taken for an outage.
+const TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(clap::Args, Clone)]
 pub struct AdminArgs {
@@ -171,6 +174,7 @@ impl Admin {
             .or_else(|| env(ACTOR_ENV))
             .unwrap_or_else(os_user);
         let agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_global(Some(TIMEOUT))
             .http_status_as_error(false)
             .build()

@@ -9,6 +9,7 @@ mod explain;
 mod overrides;
 mod run;
 mod status;
+mod tables;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -80,6 +81,14 @@ enum Command {
     Resume(overrides::ResumeArgs),
     /// Recent shadow mismatches: what differed between legacy and the new service.
     Diffs(diffs::Args),
+    /// Store a folder of route files as the fleet's next route table ([state] routes = "store").
+    Push(tables::PushArgs),
+    /// The fleet's route tables, newest first: who pushed each, when, and what changed.
+    History(tables::HistoryArgs),
+    /// Serve an old route table again, stored as the newest.
+    Revert(tables::RevertArgs),
+    /// The latest changes of routing state (the fleet's, with etcd).
+    Audit(tables::AuditArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -111,6 +120,10 @@ pub fn main() -> ExitCode {
         Command::Rollback(a) => overrides::rollback(&a),
         Command::Resume(a) => overrides::resume(&a),
         Command::Diffs(a) => diffs::diffs(&a),
+        Command::Push(a) => tables::push(&a),
+        Command::History(a) => tables::history(&a),
+        Command::Revert(a) => tables::revert(&a),
+        Command::Audit(a) => tables::audit(&a),
     };
     match result {
         Ok(code) => code,

@@ -81,7 +81,7 @@ fn print_changes(answer: &Value) {
 pub const NOT_EVERYWHERE: u8 = 4;
 
 /// With a fleet store: which replicas serve the change. `false` when some do not yet.
-fn print_fleet(answer: &Value) -> bool {
+pub(super) fn print_fleet(answer: &Value) -> bool {
     let Some(fleet) = answer.get("fleet").filter(|f| f.is_object()) else {
         return true;
     };

@@ -295,6 +295,7 @@ fn fleet(admin: &Admin, json: bool) -> anyhow::Result<ExitCode> {
         let mut rows = vec![vec![
             "REPLICA".to_string(),
             "REVISION".into(),
+            "TABLE".into(),
             "SNAPSHOT".into(),
             "VERSION".into(),
             "ADMIN".into(),
@@ -304,6 +305,11 @@ fn fleet(admin: &Admin, json: bool) -> anyhow::Result<ExitCode> {
             rows.push(vec![
                 r.replica.clone(),
                 r.applied_revision.to_string(),
+                if r.table == 0 {
+                    "folder".to_string()
+                } else {
+                    r.table.to_string()
+                },
                 r.snapshot.to_string(),
                 r.version.clone(),
                 r.admin.clone(),

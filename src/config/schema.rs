@@ -99,8 +99,16 @@ pub(super) const STATE_SHAPE: Shape = Shape {
         "replica",
         "username",
         "password",
+        "routes",
+        "tls",
     ],
-    tables: &[],
+    tables: &[(
+        "tls",
+        Shape {
+            keys: &["ca", "client_cert", "client_key", "server_name"],
+            tables: &[],
+        },
+    )],
 };
 
 #[derive(Deserialize)]

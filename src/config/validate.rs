@@ -82,7 +82,7 @@ pub(super) fn parse(src: &mut SourceFile, text: &str, base: &Path) -> Option<Con
     let admin = validate_admin(src, admin, base)?;
     let shadow = validate_shadow(src, shadow)?;
     let port = server.listen.first().map(|a| a.port());
-    let state = super::state::validate_state(src, state, port)?;
+    let state = super::state::validate_state(src, state, port, base)?;
     Some(Config {
         file: src.path.to_path_buf(),
         server,

@@ -142,6 +142,31 @@ pub fn append(state_dir: &Path, entry: &Entry) -> std::io::Result<()> {
     f.write_all(&line)
 }
 
+/// The last `limit` entries of an audit file, oldest first; unreadable lines are skipped.
+/// Reads at most the file's last 4 MiB.
+pub fn tail(path: &Path, limit: usize) -> Vec<serde_json::Value> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let from = len.saturating_sub(4 << 20);
+    let mut bytes = Vec::new();
+    if f.seek(SeekFrom::Start(from)).is_err() || f.read_to_end(&mut bytes).is_err() {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines: Vec<&str> = text.lines().collect();
+    if from > 0 && !lines.is_empty() {
+        lines.remove(0); // cut in the middle
+    }
+    let start = lines.len().saturating_sub(limit);
+    lines[start..]
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +200,9 @@ mod tests {
         assert_eq!(lines[1]["changes"][0]["percent_after"], 5.0);
         assert!(lines[1]["changes"][0]["percent_before"].is_null());
         assert_eq!(lines[1]["generation"], 2);
+        let last = tail(&dir.path().join(FILE_NAME), 1);
+        assert_eq!(last.len(), 1);
+        assert_eq!(last[0]["action"], "reload");
+        assert_eq!(tail(&dir.path().join(FILE_NAME), 10).len(), 2);
     }
 }

@@ -22,6 +22,7 @@ pub mod rates;
 mod reload;
 pub mod service;
 pub mod store;
+pub mod tables;
 mod upkeep;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -113,6 +114,8 @@ struct State {
     last_reload_ms: f64,
     kept: build::Kept,
     exported: build::Exported,
+    /// The stored route table served (`[state] routes = "store"`); 0: the routes folder.
+    table: u64,
 }
 
 pub struct Control {
@@ -183,7 +186,39 @@ impl Control {
         let state_dir = config.server.state_dir.clone();
         // Taken before reading, so a write in between shows as a difference later.
         let seen = Fingerprint::take(&config.server.routes_dir, &state_dir);
-        let (routes, mut report) = match routes::load_dir(&config.server.routes_dir, &config) {
+        // With route tables in the store, the one this replica served last, if any: the
+        // fleet's table, not the folder's, even while the store is away.
+        let local_table = match &config.state {
+            crate::config::state::Store::Etcd(e) if e.routes_from_store => {
+                match tables::load_local(&state_dir) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::error!("{e}; serving the routes folder until the store answers");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let from_table = local_table.as_ref().and_then(|t| {
+            match tables::validate(&config, &t.files) {
+                Ok((routes, _)) => Some((routes, t.number)),
+                Err(errors) => {
+                    tracing::error!(
+                        "route table {} in {} does not compile with this config ({}); serving the routes folder until the store answers",
+                        t.number,
+                        tables::FILE_NAME,
+                        errors.join("; ")
+                    );
+                    None
+                }
+            }
+        });
+        let (table, loaded) = match from_table {
+            Some((routes, number)) => (number, Ok((routes, Report::default()))),
+            None => (0, routes::load_dir(&config.server.routes_dir, &config)),
+        };
+        let (routes, mut report) = match loaded {
             Ok(loaded) => loaded,
             Err(report) => {
                 metrics
@@ -235,6 +270,7 @@ impl Control {
             last_reload_ms: 0.0,
             kept: build::Kept::default(),
             exported: build::Exported::new(),
+            table,
         };
         let snapshot = Self::compile(&config, &upstreams, &metrics, &mut state)
             .map_err(|e| Report::whole_file_error(&config.server.routes_dir, e.to_string()))?;
@@ -291,8 +327,9 @@ impl Control {
             ),
             crate::config::state::Store::Etcd(settings) => {
                 let etcd = Arc::new(store::etcd::Etcd::new(
-                    settings.clone(),
+                    (**settings).clone(),
                     admin_url,
+                    state_dir.clone(),
                     store::etcd::Gauges {
                         up: metrics.store_up.clone(),
                         applied_revision: metrics.store_applied_revision.clone(),
@@ -303,6 +340,9 @@ impl Control {
             }
         };
         store.applied(0, snapshot.version);
+        if table > 0 {
+            store.routes_applied(table, 0, snapshot.version);
+        }
         let control = Control {
             config,
             metrics,
@@ -373,6 +413,10 @@ impl Control {
     fn audit(&self, entry: &audit::Entry) {
         if let Err(e) = audit::append(&self.config.server.state_dir, entry) {
             tracing::warn!("cannot append to the audit log: {e}");
+        }
+        // A change that came from the store is in the store's log already.
+        if entry.source != Source::Fleet {
+            self.store.audit(entry);
         }
     }
 

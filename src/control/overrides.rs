@@ -149,29 +149,35 @@ pub fn render(overrides: &Overrides) -> String {
 /// Writes the overrides atomically: temporary file in the same folder, fsync, rename over
 /// the old file, fsync of the folder so the rename itself survives a crash.
 pub fn store(state_dir: &Path, overrides: &Overrides) -> Result<(), OverridesError> {
-    let path = path_in(state_dir);
-    let err = |source: std::io::Error| OverridesError::Write {
-        path: path.clone(),
-        source,
-    };
-    fs::create_dir_all(state_dir).map_err(err)?;
-    let tmp = state_dir.join(format!(
-        ".{FILE_NAME}.{}.{:08x}.tmp",
+    write_atomic(state_dir, FILE_NAME, render(overrides).as_bytes()).map_err(|source| {
+        OverridesError::Write {
+            path: path_in(state_dir),
+            source,
+        }
+    })
+}
+
+/// Replaces `dir/name` with `bytes` so that a reader sees the old file or the new one:
+/// a temporary file, fsync, rename, fsync of the folder.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".{name}.{}.{:08x}.tmp",
         std::process::id(),
         fastrand::u32(..)
     ));
     let result = (|| {
         let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        f.write_all(render(overrides).as_bytes())?;
+        f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
-        fs::rename(&tmp, &path)?;
-        File::open(state_dir)?.sync_all()
+        fs::rename(&tmp, dir.join(name))?;
+        File::open(dir)?.sync_all()
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
-    result.map_err(err)
+    result
 }
 
 /// Whether a path in the state folder is the overrides file (not our temporary files).

@@ -16,6 +16,21 @@ impl Control {
     pub fn reload(&self, who: impl Into<Who>, reason: &str) -> Result<u64, ReloadError> {
         let who = who.into();
         let mut st = self.lock();
+        if st.table > 0 {
+            // The fleet's table is served: the folder is not what routes come from.
+            tracing::warn!(
+                "not reloading the routes folder ({reason}): this replica serves route table {} from the state store",
+                st.table
+            );
+            return Err(ReloadError {
+                at: crate::clock::now_rfc3339(),
+                source: who.source.as_str().to_string(),
+                errors: vec![format!(
+                    "this replica serves route table {} from the state store ([state] routes = \"store\"): change routes with `banyan push`, not by reloading the folder",
+                    st.table
+                )],
+            });
+        }
         let started = Instant::now();
         let seen = self.fingerprint();
         let loaded = routes::load_dir(&self.config.server.routes_dir, &self.config);
@@ -68,7 +83,7 @@ impl Control {
         Ok(st.generation)
     }
 
-    fn reload_failed(
+    pub(super) fn reload_failed(
         &self,
         st: &mut State,
         who: &Who,

@@ -14,6 +14,14 @@ pub struct Etcd {
     dir: tempfile::TempDir,
     pub client: SocketAddr,
     peer: SocketAddr,
+    /// Serving https, asking clients for a certificate signed by `ca`.
+    pub tls: Option<Tls>,
+}
+
+pub struct Tls {
+    pub ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 fn binary() -> PathBuf {
@@ -36,23 +44,53 @@ impl Etcd {
             dir: tempfile::tempdir().expect("etcd data dir"),
             client: ([127, 0, 0, 1], free_port()).into(),
             peer: ([127, 0, 0, 1], free_port()).into(),
+            tls: None,
+        };
+        e.start_again();
+        e
+    }
+
+    /// etcd over https with a certificate for 127.0.0.1 signed by `ca`, requiring client
+    /// certificates signed by it too.
+    pub fn start_tls(ca: &super::pki::Ca) -> Etcd {
+        let dir = tempfile::tempdir().expect("etcd data dir");
+        let issued = ca.server(&["127.0.0.1", "localhost"], dir.path(), "etcd");
+        let mut e = Etcd {
+            child: None,
+            client: ([127, 0, 0, 1], free_port()).into(),
+            peer: ([127, 0, 0, 1], free_port()).into(),
+            tls: Some(Tls {
+                ca: ca.write(dir.path(), "etcd-ca"),
+                cert: issued.cert,
+                key: issued.key,
+            }),
+            dir,
         };
         e.start_again();
         e
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.client)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.client)
     }
 
     /// Starts it again after `kill`, on the same ports and data.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "etcd is running");
-        let (client, peer) = (
-            format!("http://{}", self.client),
-            format!("http://{}", self.peer),
-        );
-        let child = Command::new(binary())
+        let (client, peer) = (self.endpoint(), format!("http://{}", self.peer));
+        let mut command = Command::new(binary());
+        if let Some(t) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&t.cert)
+                .arg("--key-file")
+                .arg(&t.key)
+                .arg("--trusted-ca-file")
+                .arg(&t.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .args(["--name", "test"])
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
@@ -77,6 +115,14 @@ impl Etcd {
             .expect("start etcd");
         self.child = Some(child);
         let addr = self.client;
+        if self.tls.is_some() {
+            // Its health answer needs a client certificate: a listening port is enough
+            // here, the replicas wait for the store themselves.
+            wait_until("etcd to listen", || {
+                TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            });
+            return;
+        }
         wait_until("etcd to answer", || {
             let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
                 return false;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod fleet;
 pub mod load;
 pub mod pki;
 pub mod recorder;

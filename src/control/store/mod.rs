@@ -11,6 +11,9 @@
 //!
 //! The local `overrides.json` is written in both cases: with etcd it is the last state
 //! this replica saw, what it serves if it restarts while etcd is away.
+//!
+//! With etcd the store also keeps the fleet's audit log (its latest entries) and, with
+//! `routes = "store"`, the route tables (`tables.rs`): every numbered table pushed.
 
 pub mod etcd;
 
@@ -19,7 +22,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::audit;
 use super::overrides::{self, Overrides};
+use super::tables::Table;
 
 /// A revision of the shared state: etcd's `mod_revision` of the overrides key (0: never
 /// written). Always 0 with files.
@@ -33,8 +38,12 @@ pub struct Presence {
     pub version: String,
     /// Its admin API, for `banyan rollback --direct` when the store is away.
     pub admin: String,
-    /// The store revision of the overrides it serves.
+    /// The store revision up to which it has applied every change (overrides and route
+    /// tables).
     pub applied_revision: Revision,
+    /// The stored route table it serves (0: its routes folder).
+    #[serde(default)]
+    pub table: u64,
     /// Its snapshot version serving them.
     pub snapshot: u64,
     /// Its last control-plane error (a refused reload, an unreadable store value).
@@ -96,7 +105,21 @@ pub trait Store: Send + Sync {
     /// Waits until every live replica has applied `revision`, at most `deadline`.
     fn wait_applied(&self, revision: Revision, deadline: Duration) -> Acks;
     fn fleet(&self) -> FleetView;
+    /// Stores `table` as the newest route table (numbering it), if the store still holds
+    /// the one this replica saw last; returns the write's revision.
+    fn push_routes(&self, table: &mut Table) -> Result<Revision, StoreError>;
+    /// Every stored route table, newest first.
+    fn route_tables(&self) -> Result<Vec<Table>, StoreError>;
+    /// This replica now serves route table `number`, stored at `revision`.
+    fn routes_applied(&self, number: u64, revision: Revision, snapshot: u64);
+    /// Records an audit entry where the fleet reads it (files: `audit.jsonl` has it).
+    fn audit(&self, entry: &audit::Entry);
+    /// The latest audit entries, oldest first, and where they were read.
+    fn audit_entries(&self, limit: usize) -> (Vec<serde_json::Value>, String);
 }
+
+const NOT_STORED: &str =
+    "route tables are kept in the store only with [state] store = \"etcd\" and routes = \"store\"";
 
 /// `overrides.json` in the state folder.
 pub struct Files {
@@ -154,10 +177,33 @@ impl Store for Files {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 admin: self.admin.clone(),
                 applied_revision: 0,
+                table: 0,
                 snapshot: self.snapshot.load(std::sync::atomic::Ordering::Relaxed),
                 error: None,
                 at: crate::clock::now_rfc3339(),
             }],
         }
     }
+
+    fn push_routes(&self, _table: &mut Table) -> Result<Revision, StoreError> {
+        Err(StoreError::Local(NOT_STORED.into()))
+    }
+
+    fn route_tables(&self) -> Result<Vec<Table>, StoreError> {
+        Err(StoreError::Local(NOT_STORED.into()))
+    }
+
+    fn routes_applied(&self, _number: u64, _revision: Revision, _snapshot: u64) {}
+
+    fn audit(&self, _entry: &audit::Entry) {}
+
+    fn audit_entries(&self, limit: usize) -> (Vec<serde_json::Value>, String) {
+        local_audit(&self.state_dir, limit)
+    }
+}
+
+/// The latest entries of this replica's `audit.jsonl`.
+pub fn local_audit(state_dir: &std::path::Path, limit: usize) -> (Vec<serde_json::Value>, String) {
+    let path = state_dir.join(audit::FILE_NAME);
+    (audit::tail(&path, limit), path.display().to_string())
 }

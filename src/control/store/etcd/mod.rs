@@ -4,6 +4,10 @@
 //!   a compare-and-swap on the `mod_revision` this replica last applied.
 //! - `{prefix}/replicas/{name}`: each replica's [`Presence`], bound to a lease (3 s), so a
 //!   replica that dies leaves the list within the lease time.
+//! - `{prefix}/routes` and `{prefix}/routes-history/{number}`: the route table served
+//!   with `routes = "store"`, and every table stored (the last 100), written together
+//!   with a compare-and-swap on the `mod_revision` of the table this replica saw last.
+//! - `{prefix}/audit/{time}-{replica}`: the fleet's audit log, its latest 1,000 entries.
 //!
 //! `run` is the replica's session with etcd, on the control service's runtime: it reads
 //! the overrides, announces the replica, then watches both and applies every change of
@@ -20,10 +24,13 @@ use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpRespo
 use prometheus::IntGauge;
 
 mod session;
+mod tables;
 
 use super::{Acks, FleetView, Presence, Revision, Store, StoreError};
 use crate::config::state::Etcd as Settings;
+use crate::control::audit;
 use crate::control::overrides::{self, Overrides};
+use crate::control::tables::Table;
 
 /// A replica's presence outlives it by at most this long.
 pub const LEASE_SECONDS: i64 = 3;
@@ -40,6 +47,8 @@ pub struct Gauges {
 pub struct Etcd {
     settings: Settings,
     admin: String,
+    /// This replica's state folder: its own audit log, read when etcd is away.
+    state_dir: std::path::PathBuf,
     gauges: Gauges,
     /// The control service's runtime, where every etcd call runs.
     handle: OnceLock<tokio::runtime::Handle>,
@@ -53,7 +62,15 @@ pub struct Etcd {
 
 #[derive(Default)]
 struct Inner {
+    /// Every change up to this store revision is applied here (acknowledgements).
     applied_revision: Revision,
+    /// The overrides key's revision applied: what this replica's writes compare with.
+    overrides_revision: Revision,
+    /// The routes key's revision and table number last seen, served or refused.
+    routes_revision: Revision,
+    routes_number: u64,
+    /// The route table served.
+    table: u64,
     snapshot: u64,
     error: Option<String>,
     /// Other live replicas and this one, by name.
@@ -71,14 +88,22 @@ enum SessionError {
     Etcd(#[from] etcd_client::Error),
     #[error("{0}")]
     Ended(&'static str),
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl Etcd {
-    pub fn new(settings: Settings, admin: String, gauges: Gauges) -> Etcd {
+    pub fn new(
+        settings: Settings,
+        admin: String,
+        state_dir: std::path::PathBuf,
+        gauges: Gauges,
+    ) -> Etcd {
         gauges.up.set(0);
         Etcd {
             settings,
             admin,
+            state_dir,
             gauges,
             handle: OnceLock::new(),
             client: Mutex::new(None),
@@ -131,6 +156,7 @@ impl Etcd {
             version: env!("CARGO_PKG_VERSION").to_string(),
             admin: self.admin.clone(),
             applied_revision: g.applied_revision,
+            table: g.table,
             snapshot: g.snapshot,
             error: g.error.clone(),
             at: crate::clock::now_rfc3339(),
@@ -207,7 +233,7 @@ impl Store for Etcd {
                 g.error.clone().unwrap_or_else(|| "not connected".into()),
             ));
         };
-        let expected = self.lock().applied_revision;
+        let expected = self.lock().overrides_revision;
         let txn = self
             .overrides_put_if(expected, next)
             .or_else([TxnOp::get(self.overrides_key(), None)]);
@@ -241,7 +267,7 @@ impl Store for Etcd {
         // Reachable after all: share it now, unless etcd changed since this replica's last.
         if let (Some((mut client, _)), Some(handle)) = (self.connected(), self.handle.get()) {
             let local = next.clone();
-            let expected = self.lock().applied_revision;
+            let expected = self.lock().overrides_revision;
             let me = self.shared_self();
             handle.spawn(async move {
                 if let Some(me) = me {
@@ -258,6 +284,7 @@ impl Store for Etcd {
         {
             let mut g = self.lock();
             g.applied_revision = g.applied_revision.max(revision);
+            g.overrides_revision = g.overrides_revision.max(revision);
             g.snapshot = snapshot;
             self.gauges.applied_revision.set(g.applied_revision);
         }
@@ -319,5 +346,36 @@ impl Store for Etcd {
             applied_revision: g.applied_revision,
             replicas,
         }
+    }
+
+    fn push_routes(&self, table: &mut Table) -> Result<Revision, StoreError> {
+        self.store_table(table)
+    }
+
+    fn route_tables(&self) -> Result<Vec<Table>, StoreError> {
+        self.read_tables()
+    }
+
+    fn routes_applied(&self, number: u64, revision: Revision, snapshot: u64) {
+        {
+            let mut g = self.lock();
+            g.table = number;
+            g.routes_number = g.routes_number.max(number);
+            g.routes_revision = g.routes_revision.max(revision);
+            g.applied_revision = g.applied_revision.max(revision);
+            g.snapshot = snapshot;
+            g.error = None;
+            self.gauges.applied_revision.set(g.applied_revision);
+        }
+        self.put_presence();
+        self.changed.notify_all();
+    }
+
+    fn audit(&self, entry: &audit::Entry) {
+        self.append_audit(entry);
+    }
+
+    fn audit_entries(&self, limit: usize) -> (Vec<serde_json::Value>, String) {
+        self.read_audit(limit)
     }
 }

@@ -1,17 +1,22 @@
 //! The replica's session with etcd, on the control service's runtime: read the
-//! overrides (sharing a change made here while etcd was away), take a lease and announce
-//! the replica, then watch the overrides key and the replicas prefix and keep the lease
-//! alive, all in one `select!`. Any error ends the session; `run` starts another after
-//! half a second.
+//! overrides and the route table (sharing a change made here while etcd was away, seeding
+//! an empty store), take a lease and announce the replica, then watch the whole prefix —
+//! one watch, so changes arrive in the store's order and "applied up to revision R" is
+//! true of every key — and keep the lease alive, all in one `select!`. Any error ends the
+//! session; `run` starts another after half a second.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, PutOptions, WatchOptions};
+use etcd_client::{
+    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, PutOptions, TlsOptions,
+    WatchOptions,
+};
 
 use super::{Etcd, Presence, SessionError, LEASE_SECONDS, RETRY};
 use crate::control::overrides::{self, Overrides};
 use crate::control::store::Revision;
+use crate::control::tables::Table;
 use crate::control::Control;
 
 impl Etcd {
@@ -27,22 +32,46 @@ impl Etcd {
         }
     }
 
-    async fn session(&self, control: &Arc<Control>) -> Result<(), SessionError> {
+    /// Timeouts, credentials and TLS, read again for every session (renewed certificate
+    /// files are picked up on the next reconnection).
+    fn connect_options(&self) -> Result<ConnectOptions, SessionError> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(Duration::from_secs(5));
         if let (Some(u), Some(p)) = (&self.settings.username, &self.settings.password) {
             options = options.with_user(u.clone(), p.clone());
         }
+        if let Some(t) = &self.settings.tls {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p)
+                    .map_err(|e| SessionError::Tls(format!("cannot read {}: {e}", p.display())))
+            };
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = &t.ca {
+                tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+            }
+            if let (Some(c), Some(k)) = (&t.client_cert, &t.client_key) {
+                tls = tls.identity(Identity::from_pem(read(c)?, read(k)?));
+            }
+            if let Some(name) = &t.server_name {
+                tls = tls.domain_name(name.clone());
+            }
+            options = options.with_tls(tls);
+        }
+        Ok(options)
+    }
+
+    async fn session(&self, control: &Arc<Control>) -> Result<(), SessionError> {
+        let options = self.connect_options()?;
         let mut client = Client::connect(&self.settings.endpoints, Some(options)).await?;
-        let key = self.overrides_key();
-        let first = client.get(key.clone(), None).await?;
+        let okey = self.overrides_key();
+        let first = client.get(okey.clone(), None).await?;
         let start = first.header().map_or(0, |h| h.revision());
         let in_store = first.kvs().first().map_or(0, |kv| kv.mod_revision());
         // Kept until etcd has answered for it: a session that fails on the way keeps it.
         let unshared = self.lock().unshared.clone();
         match (first.kvs().first(), unshared) {
-            (_, Some(local)) if in_store == self.lock().applied_revision => {
+            (_, Some(local)) if in_store == self.lock().overrides_revision => {
                 // Changed here while etcd was away (or directly), and nowhere else: the
                 // fleet gets it.
                 self.share(&mut client, &local, in_store).await?;
@@ -61,6 +90,21 @@ impl Etcd {
                 if !current.is_empty() {
                     self.share(&mut client, &current, 0).await?;
                 }
+            }
+        }
+        if self.settings.routes_from_store {
+            let routes = client
+                .get(
+                    self.routes_key(),
+                    Some(GetOptions::new().with_revision(start)),
+                )
+                .await?;
+            match routes.kvs().first() {
+                Some(kv) => {
+                    self.apply_table(control, kv.value(), kv.mod_revision())
+                        .await
+                }
+                None => self.seed(&mut client, control).await?,
             }
         }
         let lease = client.lease_grant(LEASE_SECONDS, None).await?.id();
@@ -93,64 +137,39 @@ impl Etcd {
             self.gauges.replicas.set(g.replicas.len() as i64);
         }
         self.changed.notify_all();
-        let listed_at = listed.header().map_or(0, |h| h.revision());
-        let mut overrides_watch = client
+        let mut watch = client
             .watch(
-                key,
-                Some(WatchOptions::new().with_start_revision(start + 1)),
-            )
-            .await?;
-        let mut replicas_watch = client
-            .watch(
-                prefix.clone(),
+                format!("{}/", self.settings.prefix),
                 Some(
                     WatchOptions::new()
                         .with_prefix()
-                        .with_start_revision(listed_at + 1),
+                        .with_start_revision(start + 1),
                 ),
             )
             .await?;
         let mut tick = tokio::time::interval(Duration::from_millis(1000));
         loop {
             tokio::select! {
-                m = overrides_watch.message() => {
-                    let resp = m?.ok_or(SessionError::Ended("the overrides watch ended"))?;
+                m = watch.message() => {
+                    let resp = m?.ok_or(SessionError::Ended("the watch ended"))?;
                     if resp.canceled() {
-                        return Err(SessionError::Ended("the overrides watch was cancelled"));
+                        return Err(SessionError::Ended("the watch was cancelled"));
                     }
                     for ev in resp.events() {
                         let Some(kv) = ev.kv() else { continue };
-                        match ev.event_type() {
-                            EventType::Put => self.apply(control, kv.value(), kv.mod_revision()).await,
-                            EventType::Delete => self.apply(control, b"{}", kv.mod_revision()).await,
+                        let key = String::from_utf8_lossy(kv.key());
+                        let put = ev.event_type() == EventType::Put;
+                        if key == okey {
+                            let value: &[u8] = if put { kv.value() } else { b"{}" };
+                            self.apply(control, value, kv.mod_revision()).await;
+                        } else if key == self.routes_key() {
+                            if self.settings.routes_from_store && put {
+                                self.apply_table(control, kv.value(), kv.mod_revision()).await;
+                            }
+                        } else if let Some(name) = key.strip_prefix(prefix.as_str()) {
+                            self.presence_changed(name, put.then(|| kv.value()));
                         }
                     }
-                }
-                m = replicas_watch.message() => {
-                    let resp = m?.ok_or(SessionError::Ended("the replicas watch ended"))?;
-                    if resp.canceled() {
-                        return Err(SessionError::Ended("the replicas watch was cancelled"));
-                    }
-                    let mut g = self.lock();
-                    for ev in resp.events() {
-                        let Some(kv) = ev.kv() else { continue };
-                        let name = String::from_utf8_lossy(kv.key())
-                            .trim_start_matches(prefix.as_str())
-                            .to_string();
-                        match ev.event_type() {
-                            EventType::Put => {
-                                if let Ok(p) = serde_json::from_slice::<Presence>(kv.value()) {
-                                    g.replicas.insert(name, p);
-                                }
-                            }
-                            EventType::Delete => {
-                                g.replicas.remove(&name);
-                            }
-                        }
-                    }
-                    self.gauges.replicas.set(g.replicas.len() as i64);
-                    drop(g);
-                    self.changed.notify_all();
                 }
                 k = kept.message() => {
                     match k? {
@@ -160,6 +179,71 @@ impl Etcd {
                 }
                 _ = tick.tick() => keeper.keep_alive().await?,
             }
+        }
+    }
+
+    /// A replica's presence was written (`Some`) or expired.
+    fn presence_changed(&self, name: &str, value: Option<&[u8]>) {
+        let mut g = self.lock();
+        match value {
+            Some(v) => {
+                if let Ok(p) = serde_json::from_slice::<Presence>(v) {
+                    g.replicas.insert(name.to_string(), p);
+                }
+            }
+            None => {
+                g.replicas.remove(name);
+            }
+        }
+        self.gauges.replicas.set(g.replicas.len() as i64);
+        drop(g);
+        self.changed.notify_all();
+    }
+
+    /// An empty store's first route table: the one this replica serves, unless another
+    /// replica stores one first.
+    async fn seed(&self, client: &mut Client, control: &Arc<Control>) -> Result<(), SessionError> {
+        let c = Arc::clone(control);
+        let Ok(Some(table)) = tokio::task::spawn_blocking(move || c.seed_table()).await else {
+            return Ok(());
+        };
+        let resp = client.txn(self.table_put_if(0, &table)).await?;
+        if resp.succeeded() {
+            let rev = resp.header().map_or(0, |h| h.revision());
+            tracing::info!(
+                revision = rev,
+                "the store had no route table: stored this replica's as table {}",
+                table.number
+            );
+            let c = Arc::clone(control);
+            let _ = tokio::task::spawn_blocking(move || c.seeded(&table, rev)).await;
+        }
+        Ok(())
+    }
+
+    /// Serves the route table stored at `revision`.
+    async fn apply_table(&self, control: &Arc<Control>, value: &[u8], revision: Revision) {
+        let table = match serde_json::from_slice::<Table>(value) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!("the fleet's route table in etcd is unreadable ({e}); keeping the table in force");
+                self.lock().error = Some(format!("route table in etcd unreadable: {e}"));
+                self.put_presence();
+                return;
+            }
+        };
+        {
+            // Seen, served or not: the next push here compares with it.
+            let mut g = self.lock();
+            g.routes_revision = g.routes_revision.max(revision);
+            g.routes_number = g.routes_number.max(table.number);
+        }
+        let c = Arc::clone(control);
+        let result = tokio::task::spawn_blocking(move || c.table_from_store(table, revision)).await;
+        if let Ok(Err(e)) = result {
+            tracing::error!("{e}");
+            self.lock().error = Some(e);
+            self.put_presence();
         }
     }
 
@@ -178,7 +262,11 @@ impl Etcd {
                 revision = rev,
                 "shared the overrides changed on this replica alone"
             );
-            self.lock().applied_revision = rev;
+            {
+                let mut g = self.lock();
+                g.applied_revision = g.applied_revision.max(rev);
+                g.overrides_revision = rev;
+            }
             self.gauges.applied_revision.set(rev);
             self.put_presence();
         } else {

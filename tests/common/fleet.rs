@@ -1,0 +1,80 @@
+//! A fleet of banyan replicas sharing one etcd prefix, for the fleet tests.
+
+use serde_json::Value;
+
+use super::etcd::Etcd;
+use super::upstream::Upstream;
+use super::{wait_until, Banyan};
+
+pub struct Fleet {
+    pub replicas: Vec<Banyan>,
+    pub prefix: String,
+    _ups: Vec<Upstream>,
+}
+
+pub fn fleet(etcd: &Etcd, n: usize) -> Fleet {
+    fleet_with(etcd, n, "")
+}
+
+/// `n` replicas r0, r1, … of one fleet; `state` is added to each one's `[state]`.
+pub fn fleet_with(etcd: &Etcd, n: usize, state: &str) -> Fleet {
+    let monolith = Upstream::start("monolith");
+    let orders = Upstream::start("orders");
+    let prefix = format!("/banyan/test-{}", super::free_port());
+    let mut replicas = Vec::new();
+    for i in 0..n {
+        let tail = format!(
+            "[state]\nstore = \"etcd\"\nendpoints = [\"{}\"]\nprefix = \"{prefix}\"\nreplica = \"r{i}\"\n{state}\n",
+            etcd.endpoint()
+        );
+        let mut setup = super::Setup::new(
+            vec![
+                ("monolith", vec![monolith.addr]),
+                ("orders", vec![orders.addr]),
+            ],
+            "monolith",
+        )
+        .route_file("orders.toml", super::orders_route(25.0));
+        setup.tail = &tail;
+        replicas.push(setup.start());
+    }
+    let f = Fleet {
+        replicas,
+        prefix,
+        _ups: vec![monolith, orders],
+    };
+    wait_until("every replica in the fleet", || {
+        f.replicas.iter().all(|b| {
+            fleet_view(b)["replicas"]
+                .as_array()
+                .is_some_and(|r| r.len() == n)
+        })
+    });
+    f
+}
+
+pub fn fleet_view(b: &Banyan) -> Value {
+    let (code, body) = b.admin_get("/api/v1/fleet");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("fleet json")
+}
+
+/// A user the declared 25 % sends to the target.
+pub fn target_user() -> String {
+    (0..10_000)
+        .map(|i| format!("t-{i}"))
+        .find(|u| banyan::routes::split::bucket("orders", u.as_bytes()) < 2500)
+        .expect("a target-bound user")
+}
+
+pub fn served_by(b: &Banyan, user: &str) -> String {
+    let (_, body) = super::try_http_request_with_headers(
+        b.proxy,
+        "GET",
+        "/api/orders/1",
+        &[("x-user-id", user)],
+    )
+    .expect("an answer");
+    let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    v["upstream"].as_str().unwrap_or("").to_string()
+}
