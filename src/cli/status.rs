@@ -284,12 +284,16 @@ fn fleet(admin: &Admin, json: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!(
-            "store {} ({}) · {} replica{} · asked {}",
+            "store {} ({}) · {} replica{} · asked {}{}",
             view.store,
             if view.up { "up" } else { "DOWN" },
             view.replicas.len(),
             if view.replicas.len() == 1 { "" } else { "s" },
-            view.replica
+            view.replica,
+            match &view.leader {
+                Some(l) => format!(" · {l} judges the fleet's aggregates"),
+                None => String::new(),
+            }
         );
         println!();
         let mut rows = vec![vec![

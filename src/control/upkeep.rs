@@ -2,6 +2,9 @@
 //! limits), the listener's certificate reloaded when it changed, rate limiters' idle
 //! buckets forgotten.
 
+use std::collections::BTreeMap;
+
+use crate::guard::{Sketch, WindowStats};
 use crate::model::Trigger;
 use audit::Source;
 
@@ -12,14 +15,45 @@ impl Control {
     /// its limits. Routes at 0 % and routes the guard already rolled back are skipped.
     /// Returns the routes rolled back.
     pub fn check_guards(&self) -> Vec<String> {
-        let snap = self.shared.load_full();
         let now = crate::clock::now_ms();
+        self.judge_guards("guard", |r| r.guard.as_ref().map(|w| w.stats(now)))
+    }
+
+    /// This replica's guard windows, for the fleet's aggregates.
+    pub fn guard_sketches(&self) -> BTreeMap<String, Sketch> {
+        let now = crate::clock::now_ms();
+        self.shared
+            .load()
+            .routes
+            .iter()
+            .filter_map(|r| Some((r.name.clone(), r.guard.as_ref()?.sketch(now))))
+            .collect()
+    }
+
+    /// The elected replica's judgement on the fleet's windows added up (`fleet`: each
+    /// route's sketches of `replicas` replicas): a fleet whose replicas each see too
+    /// few requests to judge still rolls back a failing target. The rollback is the
+    /// fleet's, through the store, as a local guard's is.
+    pub fn check_fleet_guards(
+        &self,
+        fleet: &BTreeMap<String, Sketch>,
+        replicas: usize,
+    ) -> Vec<String> {
+        let label = format!("guard (the fleet's {replicas} replicas)");
+        self.judge_guards(&label, |r| fleet.get(&r.name).map(Sketch::stats))
+    }
+
+    fn judge_guards(
+        &self,
+        label: &str,
+        stats_of: impl Fn(&crate::snapshot::CompiledRoute) -> Option<WindowStats>,
+    ) -> Vec<String> {
+        let snap = self.shared.load_full();
         let mut tripped = Vec::new();
         for r in &snap.routes {
-            let (Some(window), Some(def)) = (&r.guard, &r.def) else {
+            let Some(limits) = r.def.as_ref().and_then(|d| d.guard.as_ref()) else {
                 continue;
             };
-            let Some(limits) = &def.guard else { continue };
             if r.effective_bp == 0
                 || r.target.is_none()
                 || r.override_
@@ -28,8 +62,13 @@ impl Control {
             {
                 continue;
             }
-            let Some(reason) = crate::guard::verdict(limits, &window.stats(now)) else {
+            let Some(stats) = stats_of(r) else { continue };
+            let Some(reason) = crate::guard::verdict(limits, &stats) else {
                 continue;
+            };
+            let reason = match reason.strip_prefix("guard") {
+                Some(rest) if label != "guard" => format!("{label}{rest}"),
+                _ => reason,
             };
             tracing::error!(route = %r.name, "rolling back: {reason}");
             // The rollback also empties the window (every override change does).

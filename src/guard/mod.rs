@@ -6,4 +6,4 @@ mod verdict;
 mod window;
 
 pub use verdict::verdict;
-pub use window::{Window, WindowStats};
+pub use window::{Sketch, Window, WindowStats};

@@ -123,6 +123,11 @@ impl Window {
     }
 
     pub fn stats(&self, now_ms: u64) -> WindowStats {
+        self.sketch(now_ms).stats()
+    }
+
+    /// The window's counts and latency histogram, for other replicas to add up.
+    pub fn sketch(&self, now_ms: u64) -> Sketch {
         let current = now_ms / self.slot_ms;
         let oldest = current.saturating_sub(WINDOW_SLOTS - 1);
         let mut out = WindowStats::default();
@@ -138,15 +143,62 @@ impl Window {
                 *h += u64::from(b.load(Ordering::Relaxed));
             }
         }
-        let samples: u64 = hist.iter().sum();
+        Sketch {
+            requests: out.requests,
+            errors: out.errors,
+            latency: hist
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n > 0)
+                .map(|(i, n)| (i as u16, *n))
+                .collect(),
+        }
+    }
+}
+
+/// A window's figures as plain data: counts and the latency histogram's non-empty
+/// buckets. Sketches of several replicas add up to the fleet's window.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Sketch {
+    pub requests: u64,
+    pub errors: u64,
+    /// (bucket, samples), buckets as [`Window`] numbers them.
+    pub latency: Vec<(u16, u64)>,
+}
+
+impl Sketch {
+    pub fn add(&mut self, other: &Sketch) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        let mut hist = std::collections::BTreeMap::new();
+        for (b, n) in self.latency.iter().chain(&other.latency) {
+            *hist.entry(*b).or_insert(0u64) += n;
+        }
+        self.latency = hist.into_iter().collect();
+    }
+
+    pub fn stats(&self) -> WindowStats {
+        let mut out = WindowStats {
+            requests: self.requests,
+            errors: self.errors,
+            p99_ms: None,
+        };
+        let mut hist: Vec<(u16, u64)> = self
+            .latency
+            .iter()
+            .copied()
+            .filter(|(b, _)| usize::from(*b) < BUCKETS)
+            .collect();
+        hist.sort_unstable();
+        let samples: u64 = hist.iter().map(|(_, n)| n).sum();
         if samples > 0 {
             // The smallest bucket with at least 99 % of the samples at or below it.
             let rank = (samples * 99).div_ceil(100);
             let mut seen = 0;
-            for (i, n) in hist.iter().enumerate() {
+            for (i, n) in &hist {
                 seen += n;
                 if seen >= rank {
-                    out.p99_ms = Some(bucket_floor_us(i) as f64 / 1000.0);
+                    out.p99_ms = Some(bucket_floor_us(usize::from(*i)) as f64 / 1000.0);
                     break;
                 }
             }
@@ -213,6 +265,35 @@ mod tests {
         assert!((875.0..=1000.0).contains(&p99), "{p99}");
         w.reset();
         assert_eq!(w.stats(1_000), WindowStats::default());
+    }
+
+    #[test]
+    fn sketches_add_up_to_the_fleet_window() {
+        let (a, b) = (
+            Window::new(Duration::from_secs(10)),
+            Window::new(Duration::from_secs(10)),
+        );
+        for i in 0..500u64 {
+            a.record(i, i % 5 != 0, Some(Duration::from_millis(5)));
+            b.record(
+                i,
+                true,
+                Some(Duration::from_millis(if i < 492 { 5 } else { 900 })),
+            );
+        }
+        let mut fleet = a.sketch(1_000);
+        fleet.add(&b.sketch(1_000));
+        let s = fleet.stats();
+        assert_eq!((s.requests, s.errors), (1000, 100));
+        // 8 slow answers are 1.6 % of b's but 0.8 % of the fleet's: b alone has a slow
+        // p99, the fleet does not.
+        assert!(b.stats(1_000).p99_ms.is_some_and(|p| p > 700.0));
+        let p99 = s.p99_ms.expect("samples");
+        assert!((4.0..=5.0).contains(&p99), "{p99}");
+        assert_eq!(a.stats(1_000), a.sketch(1_000).stats());
+        let text = serde_json::to_string(&fleet).expect("json");
+        let back: Sketch = serde_json::from_str(&text).expect("back");
+        assert_eq!(back, fleet);
     }
 
     #[test]

@@ -18,8 +18,18 @@ pub fn fleet(etcd: &Etcd, n: usize) -> Fleet {
 
 /// `n` replicas r0, r1, … of one fleet; `state` is added to each one's `[state]`.
 pub fn fleet_with(etcd: &Etcd, n: usize, state: &str) -> Fleet {
+    fleet_of(
+        etcd,
+        n,
+        state,
+        Upstream::start("orders"),
+        &super::orders_route(25.0),
+    )
+}
+
+/// `n` replicas with `orders` as the target upstream and `route` as `orders.toml`.
+pub fn fleet_of(etcd: &Etcd, n: usize, state: &str, orders: Upstream, route: &str) -> Fleet {
     let monolith = Upstream::start("monolith");
-    let orders = Upstream::start("orders");
     let prefix = format!("/banyan/test-{}", super::free_port());
     let mut replicas = Vec::new();
     for i in 0..n {
@@ -34,7 +44,7 @@ pub fn fleet_with(etcd: &Etcd, n: usize, state: &str) -> Fleet {
             ],
             "monolith",
         )
-        .route_file("orders.toml", super::orders_route(25.0));
+        .route_file("orders.toml", route.to_string());
         setup.tail = &tail;
         replicas.push(setup.start());
     }

@@ -44,6 +44,9 @@ pub struct Presence {
     /// The stored route table it serves (0: its routes folder).
     #[serde(default)]
     pub table: u64,
+    /// Elected to judge the fleet's aggregates (the guard on the fleet's windows).
+    #[serde(default)]
+    pub leader: bool,
     /// Its snapshot version serving them.
     pub snapshot: u64,
     /// Its last control-plane error (a refused reload, an unreadable store value).
@@ -88,6 +91,8 @@ pub struct FleetView {
     /// This replica's name and the revision it has applied.
     pub replica: String,
     pub applied_revision: Revision,
+    /// The replica elected to judge the fleet's aggregates (etcd only).
+    pub leader: Option<String>,
     /// Every live replica, this one included (files: only this one).
     pub replicas: Vec<Presence>,
 }
@@ -172,12 +177,14 @@ impl Store for Files {
             down_since: None,
             replica: self.replica.clone(),
             applied_revision: 0,
+            leader: None,
             replicas: vec![Presence {
                 replica: self.replica.clone(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 admin: self.admin.clone(),
                 applied_revision: 0,
                 table: 0,
+                leader: false,
                 snapshot: self.snapshot.load(std::sync::atomic::Ordering::Relaxed),
                 error: None,
                 at: crate::clock::now_rfc3339(),

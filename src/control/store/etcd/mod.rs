@@ -8,6 +8,8 @@
 //!   with `routes = "store"`, and every table stored (the last 100), written together
 //!   with a compare-and-swap on the `mod_revision` of the table this replica saw last.
 //! - `{prefix}/audit/{time}-{replica}`: the fleet's audit log, its latest 1,000 entries.
+//! - `{prefix}/windows/{replica}` and `{prefix}/leader`: each replica's guard windows,
+//!   and the election of the replica that judges their sum (`aggregates.rs`).
 //!
 //! `run` is the replica's session with etcd, on the control service's runtime: it reads
 //! the overrides, announces the replica, then watches both and applies every change of
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use prometheus::IntGauge;
 
+mod aggregates;
 mod session;
 mod tables;
 
@@ -71,6 +74,8 @@ struct Inner {
     routes_number: u64,
     /// The route table served.
     table: u64,
+    /// Elected to judge the fleet's aggregates.
+    leader: bool,
     snapshot: u64,
     error: Option<String>,
     /// Other live replicas and this one, by name.
@@ -157,6 +162,7 @@ impl Etcd {
             admin: self.admin.clone(),
             applied_revision: g.applied_revision,
             table: g.table,
+            leader: g.leader,
             snapshot: g.snapshot,
             error: g.error.clone(),
             at: crate::clock::now_rfc3339(),
@@ -217,6 +223,7 @@ impl Etcd {
             g.down_since = Some(crate::clock::now_rfc3339());
         }
         g.up = false;
+        g.leader = false;
         g.error = Some(why.to_string());
         // The last presence list stays: it is where `rollback --direct` finds the others.
         self.gauges.up.set(0);
@@ -344,6 +351,10 @@ impl Store for Etcd {
             down_since: g.down_since.clone(),
             replica: self.settings.replica.clone(),
             applied_revision: g.applied_revision,
+            leader: replicas
+                .iter()
+                .find(|p| p.leader)
+                .map(|p| p.replica.clone()),
             replicas,
         }
     }

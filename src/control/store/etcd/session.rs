@@ -113,6 +113,7 @@ impl Etcd {
         {
             let mut g = self.lock();
             g.up = true;
+            g.leader = false;
             g.down_since = None;
             g.error = None;
             self.gauges.up.set(1);
@@ -147,9 +148,23 @@ impl Etcd {
                 ),
             )
             .await?;
+        // The election of the replica that judges the fleet's aggregates: campaigning
+        // waits until this replica leads; its leadership ends with its lease.
+        let mut election = client.election_client();
+        let campaign = election.campaign(self.leader_key(), self.settings.replica.clone(), lease);
+        tokio::pin!(campaign);
+        let mut leading = false;
+        let mut publisher = client.clone();
         let mut tick = tokio::time::interval(Duration::from_millis(1000));
         loop {
             tokio::select! {
+                elected = &mut campaign, if !leading => {
+                    elected?;
+                    leading = true;
+                    self.lock().leader = true;
+                    tracing::info!("elected to judge the fleet's aggregates");
+                    self.put_presence();
+                }
                 m = watch.message() => {
                     let resp = m?.ok_or(SessionError::Ended("the watch ended"))?;
                     if resp.canceled() {
@@ -177,7 +192,13 @@ impl Etcd {
                         _ => return Err(SessionError::Ended("the replica's lease expired")),
                     }
                 }
-                _ = tick.tick() => keeper.keep_alive().await?,
+                _ = tick.tick() => {
+                    keeper.keep_alive().await?;
+                    self.publish_windows(&mut publisher, lease, control).await?;
+                    if leading {
+                        self.judge_fleet(&mut publisher, control).await?;
+                    }
+                }
             }
         }
     }
