@@ -81,4 +81,7 @@ fn the_elected_replica_judges_the_fleets_window() {
     wait_until("the other replica elected", || {
         fleet_view(&f.replicas[0])["leader"] == other
     });
+    // Campaigning all along (longer than a request may take) never cost it the store.
+    let log = f.replicas[0].log();
+    assert!(!log.contains("cannot be reached"), "{log}");
 }

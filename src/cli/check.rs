@@ -25,11 +25,15 @@ pub fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
     println!("state      {}", s.state_dir.display());
     if let crate::config::state::Store::Etcd(e) = &config.state {
         println!(
-            "fleet      etcd {} under {} as replica {}",
+            "fleet      etcd {} under {} as replica {}{}",
             e.endpoints.join(", "),
             e.prefix,
-            e.replica
+            e.replica,
+            if e.tls.is_some() { " (TLS)" } else { "" }
         );
+        if e.routes_from_store {
+            println!("           route tables from the store (`banyan push`); the folder above seeds an empty store");
+        }
     }
     let listen: Vec<String> = s.listen.iter().map(|a| a.to_string()).collect();
     println!(

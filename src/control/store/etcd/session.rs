@@ -33,11 +33,13 @@ impl Etcd {
     }
 
     /// Timeouts, credentials and TLS, read again for every session (renewed certificate
-    /// files are picked up on the next reconnection).
-    fn connect_options(&self) -> Result<ConnectOptions, SessionError> {
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(Duration::from_secs(5));
+    /// files are picked up on the next reconnection). `timeout`: each request answered
+    /// within 5 s — not for the election's campaign, which waits until it leads.
+    fn connect_options(&self, timeout: bool) -> Result<ConnectOptions, SessionError> {
+        let mut options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
+        if timeout {
+            options = options.with_timeout(Duration::from_secs(5));
+        }
         if let (Some(u), Some(p)) = (&self.settings.username, &self.settings.password) {
             options = options.with_user(u.clone(), p.clone());
         }
@@ -62,7 +64,7 @@ impl Etcd {
     }
 
     async fn session(&self, control: &Arc<Control>) -> Result<(), SessionError> {
-        let options = self.connect_options()?;
+        let options = self.connect_options(true)?;
         let mut client = Client::connect(&self.settings.endpoints, Some(options)).await?;
         let okey = self.overrides_key();
         let first = client.get(okey.clone(), None).await?;
@@ -150,7 +152,10 @@ impl Etcd {
             .await?;
         // The election of the replica that judges the fleet's aggregates: campaigning
         // waits until this replica leads; its leadership ends with its lease.
-        let mut election = client.election_client();
+        let mut election =
+            Client::connect(&self.settings.endpoints, Some(self.connect_options(false)?))
+                .await?
+                .election_client();
         let campaign = election.campaign(self.leader_key(), self.settings.replica.clone(), lease);
         tokio::pin!(campaign);
         let mut leading = false;
