@@ -6,6 +6,7 @@ mod common;
 
 use common::etcd::Etcd;
 use common::fleet::{fleet_of, fleet_view};
+use common::load::Load;
 use common::upstream::{Behavior, Upstream};
 use common::wait_until;
 
@@ -65,12 +66,26 @@ fn the_elected_replica_judges_the_fleets_window() {
         reason.starts_with("guard (the fleet's 2 replicas): target error rate 100.0 % (2"),
         "{reason}"
     );
+    // Both sides' figures, added up over the replicas: under load, now on legacy.
+    let loads: Vec<Load> = f.replicas.iter().map(|b| Load::start(b.proxy, 1)).collect();
+    wait_until("the fleet's figures for orders from both replicas", || {
+        let a = &fleet_view(&f.replicas[1])["aggregates"]["orders"];
+        a["replicas"] == 2 && a["legacy"]["rps"].as_f64().is_some_and(|r| r > 0.0)
+    });
+    let a = fleet_view(&f.replicas[1])["aggregates"]["orders"].clone();
+    assert_eq!(a["legacy"]["error_rate"], 0.0, "{a}");
+    assert!(a["legacy"]["p99_ms"].is_number(), "{a}");
     let out = f.replicas[0].cli(&["status", "--fleet"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains(&format!("{leader} judges the fleet's aggregates")),
+        text.contains(&format!("{leader} judges the fleet's aggregates"))
+            && text.contains("the fleet's last 10 s"),
         "{text}"
     );
+    for load in loads {
+        let (served, failures) = load.stop();
+        assert!(served > 0 && failures.is_empty(), "{failures:?}");
+    }
 
     // The leader gone: the other replica is elected once its lease expires.
     let at = if leader == "r0" { 0 } else { 1 };

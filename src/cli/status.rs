@@ -321,6 +321,34 @@ fn fleet(admin: &Admin, json: bool) -> anyhow::Result<ExitCode> {
             ]);
         }
         print_rows(&rows);
+        if !view.aggregates.is_empty() {
+            println!();
+            println!("the fleet's last 10 s, added up over its replicas:");
+            let fig = |s: &crate::control::rates::SideRate| {
+                format!(
+                    "{:.1} req/s, {} errors, p99 {}",
+                    s.rps,
+                    s.error_rate
+                        .map_or("-".to_string(), |e| format!("{:.1} %", e * 100.0)),
+                    s.p99_ms.map_or("-".to_string(), |p| format!("{p:.1} ms"))
+                )
+            };
+            let mut rows = vec![vec![
+                "ROUTE".to_string(),
+                "REPLICAS".into(),
+                "LEGACY".into(),
+                "TARGET".into(),
+            ]];
+            for (route, r) in &view.aggregates {
+                rows.push(vec![
+                    route.clone(),
+                    r.replicas.to_string(),
+                    fig(&r.legacy),
+                    fig(&r.target),
+                ]);
+            }
+            print_rows(&rows);
+        }
     }
     for a in &alarms {
         eprintln!("banyan: needs attention: {a}");

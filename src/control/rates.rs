@@ -3,13 +3,14 @@
 //! once a second and keeps ten seconds of samples; every ten seconds a point of the same
 //! figures goes into the route's fifteen minutes of history (`history.rs`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::history::History;
+use crate::guard::Sketch;
 use crate::metrics::quantiles::{self, Sparse};
 use crate::routes::Backend;
 use crate::snapshot::Snapshot;
@@ -96,7 +97,57 @@ pub(super) fn between(now: &Counts, then: &Counts, seconds: f64) -> RouteRates {
     }
 }
 
+/// Both sides of one route over the sampled window, as sketches other replicas add up.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sides {
+    pub seconds: f64,
+    pub legacy: Sketch,
+    pub target: Sketch,
+}
+
+fn sketch(now: &Counts, then: &Counts, side: usize) -> Sketch {
+    let mut out = Sketch {
+        requests: now.requests[2 * side].saturating_sub(then.requests[2 * side]),
+        errors: now.requests[2 * side + 1].saturating_sub(then.requests[2 * side + 1]),
+        latency: Vec::new(),
+    };
+    for (b, n) in &now.durations[side] {
+        let before = then.durations[side]
+            .iter()
+            .find(|(i, _)| i == b)
+            .map_or(0, |(_, c)| *c);
+        if *n > before {
+            out.add_latency(quantiles::value(usize::from(*b)) as u64, n - before);
+        }
+    }
+    out
+}
+
 impl Rates {
+    /// Each route with requests in the sampled window: both sides' counts and latency.
+    pub fn sides(&self) -> BTreeMap<String, Sides> {
+        let s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        let (Some(first), Some(last)) = (s.front(), s.back()) else {
+            return BTreeMap::new();
+        };
+        let seconds = last.at.duration_since(first.at).as_secs_f64();
+        if seconds <= 0.0 {
+            return BTreeMap::new();
+        }
+        last.counts
+            .iter()
+            .filter_map(|(route, now)| {
+                let then = first.counts.get(route).cloned().unwrap_or_default();
+                let sides = Sides {
+                    seconds,
+                    legacy: sketch(now, &then, 0),
+                    target: sketch(now, &then, 1),
+                };
+                (sides.legacy.requests + sides.target.requests > 0).then(|| (route.clone(), sides))
+            })
+            .collect()
+    }
+
     pub fn sample(&self, snapshot: &Snapshot) {
         self.push(Instant::now(), counts(snapshot));
     }
@@ -185,6 +236,41 @@ mod tests {
         assert_eq!(o.target.error_rate, Some(0.25));
         assert_eq!(now["new"].legacy.rps, 2.0);
         assert_eq!(now["new"].target.error_rate, None);
+        let sides = r.sides();
+        assert_eq!(sides["orders"].seconds, 2.0);
+        assert_eq!(
+            (
+                sides["orders"].legacy.requests,
+                sides["orders"].legacy.errors
+            ),
+            (200, 2)
+        );
+        assert_eq!(
+            (
+                sides["orders"].target.requests,
+                sides["orders"].target.errors
+            ),
+            (40, 10)
+        );
+    }
+
+    #[test]
+    fn a_sides_latency_is_the_windows() {
+        let q = crate::metrics::quantiles::Quantiles::default();
+        for _ in 0..1000 {
+            q.record(2.0);
+        }
+        let mut then = counts([0, 0, 1000, 0]);
+        then.durations[1] = q.snapshot();
+        for _ in 0..100 {
+            q.record(0.004);
+        }
+        let mut now = counts([0, 0, 1100, 0]);
+        now.durations[1] = q.snapshot();
+        let s = sketch(&now, &then, 1);
+        assert_eq!(s.requests, 100);
+        let p99 = s.stats().p99_ms.expect("p99");
+        assert!((3.5..=4.1).contains(&p99), "{p99}");
     }
 
     #[test]

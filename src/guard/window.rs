@@ -167,6 +167,18 @@ pub struct Sketch {
 }
 
 impl Sketch {
+    /// Adds `n` durations of `us` microseconds to the histogram (counts apart).
+    pub fn add_latency(&mut self, us: u64, n: u64) {
+        let b = bucket(us) as u16;
+        match self.latency.iter_mut().find(|(i, _)| *i == b) {
+            Some((_, c)) => *c += n,
+            None => {
+                self.latency.push((b, n));
+                self.latency.sort_unstable();
+            }
+        }
+    }
+
     pub fn add(&mut self, other: &Sketch) {
         self.requests += other.requests;
         self.errors += other.errors;

@@ -17,6 +17,7 @@
 
 pub mod etcd;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -95,6 +96,10 @@ pub struct FleetView {
     pub leader: Option<String>,
     /// Every live replica, this one included (files: only this one).
     pub replicas: Vec<Presence>,
+    /// The fleet's figures per route over each replica's last ten seconds, both sides
+    /// (etcd only; routes without traffic are left out).
+    #[serde(default)]
+    pub aggregates: BTreeMap<String, etcd::aggregates::FleetRoute>,
 }
 
 pub trait Store: Send + Sync {
@@ -178,6 +183,7 @@ impl Store for Files {
             replica: self.replica.clone(),
             applied_revision: 0,
             leader: None,
+            aggregates: BTreeMap::new(),
             replicas: vec![Presence {
                 replica: self.replica.clone(),
                 version: env!("CARGO_PKG_VERSION").to_string(),

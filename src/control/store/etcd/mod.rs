@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse};
 use prometheus::IntGauge;
 
-mod aggregates;
+pub mod aggregates;
 mod session;
 mod tables;
 
@@ -61,6 +61,8 @@ pub struct Etcd {
     changed: Condvar,
     /// Itself, for tasks spawned from `&self` (set when the session starts).
     this: OnceLock<std::sync::Weak<Etcd>>,
+    /// This replica's windows as last published.
+    published: Mutex<Option<aggregates::Published>>,
 }
 
 #[derive(Default)]
@@ -76,6 +78,8 @@ struct Inner {
     table: u64,
     /// Elected to judge the fleet's aggregates.
     leader: bool,
+    /// Every live replica's last published windows, by replica.
+    windows: BTreeMap<String, aggregates::Published>,
     snapshot: u64,
     error: Option<String>,
     /// Other live replicas and this one, by name.
@@ -118,6 +122,7 @@ impl Etcd {
             }),
             changed: Condvar::new(),
             this: OnceLock::new(),
+            published: Mutex::new(None),
         }
     }
 
@@ -224,6 +229,8 @@ impl Etcd {
         }
         g.up = false;
         g.leader = false;
+        // Figures nobody refreshes any more are not the fleet's.
+        g.windows.clear();
         g.error = Some(why.to_string());
         // The last presence list stays: it is where `rollback --direct` finds the others.
         self.gauges.up.set(0);
@@ -356,6 +363,7 @@ impl Store for Etcd {
                 .find(|p| p.leader)
                 .map(|p| p.replica.clone()),
             replicas,
+            aggregates: aggregates::fleet_routes(&g.windows),
         }
     }
 

@@ -140,6 +140,18 @@ impl Etcd {
             self.gauges.replicas.set(g.replicas.len() as i64);
         }
         self.changed.notify_all();
+        let published = client
+            .get(
+                self.windows_prefix(),
+                Some(GetOptions::new().with_prefix().with_revision(start)),
+            )
+            .await?;
+        for kv in published.kvs() {
+            let key = String::from_utf8_lossy(kv.key());
+            if let Some(name) = key.strip_prefix(self.windows_prefix().as_str()) {
+                self.windows_changed(name, Some(kv.value()));
+            }
+        }
         let mut watch = client
             .watch(
                 format!("{}/", self.settings.prefix),
@@ -159,6 +171,9 @@ impl Etcd {
         let campaign = election.campaign(self.leader_key(), self.settings.replica.clone(), lease);
         tokio::pin!(campaign);
         let mut leading = false;
+        let windows = self.windows_prefix();
+        // A new session publishes again, whatever it published before.
+        *self.published.lock().unwrap_or_else(|p| p.into_inner()) = None;
         let mut publisher = client.clone();
         let mut tick = tokio::time::interval(Duration::from_millis(1000));
         loop {
@@ -188,6 +203,8 @@ impl Etcd {
                             }
                         } else if let Some(name) = key.strip_prefix(prefix.as_str()) {
                             self.presence_changed(name, put.then(|| kv.value()));
+                        } else if let Some(name) = key.strip_prefix(windows.as_str()) {
+                            self.windows_changed(name, put.then(|| kv.value()));
                         }
                     }
                 }
@@ -201,7 +218,7 @@ impl Etcd {
                     keeper.keep_alive().await?;
                     self.publish_windows(&mut publisher, lease, control).await?;
                     if leading {
-                        self.judge_fleet(&mut publisher, control).await?;
+                        self.judge_fleet(control).await;
                     }
                 }
             }
