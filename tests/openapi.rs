@@ -422,49 +422,47 @@ fn every_operation_answers_as_its_document_says() {
         serde_json::from_str::<Value>(&r.admin_get("/api/v1/tables").1)
             .is_ok_and(|v| v["tables"][0]["number"] == 1)
     });
-    expect(
-        r,
-        call("pushTable", "POST", "/api/v1/tables")
-            .no_token()
-            .json(table),
-        200,
-    );
-    expect(r, call("tables", "GET", "/api/v1/tables").no_token(), 200);
-    expect(r, call("table", "GET", "/api/v1/tables/2").no_token(), 200);
-    expect(r, call("table", "GET", "/api/v1/tables/99").no_token(), 404);
-    expect(
-        r,
-        call("revertTable", "POST", "/api/v1/tables/1/revert")
-            .no_token()
-            .json(json!({ "reason": "contract" })),
-        200,
-    );
-    expect(
-        r,
-        call("revertTable", "POST", "/api/v1/tables/99/revert").no_token(),
-        404,
-    );
-    expect(
-        r,
-        call("revertTable", "POST", "/api/v1/tables/1/revert")
-            .no_token()
-            .json(json!({ "why": "x" })),
-        400,
-    );
-    expect(
-        r,
-        call("pushTable", "POST", "/api/v1/tables")
-            .no_token()
-            .json(json!({ "files": { "orders.toml": "[[route]]\nname = 3\n" } })),
-        422,
-    );
-    expect(
-        r,
-        call("pushTable", "POST", "/api/v1/tables")
-            .no_token()
-            .json(json!({ "files": 3 })),
-        400,
-    );
+    for (op, method, path, body, want) in [
+        ("pushTable", "POST", "/api/v1/tables", Some(table), 200),
+        ("tables", "GET", "/api/v1/tables", None, 200),
+        ("table", "GET", "/api/v1/tables/2", None, 200),
+        ("table", "GET", "/api/v1/tables/99", None, 404),
+        (
+            "revertTable",
+            "POST",
+            "/api/v1/tables/1/revert",
+            Some(json!({ "reason": "contract" })),
+            200,
+        ),
+        ("revertTable", "POST", "/api/v1/tables/99/revert", None, 404),
+        (
+            "revertTable",
+            "POST",
+            "/api/v1/tables/1/revert",
+            Some(json!({ "why": "x" })),
+            400,
+        ),
+        (
+            "pushTable",
+            "POST",
+            "/api/v1/tables",
+            Some(json!({ "files": { "orders.toml": "[[route]]\nname = 3\n" } })),
+            422,
+        ),
+        (
+            "pushTable",
+            "POST",
+            "/api/v1/tables",
+            Some(json!({ "files": 3 })),
+            400,
+        ),
+    ] {
+        let mut c = call(op, method, path).no_token();
+        if let Some(b) = body {
+            c = c.json(b);
+        }
+        expect(r, c, want);
+    }
     let huge = "#".repeat(2 * 1024 * 1024 + 100 * 1024);
     expect(
         r,

@@ -238,6 +238,19 @@ impl Etcd {
     }
 }
 
+/// A compare-and-swap that failed: the key's revision now, read by its `else` branch.
+fn conflict(resp: etcd_client::TxnResponse, expected: Revision) -> StoreError {
+    let current = resp
+        .op_responses()
+        .into_iter()
+        .find_map(|r| match r {
+            TxnOpResponse::Get(g) => Some(g.kvs().first().map_or(0, |kv| kv.mod_revision())),
+            _ => None,
+        })
+        .unwrap_or(0);
+    StoreError::Conflict { expected, current }
+}
+
 impl Store for Etcd {
     fn write_overrides(&self, next: &Overrides) -> Result<Revision, StoreError> {
         let Some((mut client, _)) = self.connected() else {
@@ -265,15 +278,7 @@ impl Store for Etcd {
             self.lock().unshared = None;
             return Ok(resp.header().map_or(0, |h| h.revision()));
         }
-        let current = resp
-            .op_responses()
-            .into_iter()
-            .find_map(|r| match r {
-                TxnOpResponse::Get(g) => Some(g.kvs().first().map_or(0, |kv| kv.mod_revision())),
-                _ => None,
-            })
-            .unwrap_or(0);
-        Err(StoreError::Conflict { expected, current })
+        Err(conflict(resp, expected))
     }
 
     fn keep_local(&self, next: &Overrides) -> Result<(), StoreError> {

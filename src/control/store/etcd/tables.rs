@@ -7,10 +7,10 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use etcd_client::{
-    Compare, CompareOp, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
+    Compare, CompareOp, DeleteOptions, GetOptions, SortOrder, SortTarget, Txn, TxnOp,
 };
 
-use super::{Etcd, Revision, StoreError, WRITE_TIMEOUT};
+use super::{conflict, Etcd, Revision, StoreError, WRITE_TIMEOUT};
 use crate::control::audit;
 use crate::control::tables::Table;
 
@@ -79,15 +79,7 @@ impl Etcd {
         if resp.succeeded() {
             return Ok(resp.header().map_or(0, |h| h.revision()));
         }
-        let current = resp
-            .op_responses()
-            .into_iter()
-            .find_map(|r| match r {
-                TxnOpResponse::Get(g) => Some(g.kvs().first().map_or(0, |kv| kv.mod_revision())),
-                _ => None,
-            })
-            .unwrap_or(0);
-        Err(StoreError::Conflict { expected, current })
+        Err(conflict(resp, expected))
     }
 
     pub(super) fn read_tables(&self) -> Result<Vec<Table>, StoreError> {
