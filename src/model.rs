@@ -47,6 +47,12 @@ impl Override {
         }
     }
 
+    /// What `rollback` (by hand or by the guard) writes: 0 % with shadow paused. It sends
+    /// every request to legacy, forced cohorts too; `set 0` leaves the cohorts be.
+    pub fn is_rollback(&self) -> bool {
+        self.percent_bp == 0 && !self.shadow
+    }
+
     /// Seconds since the override was set, when its time parses.
     pub fn age_seconds(&self) -> Option<u64> {
         let at = humantime::parse_rfc3339_weak(&self.at).ok()?;

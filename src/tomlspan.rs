@@ -107,6 +107,14 @@ pub fn drop_unknown(
     for (key, sub) in table.iter_mut() {
         let name: &str = key.get_ref();
         if let Some((_, shape)) = shape.tables.iter().find(|(k, _)| *k == name) {
+            // `[[route.cohort]]`: each table of the array has the shape.
+            if let DeValue::Array(items) = sub.get_mut() {
+                for item in items.iter_mut() {
+                    let inner = drop_unknown(src, item, shape);
+                    dropped.extend(inner.into_iter().map(|k| format!("{name}.{k}")));
+                }
+                continue;
+            }
             let inner = drop_unknown(src, sub, shape);
             dropped.extend(inner.into_iter().map(|k| format!("{name}.{k}")));
         }

@@ -158,6 +158,10 @@ pub struct Explanation {
     pub bucket: Option<u16>,
     /// The split's side: `target`, `legacy`, or `random` (no sticky key: drawn per request).
     pub split: String,
+    /// The forced cohort that decided the side instead of the percent
+    /// ("header x-banyan-cohort in [beta-testers] → target").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cohort: Option<String>,
     /// The side that serves the request: `target`, `legacy`, `random`, or `refused`
     /// (banyan answers 503 itself: the target cannot take it and the route does not fall
     /// back).
@@ -196,7 +200,8 @@ pub fn explain(snap: &Snapshot, q: &Query, live: bool) -> Explanation {
     let upstream_name = |i: usize| snap.upstream(i).name.clone();
     let keyed = p.decision.split.is_some_and(|s| s.keyed);
     let partial = route.effective_bp > 0 && route.effective_bp < BUCKETS;
-    let random = route.target.is_some() && partial && !keyed;
+    let forced = p.decision.split.and_then(|s| s.cohort);
+    let random = route.target.is_some() && partial && !keyed && forced.is_none();
     let split = match (p.decision.split, random) {
         (_, true) => "random",
         (Some(s), false) => s.backend.as_str(),
@@ -253,6 +258,10 @@ pub fn explain(snap: &Snapshot, q: &Query, live: bool) -> Explanation {
             l.rate, l.burst
         ));
     }
+    let rolled_back = route.override_.as_ref().is_some_and(|o| o.is_rollback());
+    if rolled_back && def.is_some_and(|d| !d.cohorts.is_empty()) {
+        notes.push("rolled back: the route's forced cohorts go to legacy too".to_string());
+    }
     if matches!(p.admission, Admission::Unavailable) {
         notes.push("banyan answers 503 itself: the target cannot take requests and the route does not fall back".to_string());
     }
@@ -276,6 +285,7 @@ pub fn explain(snap: &Snapshot, q: &Query, live: bool) -> Explanation {
         key,
         bucket: p.decision.split.filter(|s| s.keyed).map(|s| s.bucket),
         split: split.to_string(),
+        cohort: forced.and_then(|i| def?.cohorts.get(usize::from(i)).map(|c| c.describe())),
         backend: backend.to_string(),
         upstream: served.map(|b| upstream_name(route.upstream_index(b))),
         peers,

@@ -31,6 +31,9 @@ pub struct Status {
     pub routes: Vec<RouteStatus>,
     pub upstreams: Vec<UpstreamStatus>,
     pub shadow: ShadowOverview,
+    /// The webhooks of `[notify]`: deliveries so far (absent without webhooks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<crate::control::notify::NotifyStatus>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize, schemars::JsonSchema)]
@@ -71,6 +74,19 @@ pub struct RouteStatus {
     pub guard: Option<GuardStatus>,
     #[serde(default)]
     pub rate_limit: Option<RateLimitStatus>,
+    /// Forced cohorts, in file order, and what they have sent where.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cohorts: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cohort_requests: Option<CohortRequests>,
+}
+
+/// Requests forced cohorts sent to each side since the route appeared; counted apart from
+/// `stats`, the guard and the rates.
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct CohortRequests {
+    pub legacy: u64,
+    pub target: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
@@ -258,6 +274,17 @@ fn route_status(r: &CompiledRoute, snap: &Snapshot, rates: Option<RouteRates>) -
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
         guard: guard_status(r),
+        cohorts: r.def.as_ref().map_or_else(Vec::new, |d| {
+            d.cohorts.iter().map(|c| c.describe()).collect()
+        }),
+        cohort_requests: r
+            .def
+            .as_ref()
+            .is_some_and(|d| !d.cohorts.is_empty())
+            .then(|| CohortRequests {
+                legacy: r.metrics.cohort_requests(Backend::Legacy),
+                target: r.metrics.cohort_requests(Backend::Target),
+            }),
         rate_limit: r.limiter.as_ref().map(|l| RateLimitStatus {
             rate: l.def.rate,
             burst: l.def.burst,
@@ -342,5 +369,6 @@ pub fn build(control: &Control, shadow: &ShadowShared) -> Status {
             diff_log: shadow.diffs.path().display().to_string(),
             diff_log_lost: shadow.diffs.lost(),
         },
+        notify: control.notifier.as_ref().map(|n| n.status()),
     }
 }

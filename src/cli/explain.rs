@@ -165,6 +165,9 @@ fn print_text(e: &Explanation, at: Option<&str>) {
         }
         _ => {}
     }
+    if let Some(c) = &e.cohort {
+        println!("cohort    {c}  (forced, whatever the percent)");
+    }
     print_backend(e);
     print_notes(e);
 }

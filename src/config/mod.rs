@@ -18,6 +18,7 @@ pub use limits::ClientLimits;
 
 mod cli;
 pub mod limits;
+pub mod notify;
 mod resolve;
 mod schema;
 pub mod state;
@@ -45,6 +46,8 @@ pub struct Config {
     pub shadow: ShadowLimits,
     /// Where shared routing state lives (`[state]`).
     pub state: state::Store,
+    /// Webhooks told of routing changes (`[notify]`).
+    pub notify: Option<notify::Notify>,
 }
 
 #[derive(Debug, Clone)]

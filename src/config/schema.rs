@@ -111,6 +111,11 @@ pub(super) const STATE_SHAPE: Shape = Shape {
     )],
 };
 
+pub(super) const NOTIFY_SHAPE: Shape = Shape {
+    keys: &["webhooks", "format", "timeout", "retries", "queue"],
+    tables: &[],
+};
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawServer {

@@ -66,7 +66,7 @@ pub(super) struct RawState {
 }
 
 /// The default replica name: the host's name and the first proxy port.
-fn default_replica(port: Option<u16>) -> String {
+pub fn default_replica(port: Option<u16>) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())

@@ -19,19 +19,21 @@ pub(super) fn parse(src: &mut SourceFile, text: &str, base: &Path) -> Option<Con
     let mut upstreams: Vec<(String, std::ops::Range<usize>, RawUpstream)> = Vec::new();
     let mut shadow = RawShadowLimits::default();
     let mut state = super::state::RawState::default();
+    let mut notify = super::notify::RawNotify::default();
     let mut saw_server = false;
     let mut saw_upstreams = false;
 
     for (key, mut value) in tomlspan::split_top_level(
         src,
         doc,
-        &["server", "admin", "upstreams", "shadow", "state"],
+        &["server", "admin", "upstreams", "shadow", "state", "notify"],
     ) {
         let shape = match key.as_str() {
             "server" => Some(&SERVER_SHAPE),
             "admin" => Some(&ADMIN_SHAPE),
             "shadow" => Some(&SHADOW_SHAPE),
             "state" => Some(&STATE_SHAPE),
+            "notify" => Some(&NOTIFY_SHAPE),
             _ => None,
         };
         if let Some(shape) = shape {
@@ -45,6 +47,7 @@ pub(super) fn parse(src: &mut SourceFile, text: &str, base: &Path) -> Option<Con
             "admin" => admin = tomlspan::deserialize(src, value).unwrap_or_default(),
             "shadow" => shadow = tomlspan::deserialize(src, value).unwrap_or_default(),
             "state" => state = tomlspan::deserialize(src, value).unwrap_or_default(),
+            "notify" => notify = tomlspan::deserialize(src, value).unwrap_or_default(),
             "upstreams" => {
                 saw_upstreams = true;
                 let span = value.span();
@@ -83,6 +86,7 @@ pub(super) fn parse(src: &mut SourceFile, text: &str, base: &Path) -> Option<Con
     let shadow = validate_shadow(src, shadow)?;
     let port = server.listen.first().map(|a| a.port());
     let state = super::state::validate_state(src, state, port, base)?;
+    let notify = super::notify::validate_notify(src, notify)?;
     Some(Config {
         file: src.path.to_path_buf(),
         server,
@@ -90,6 +94,7 @@ pub(super) fn parse(src: &mut SourceFile, text: &str, base: &Path) -> Option<Con
         upstreams,
         shadow,
         state,
+        notify,
     })
 }
 

@@ -147,8 +147,11 @@ pub fn compile(
         });
     }
     let percents: Vec<u16> = routes.iter().map(|r| r.effective_bp).collect();
-    let table =
+    let mut table =
         RouteTable::with_matcher(Arc::clone(inputs.matcher), &inputs.routes.routes, &percents);
+    for (rule, route) in table.rules.iter_mut().zip(&routes) {
+        rule.rolled_back = route.override_.as_ref().is_some_and(Override::is_rollback);
+    }
     let default_route = CompiledRoute {
         name: DEFAULT_ROUTE.to_string(),
         name_header: HeaderValue::from_static(DEFAULT_ROUTE),

@@ -16,7 +16,9 @@
 pub mod audit;
 pub mod build;
 mod changes;
+mod fingerprint;
 pub mod history;
+pub mod notify;
 pub mod overrides;
 pub mod rates;
 mod reload;
@@ -24,7 +26,6 @@ pub mod service;
 pub mod store;
 pub mod tables;
 mod upkeep;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
@@ -41,6 +42,8 @@ use crate::upstream::Upstreams;
 use audit::Source;
 use overrides::Overrides;
 use reload::compile_matcher;
+
+pub use fingerprint::Fingerprint;
 /// Why the last reload was refused; shown by status until a good reload.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReloadError {
@@ -140,36 +143,8 @@ pub struct Control {
     pub store: Arc<dyn store::Store>,
     /// The etcd store's session, run by the control service; `None` with files.
     pub etcd: Option<Arc<store::etcd::Etcd>>,
-}
-
-/// Names, sizes and modification times of the files the desired state was read from.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Fingerprint {
-    routes: Vec<(PathBuf, u64, Option<SystemTime>)>,
-    overrides: Option<(u64, Option<SystemTime>)>,
-}
-
-fn file_meta(path: &Path) -> Option<(u64, Option<SystemTime>)> {
-    std::fs::metadata(path)
-        .ok()
-        .map(|m| (m.len(), m.modified().ok()))
-}
-
-impl Fingerprint {
-    pub fn take(routes_dir: &Path, state_dir: &Path) -> Fingerprint {
-        let routes = routes::load::route_files(routes_dir)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|p| {
-                let (len, at) = file_meta(&p).unwrap_or((0, None));
-                (p, len, at)
-            })
-            .collect();
-        Fingerprint {
-            routes,
-            overrides: file_meta(&overrides::path_in(state_dir)),
-        }
-    }
+    /// The webhooks of `[notify]`.
+    pub notifier: Option<notify::Notifier>,
 }
 
 fn report_lines(report: &Report) -> Vec<String> {
@@ -320,7 +295,9 @@ impl Control {
             crate::config::state::Store::Files => (
                 Arc::new(store::Files::new(
                     state_dir.clone(),
-                    "local".to_string(),
+                    crate::config::state::default_replica(
+                        config.server.listen.first().map(|a| a.port()),
+                    ),
                     admin_url,
                 )),
                 None,
@@ -339,6 +316,22 @@ impl Control {
                 (Arc::clone(&etcd) as Arc<dyn store::Store>, Some(etcd))
             }
         };
+        let notifier = match &config.notify {
+            None => None,
+            Some(n) => Some(
+                notify::Notifier::start(
+                    n,
+                    store.fleet().replica,
+                    metrics.notifications_total.clone(),
+                )
+                .map_err(|e| {
+                    Report::whole_file_error(
+                        &config.file,
+                        format!("cannot start the webhook thread: {e}"),
+                    )
+                })?,
+            ),
+        };
         store.applied(0, snapshot.version);
         if table > 0 {
             store.routes_applied(table, 0, snapshot.version);
@@ -356,6 +349,7 @@ impl Control {
             certificate,
             store,
             etcd,
+            notifier,
         };
         Ok((control, report))
     }
@@ -414,9 +408,15 @@ impl Control {
         if let Err(e) = audit::append(&self.config.server.state_dir, entry) {
             tracing::warn!("cannot append to the audit log: {e}");
         }
-        // A change that came from the store is in the store's log already.
+        // A change that came from the store is in the store's log already, and was told
+        // by the replica that made it; one refused here is this replica's news.
         if entry.source != Source::Fleet {
             self.store.audit(entry);
+        }
+        if let Some(n) = &self.notifier {
+            if entry.source != Source::Fleet || entry.result == "error" {
+                n.send(entry);
+            }
         }
     }
 

@@ -51,6 +51,11 @@ pub struct Metrics {
     pub upstream_healthy: IntGaugeVec,
     pub circuit_open: IntGaugeVec,
     pub rate_limited_total: IntCounterVec,
+    /// Requests a forced cohort sent to a side, apart from `requests_total`.
+    pub cohort_requests_total: IntCounterVec,
+    /// Webhook deliveries by result: `sent`, `failed` (after every retry), `dropped`
+    /// (the queue was full).
+    pub notifications_total: IntCounterVec,
     pub access_log_dropped_total: IntCounter,
     /// Requests refused before routing because their framing is ambiguous, by reason.
     pub bad_requests_total: IntCounterVec,
@@ -250,6 +255,18 @@ impl Metrics {
                 "Requests refused with 429 by the route's rate limit",
                 &["route"],
             )?,
+            cohort_requests_total: counter(
+                &r,
+                "banyan_cohort_requests_total",
+                "Requests a forced cohort sent to a side (not in banyan_requests_total, nor in the guard's or a ramp's figures)",
+                &["route", "backend", "status_class"],
+            )?,
+            notifications_total: counter(
+                &r,
+                "banyan_notifications_total",
+                "Webhook deliveries of routing changes by result: sent, failed (after retries), dropped (queue full)",
+                &["result"],
+            )?,
             access_log_dropped_total: {
                 let c = IntCounter::new(
                     "banyan_access_log_dropped_total",
@@ -313,6 +330,7 @@ impl Metrics {
             target: SideMetrics::default(),
             fallbacks: Default::default(),
             rate_limited: OnceLock::new(),
+            cohort: Default::default(),
             shadow: RouteShadow::new(route),
         }
     }
@@ -333,6 +351,8 @@ pub struct RouteMetrics {
     target: SideMetrics,
     fallbacks: [OnceLock<IntCounter>; 6],
     rate_limited: OnceLock<IntCounter>,
+    /// Forced cohorts' requests by side (legacy, target) and status class.
+    cohort: [[OnceLock<IntCounter>; 6]; 2],
     /// Shadow outcomes and learned noise.
     pub shadow: RouteShadow,
 }
@@ -392,6 +412,28 @@ impl RouteMetrics {
         self.rate_limited
             .get_or_init(|| m.rate_limited_total.with_label_values(&[&self.name]))
             .inc();
+    }
+
+    /// Counts one request a forced cohort decided, apart from the split's.
+    pub fn record_cohort(&self, m: &Metrics, backend: Backend, status: u16) {
+        let class = status_class_index(status);
+        self.cohort[backend as usize][class]
+            .get_or_init(|| {
+                m.cohort_requests_total.with_label_values(&[
+                    &self.name,
+                    backend.as_str(),
+                    STATUS_CLASSES[class],
+                ])
+            })
+            .inc();
+    }
+
+    /// Requests forced cohorts sent to `backend` since the route first appeared.
+    pub fn cohort_requests(&self, backend: Backend) -> u64 {
+        self.cohort[backend as usize]
+            .iter()
+            .map(|c| c.get().map_or(0, IntCounter::get))
+            .sum()
     }
 
     pub fn rate_limited(&self) -> u64 {

@@ -30,6 +30,8 @@ pub struct RouteDef {
     pub shadow: Option<ShadowDef>,
     pub rate_limit: Option<RateLimitDef>,
     pub guard: Option<GuardDef>,
+    /// Forced cohorts, in file order (`[[route.cohort]]`).
+    pub cohorts: Vec<super::cohort::CohortDef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

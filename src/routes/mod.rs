@@ -2,6 +2,7 @@
 //! Everything here is plain data and pure functions; the data path calls
 //! [`RouteTable::decide`] once per request.
 
+pub mod cohort;
 pub mod def;
 pub mod load;
 pub mod request;
@@ -24,6 +25,7 @@ pub use table::Matcher;
 
 use std::sync::Arc;
 
+use cohort::CohortDef;
 use request::sticky_key;
 
 /// The name unmatched traffic is reported under.
@@ -53,7 +55,8 @@ pub fn sticky_bucket(salt: &Salt, sticky: &Sticky, req: &RequestView) -> (u16, b
     }
 }
 
-/// What the split of one route needs: who is sticky by what, and the effective percent.
+/// What the split of one route needs: who is sticky by what, the effective percent, and
+/// who is forced to a side.
 #[derive(Debug, Clone)]
 pub struct SplitRule {
     pub salt: Salt,
@@ -61,6 +64,9 @@ pub struct SplitRule {
     /// Effective percent in basis points (declared, or an override's).
     pub percent_bp: u16,
     pub has_target: bool,
+    pub cohorts: Arc<[CohortDef]>,
+    /// Rolled back: everyone goes to legacy, forced cohorts too.
+    pub rolled_back: bool,
 }
 
 impl SplitRule {
@@ -70,20 +76,27 @@ impl SplitRule {
             sticky: def.sticky.clone(),
             percent_bp,
             has_target: def.target.is_some(),
+            cohorts: def.cohorts.as_slice().into(),
+            rolled_back: false,
         }
     }
 
     pub fn decide(&self, req: &RequestView) -> Split {
         let (bucket, keyed) = sticky_bucket(&self.salt, &self.sticky, req);
-        let backend = if self.has_target && split::in_target(bucket, self.percent_bp) {
-            Backend::Target
-        } else {
-            Backend::Legacy
+        let forced = match self.rolled_back || self.cohorts.is_empty() {
+            true => None,
+            false => cohort::forced(&self.cohorts, req),
+        };
+        let backend = match forced {
+            Some((_, side)) => side,
+            None if self.has_target && split::in_target(bucket, self.percent_bp) => Backend::Target,
+            None => Backend::Legacy,
         };
         Split {
             backend,
             bucket,
             keyed,
+            cohort: forced.map(|(i, _)| i as u16),
         }
     }
 }
@@ -94,6 +107,9 @@ pub struct Split {
     pub bucket: u16,
     /// False when the request had no sticky key and was split at random.
     pub keyed: bool,
+    /// The forced cohort (its index in the route's list) that decided the side instead
+    /// of the percent.
+    pub cohort: Option<u16>,
 }
 
 /// Route index (`None`: `_default`, always legacy) and the split.

@@ -27,6 +27,7 @@ pub const ROUTE_SHAPE: Shape = Shape {
         "shadow",
         "rate_limit",
         "guard",
+        "cohort",
     ],
     tables: &[
         (
@@ -72,6 +73,13 @@ pub const ROUTE_SHAPE: Shape = Shape {
                 tables: &[],
             },
         ),
+        (
+            "cohort",
+            Shape {
+                keys: super::cohort::COHORT_KEYS,
+                tables: &[],
+            },
+        ),
     ],
 };
 
@@ -91,6 +99,7 @@ pub struct RouteSpec {
     pub shadow: Option<Spanned<ShadowSpec>>,
     pub rate_limit: Option<Spanned<RateLimitSpec>>,
     pub guard: Option<Spanned<GuardSpec>>,
+    pub cohort: Option<Vec<Spanned<super::cohort::CohortSpec>>>,
 }
 
 #[derive(Debug, Deserialize)]

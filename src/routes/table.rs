@@ -232,6 +232,7 @@ mod tests {
             shadow: None,
             rate_limit: None,
             guard: None,
+            cohorts: Vec::new(),
         }
     }
 

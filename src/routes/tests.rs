@@ -61,6 +61,7 @@ pub(super) fn config() -> Config {
             sensitive_headers: Vec::new(),
         },
         state: crate::config::state::Store::Files,
+        notify: None,
     }
 }
 
@@ -347,4 +348,45 @@ fn optional_sections_are_validated() {
     assert!(one_error(&guard).contains("guard.max_error_rate is a fraction"));
     let rate = format!("{ORDERS}\n[route.rate_limit]\nrate = 100\nkey = \"cookie:x\"\n");
     assert!(one_error(&rate).contains("rate_limit.key"));
+}
+
+#[test]
+fn forced_cohorts_are_validated() {
+    let ok = format!(
+        "{ORDERS}\n[[route.cohort]]\nside = \"target\"\nheader = \"x-banyan-cohort\"\nvalues = [\"beta-testers\"]\n\n[[route.cohort]]\nside = \"legacy\"\ncidr = [\"10.1.0.0/16\", \"192.0.2.7\"]\n"
+    );
+    let set = load(&[("routes/orders.toml", &ok)]).expect("valid");
+    let c = &set.routes[0].cohorts;
+    assert_eq!(c.len(), 2);
+    assert_eq!(
+        c[1].describe(),
+        "client in 10.1.0.0/16, 192.0.2.7/32 → legacy"
+    );
+    let cohort = |body: &str| format!("{ORDERS}\n[[route.cohort]]\n{body}\n");
+    let typo = one_error(&cohort(
+        "side = \"target\"\nheadr = \"x\"\nvalues = [\"a\"]",
+    ));
+    assert!(
+        typo.contains("unknown field `headr`") && typo.contains("did you mean `header`"),
+        "{typo}"
+    );
+    assert!(
+        one_error(&cohort("side = \"both\"\nheader = \"x\"\nvalues = [\"a\"]"))
+            .contains("cohort.side `both`")
+    );
+    assert!(one_error(&cohort("side = \"target\"\nheader = \"x\"")).contains("non-empty `values`"));
+    assert!(one_error(&cohort(
+        "side = \"target\"\nheader = \"x\"\ncookie = \"c\"\nvalues = [\"a\"]"
+    ))
+    .contains("exactly one of"));
+    assert!(
+        one_error(&cohort("side = \"target\"\ncidr = [\"10.1.0.0/33\"]"))
+            .contains("cohort.cidr `10.1.0.0/33`")
+    );
+    assert!(one_error(&cohort(
+        "side = \"target\"\ncookie = \"a b\"\nvalues = [\"x\"]"
+    ))
+    .contains("not a cookie name"));
+    let no_target = "[[route]]\nname = \"legacy-only\"\nmatch.path_prefix = \"/old\"\n\n[[route.cohort]]\nside = \"target\"\nheader = \"x\"\nvalues = [\"a\"]\n";
+    assert!(one_error(no_target).contains("the route has no `target`"));
 }

@@ -121,6 +121,15 @@ pub fn validate(
         validate_guard(src, g.get_ref())
     });
 
+    // A misspelt cohort key is reported already; its cohort's other rules would only
+    // repeat it.
+    let cohorts = match spec.cohort.as_deref() {
+        Some(c) if !dropped.iter().any(|k| k.starts_with("cohort.")) => {
+            super::cohort::validate_cohorts(src, c, target.is_some())
+        }
+        _ => Vec::new(),
+    };
+
     Some(RouteDef {
         name,
         file: src.path.to_path_buf(),
@@ -140,6 +149,7 @@ pub fn validate(
         shadow,
         rate_limit,
         guard,
+        cohorts,
     })
 }
 

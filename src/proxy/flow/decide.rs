@@ -128,6 +128,7 @@ impl Proxy {
     ) -> Admission {
         let route = snap.route(decision.route);
         ctx.route = decision.route;
+        ctx.cohort = decision.split.is_some_and(|s| s.cohort.is_some());
         let decided = decision.backend();
         let limited = route
             .limiter

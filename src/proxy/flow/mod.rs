@@ -49,6 +49,8 @@ pub struct Ctx {
     pub(crate) refused_target: bool,
     /// Refused by the rate limit.
     pub(crate) limited: bool,
+    /// Its side was forced by a cohort, not the split: counted apart.
+    pub(crate) cohort: bool,
     /// Refused before routing: a request no hop could frame without doubt.
     pub(crate) refused: Option<Refusal>,
     /// The request's body was refused as it streamed (it was routed, and is logged).
@@ -88,6 +90,7 @@ impl Ctx {
             target_failed: None,
             refused_target: false,
             limited: false,
+            cohort: false,
             refused: None,
             body_refused: None,
             attempts: 0,

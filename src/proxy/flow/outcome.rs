@@ -39,6 +39,11 @@ pub fn guard_sample(
     end: &Ending,
     elapsed: Duration,
 ) -> Option<(bool, Option<Duration>)> {
+    if ctx.cohort {
+        // Forced cohorts (testers at 0 %) are counted apart from the users the guard
+        // protects.
+        return None;
+    }
     if let Some(at) = ctx.target_failed {
         let asked = !matches!(
             ctx.fallback,
@@ -72,6 +77,10 @@ impl Proxy {
         let elapsed = ctx.started.elapsed();
         if ctx.limited {
             route.metrics.record_rate_limited(&self.metrics);
+        } else if ctx.cohort {
+            route
+                .metrics
+                .record_cohort(&self.metrics, ctx.backend, end.status);
         } else {
             route.metrics.record(
                 &self.metrics,
