@@ -13,6 +13,8 @@ use crate::clock::now_rfc3339;
 pub enum Trigger {
     Manual,
     Guard,
+    /// A ramp's failing gate.
+    Ramp,
 }
 
 impl Trigger {
@@ -20,6 +22,7 @@ impl Trigger {
         match self {
             Trigger::Manual => "manual",
             Trigger::Guard => "guard",
+            Trigger::Ramp => "ramp",
         }
     }
 }

@@ -48,6 +48,8 @@ pub struct CompiledRoute {
     pub effective_bp: u16,
     /// The override in force, if any.
     pub override_: Option<Override>,
+    /// A started ramp: (its step from 1, its number of steps, its state).
+    pub ramp: Option<(usize, usize, &'static str)>,
     /// Shadow traffic paused by an override (rollback).
     pub shadow_paused: bool,
     /// What the route mirrors; `None` without `[route.shadow]`.

@@ -324,8 +324,14 @@ fn the_dashboard_paints_data_first_and_charts_the_history() {
     let setup = setup.route_file(
         "catalog.toml",
         "[[route]]\nname = \"catalog\"\nmatch.path_prefix = \"/catalog\"\nlegacy = \"monolith\"\n\n[route.shadow]\npercent = 100\nupstream = \"orders\"\n",
+    )
+    .route_file(
+        "carts.toml",
+        "[[route]]\nname = \"carts\"\nmatch.path_prefix = \"/carts\"\nlegacy = \"monolith\"\ntarget = \"orders\"\npercent = 0\n\n[route.ramp]\nsteps = [5, 50, 100]\nhold = \"1h\"\nmin_requests = 1000\n",
     );
     let b = setup.start();
+    let started = b.cli(&["ramp", "start", "carts"]);
+    assert!(started.status.success(), "{started:?}");
     let traffic = |n: usize| {
         for i in 0..n {
             let user = format!("u{i}");
@@ -385,6 +391,12 @@ fn the_dashboard_paints_data_first_and_charts_the_history() {
         ),
         json!(true),
         "a route without a shadow has no match chart"
+    );
+    // The ramp: its step and its gates, judged once a second.
+    browser.wait_for(
+        "the ramp's gates",
+        r#"(() => { const e = document.querySelector('tr[data-route="carts"] [data-field="ramp"]'); return e ? e.textContent.includes('ramp running at 5.00 % · step 1 of 3') && e.querySelector('[data-gate="requests"]') !== null : false; })()"#,
+        json!(true),
     );
     // The table's p99 is a duration in ms, not a bucket bound.
     browser.wait_for(

@@ -192,6 +192,10 @@ fn world(token: bool) -> (Vec<common::upstream::Upstream>, Banyan) {
     let setup = setup.route_file(
         "plain.toml",
         "[[route]]\nname = \"plain\"\nmatch.path_prefix = \"/plain\"\nlegacy = \"monolith\"\n",
+    )
+    .route_file(
+        "ramped.toml",
+        "[[route]]\nname = \"ramped\"\nmatch.path_prefix = \"/ramped\"\nlegacy = \"monolith\"\ntarget = \"orders\"\npercent = 0\n\n[route.ramp]\nsteps = [10, 50, 100]\nhold = \"1h\"\n",
     );
     let proxy = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
     let admin = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
@@ -305,6 +309,8 @@ fn every_operation_answers_as_its_document_says() {
         ("table", "GET", "/api/v1/tables/1"),
         ("revertTable", "POST", "/api/v1/tables/1/revert"),
         ("audit", "GET", "/api/v1/audit"),
+        ("rampVerb", "POST", "/api/v1/routes/ramped/ramp/start"),
+        ("promote", "POST", "/api/v1/routes/ramped/promote"),
     ] {
         expect(&t, call(op, method, path).no_token(), 401);
         expect(
@@ -395,6 +401,66 @@ fn every_operation_answers_as_its_document_says() {
         call("resumeRoute", "POST", "/api/v1/routes/nope/resume"),
         404,
     );
+    // The ramp verbs, and the status document while a ramp runs.
+    let ramp = |verb: &str| format!("/api/v1/routes/ramped/ramp/{verb}");
+    for (op, path, body, want) in [
+        (
+            "rampVerb",
+            ramp("start"),
+            json!({"reason": "contract"}),
+            200,
+        ),
+        ("rampVerb", ramp("start"), json!({}), 409),
+        ("rampVerb", ramp("pause"), json!({}), 200),
+        ("rampVerb", ramp("resume"), json!({}), 200),
+        (
+            "promote",
+            "/api/v1/routes/ramped/promote".into(),
+            json!({"reason": "contract"}),
+            200,
+        ),
+        ("rampVerb", ramp("start"), json!({"reason": 7}), 400),
+        (
+            "rampVerb",
+            "/api/v1/routes/orders/ramp/start".into(),
+            json!({}),
+            404,
+        ),
+        (
+            "promote",
+            "/api/v1/routes/ramped/promote".into(),
+            json!({"full": "yes"}),
+            400,
+        ),
+        (
+            "promote",
+            "/api/v1/routes/nope/promote".into(),
+            json!({}),
+            404,
+        ),
+    ] {
+        expect(&t, call(op, "POST", path).json(body), want);
+    }
+    expect(&t, call("status", "GET", "/api/v1/status"), 200);
+    let (_, text) = common::http_request(
+        t.admin,
+        "GET",
+        "/api/v1/status",
+        Some(&format!("Bearer {TOKEN}")),
+        "",
+    );
+    let status: Value = serde_json::from_str(&text).expect("status");
+    let ramped = status["routes"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == "ramped"));
+    assert_eq!(ramped.map(|r| r["ramp"]["step"].clone()), Some(json!(2)));
+    expect(
+        &t,
+        call("promote", "POST", "/api/v1/routes/ramped/promote").json(json!({"full": true})),
+        200,
+    );
+    expect(&t, call("rampVerb", "POST", ramp("abort")), 200);
+
     // A reload the route files refuse; the watcher may refuse it first, the API must too.
     std::fs::write(o.path("routes/broken.toml"), "[[route]]\nname = 3\n").expect("write");
     wait_until("the refusal", || !o.status()["last_reload_error"].is_null());

@@ -31,6 +31,10 @@ const METRICS: &[&str] = &[
     "banyan_upstream_healthy",
     "banyan_circuit_open",
     "banyan_rate_limited_total",
+    "banyan_ramp_step",
+    "banyan_ramp_state",
+    "banyan_ramp_gate",
+    "banyan_cohort_requests_total",
 ];
 
 #[test]
@@ -65,6 +69,9 @@ fn the_grafana_dashboard_queries_only_known_metrics() {
         "banyan_shadow_requests_total",
         "banyan_config_reloads_total",
         "banyan_rollbacks_total",
+        "banyan_ramp_step",
+        "banyan_ramp_state",
+        "banyan_ramp_gate",
     ] {
         assert!(seen.contains(needed), "no panel uses {needed}");
     }

@@ -160,4 +160,31 @@ fn the_readme_walkthrough_works_as_written() {
     assert!(diffs["diffs"].as_array().is_some_and(|d| d
         .iter()
         .all(|d| d["path"].as_str().is_some_and(|p| p.ends_with('7')))));
+
+    // 6. The ramp: started, fed, paused by the match rate the cent fails, aborted. The
+    // block stops after its requests until the ramp has judged them, as it has by the
+    // time a person types `banyan status`.
+    let ramp = ports(block("ramp"));
+    let cut = ramp
+        .find("banyan status")
+        .expect("the ramp block has a status");
+    let (feed, look) = ramp.split_at(cut);
+    run(&format!(
+        "export PATH=\"$PWD/target/release:$PATH\"\n{feed}"
+    ));
+    wait_until("the ramp paused by its match rate", || {
+        b.route_status("orders")["ramp"]["state"] == "paused"
+    });
+    let seen = run(&format!(
+        "export PATH=\"$PWD/target/release:$PATH\"\n{look}"
+    ));
+    assert!(
+        seen.contains("orders: paused at 25%, step 1 of 3 [25 → 50 → 100]"),
+        "{seen}"
+    );
+    assert!(seen.contains("failed: match_rate 0.9"), "{seen}");
+    assert!(seen.contains("ramp-pause"), "{seen}");
+    let r = b.route_status("orders");
+    assert_eq!(r["ramp"]["state"], "aborted", "{r}");
+    assert_eq!(r["effective_percent"], 25.0, "{r}");
 }

@@ -25,6 +25,15 @@ pub struct ReasonBody {
     pub reason: Option<String>,
 }
 
+/// `POST /api/v1/routes/{name}/promote`.
+#[derive(Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteBody {
+    pub reason: Option<String>,
+    /// Straight to the last step; default: the next one.
+    pub full: Option<bool>,
+}
+
 /// Any refusal: what was wrong, in a sentence.
 #[derive(Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorBody {

@@ -258,6 +258,11 @@ pub fn explain(snap: &Snapshot, q: &Query, live: bool) -> Explanation {
             l.rate, l.burst
         ));
     }
+    if let (Some((step, steps, state)), None) = (route.ramp, &route.override_) {
+        notes.push(format!(
+            "the percent is the ramp's step {step} of {steps} ({state}), not the route file's"
+        ));
+    }
     let rolled_back = route.override_.as_ref().is_some_and(|o| o.is_rollback());
     if rolled_back && def.is_some_and(|d| !d.cohorts.is_empty()) {
         notes.push("rolled back: the route's forced cohorts go to legacy too".to_string());

@@ -6,6 +6,7 @@ pub mod bodies;
 pub mod explain;
 pub mod openapi;
 pub mod origin;
+mod ramps;
 pub mod status;
 pub mod tables;
 pub mod tokens;
@@ -331,6 +332,9 @@ fn route_action(control: &Control, req: &AdminRequest, source: &Who) -> Response
     let Some(rest) = req.path.strip_prefix("/api/v1/routes/") else {
         return json_error(StatusCode::NOT_FOUND, "no such endpoint");
     };
+    if let Some(answer) = ramps::handle(control, req, rest, source) {
+        return answer;
+    }
     let Some((name, action)) = rest.rsplit_once('/') else {
         return json_error(StatusCode::NOT_FOUND, "no such endpoint");
     };

@@ -11,8 +11,8 @@ use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{json, Value};
 
 use super::bodies::{
-    Audit, Diffs, ErrorBody, NotPersisted, PercentBody, PushBody, PushRefused, ReasonBody,
-    ReloadRefused, Reloaded, Tables,
+    Audit, Diffs, ErrorBody, NotPersisted, PercentBody, PromoteBody, PushBody, PushRefused,
+    ReasonBody, ReloadRefused, Reloaded, Tables,
 };
 use super::explain::Explanation;
 use super::status::Status;
@@ -106,6 +106,10 @@ pub fn document() -> Value {
     });
     let mut s = Schemas(SchemaGenerator::new(settings));
     let outcome = s.of::<Outcome>();
+    let ramp_moved = answer(
+        "What the ramp did (500: in force here, but `state/ramps.json` could not keep it).",
+        s.of::<crate::control::ramp::RampOutcome>(),
+    );
     let not_persisted = answer(
         "In force in this process, but `overrides.json` could not be written.",
         s.of::<NotPersisted>(),
@@ -287,6 +291,27 @@ pub fn document() -> Value {
             "parameters": [route_name()],
             "responses": with(refusals(&mut s, true, &[("404", "No route has that name."), ("409", "With a fleet store: another replica changed the overrides since this one applied its last change; nothing was changed.")]),
                 json!({ "200": changed, "500": not_persisted }))
+        }},
+        "/api/v1/routes/{name}/ramp/{verb}": { "post": {
+            "operationId": "rampVerb", "summary": "Start, pause, resume or abort a route's [route.ramp]",
+            "parameters": [route_name(), { "name": "verb", "in": "path", "required": true,
+                "schema": { "type": "string", "enum": ["start", "pause", "resume", "abort"] } }],
+            "requestBody": reason_body,
+            "responses": with(refusals(&mut s, true, &[
+                ("400", "The body is not `{\"reason\": \"...\"}`."),
+                ("404", "No route has that name, or it has no [route.ramp]."),
+                ("409", "The verb does not apply to the ramp as it is (starting a running ramp, resuming one under an override …), or ramps with a fleet store.")
+            ]), json!({ "200": ramp_moved, "500": ramp_moved }))
+        }},
+        "/api/v1/routes/{name}/promote": { "post": {
+            "operationId": "promote", "summary": "A ramp's next step now, or its last one (`full`), without waiting for its gates",
+            "parameters": [route_name()],
+            "requestBody": { "required": false, "content": json_content(s.of::<PromoteBody>()) },
+            "responses": with(refusals(&mut s, true, &[
+                ("400", "The body is not `{\"reason\": \"...\", \"full\": true}`."),
+                ("404", "No route has that name, or it has no [route.ramp]."),
+                ("409", "The ramp is not running or paused.")
+            ]), json!({ "200": ramp_moved, "500": ramp_moved }))
         }}
     });
     let schemas = s.0.take_definitions(true);

@@ -79,6 +79,9 @@ pub struct RouteStatus {
     pub cohorts: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cohort_requests: Option<CohortRequests>,
+    /// The route's `[route.ramp]` and where it stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<crate::control::ramp::RampStatus>,
 }
 
 /// Requests forced cohorts sent to each side since the route appeared; counted apart from
@@ -285,6 +288,7 @@ fn route_status(r: &CompiledRoute, snap: &Snapshot, rates: Option<RouteRates>) -
                 legacy: r.metrics.cohort_requests(Backend::Legacy),
                 target: r.metrics.cohort_requests(Backend::Target),
             }),
+        ramp: None,
         rate_limit: r.limiter.as_ref().map(|l| RateLimitStatus {
             rate: l.def.rate,
             burst: l.def.burst,
@@ -324,7 +328,11 @@ pub fn build(control: &Control, shadow: &ShadowShared) -> Status {
     let mut routes: Vec<RouteStatus> = snap
         .routes
         .iter()
-        .map(|r| route_status(r, &snap, rates.get(&r.name).copied()))
+        .map(|r| {
+            let mut s = route_status(r, &snap, rates.get(&r.name).copied());
+            s.ramp = control.ramp_status(r);
+            s
+        })
         .collect();
     routes.push(route_status(
         &snap.default_route,

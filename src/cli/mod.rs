@@ -7,6 +7,7 @@ mod common;
 mod diffs;
 mod explain;
 mod overrides;
+mod ramp;
 mod run;
 mod status;
 mod tables;
@@ -89,6 +90,10 @@ enum Command {
     Revert(tables::RevertArgs),
     /// The latest changes of routing state (the fleet's, with etcd).
     Audit(tables::AuditArgs),
+    /// Start, pause, resume or abort a route's [route.ramp].
+    Ramp(ramp::RampArgs),
+    /// A ramp's next step now (--full: its last), without waiting for its gates.
+    Promote(ramp::PromoteArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -124,6 +129,8 @@ pub fn main() -> ExitCode {
         Command::History(a) => tables::history(&a),
         Command::Revert(a) => tables::revert(&a),
         Command::Audit(a) => tables::audit(&a),
+        Command::Ramp(a) => ramp::ramp(&a),
+        Command::Promote(a) => ramp::promote(&a),
     };
     match result {
         Ok(code) => code,

@@ -225,10 +225,10 @@ pub fn alarms(status: &Status) -> Vec<String> {
         ));
     }
     for r in &status.routes {
-        if let Some(o) = r.override_.as_ref().filter(|o| o.trigger == "guard") {
+        if let Some(o) = r.override_.as_ref().filter(|o| o.trigger != "manual") {
             out.push(format!(
-                "{}: rolled back by its guard ({})",
-                r.name, o.reason
+                "{}: rolled back by its {} ({})",
+                r.name, o.trigger, o.reason
             ));
         }
     }
@@ -422,6 +422,7 @@ pub fn status(args: &Args) -> anyhow::Result<ExitCode> {
             println!("{line}");
         }
     }
+    super::ramp::print_ramps(&status);
     let faults = fault_lines(&status);
     if !faults.is_empty() {
         println!();

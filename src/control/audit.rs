@@ -27,6 +27,8 @@ pub enum Source {
     Guard,
     /// Another replica of the fleet, through the state store.
     Fleet,
+    /// A ramp moving by itself: a step passed, or a gate failed.
+    Ramp,
 }
 
 impl Source {
@@ -37,6 +39,7 @@ impl Source {
             Source::Cli => "cli",
             Source::Guard => "guard",
             Source::Fleet => "fleet",
+            Source::Ramp => "ramp",
         }
     }
 }
@@ -99,6 +102,9 @@ pub struct Entry {
     pub generation: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A ramp's gates when it moved: the figures that justified the move.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<super::ramp::judge::Gate>,
 }
 
 impl Entry {
@@ -125,6 +131,7 @@ impl Entry {
             changes: Vec::new(),
             generation: None,
             error: None,
+            gates: Vec::new(),
         }
     }
 }

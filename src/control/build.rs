@@ -25,6 +25,8 @@ pub struct Inputs<'a> {
     /// next reload.
     pub matcher: &'a Arc<Matcher>,
     pub overrides: &'a Overrides,
+    /// Started ramps: a running, paused or finished one sets its route's percent.
+    pub ramps: &'a super::ramp::Ramps,
     /// The overrides file could not be read at start: every route is held at 0 % (all
     /// traffic to legacy, the known-good side) until the file is readable again.
     pub hold_all_at_zero: bool,
@@ -82,10 +84,15 @@ pub fn compile(
         } else {
             inputs.overrides.get(&def.name).cloned()
         };
+        let ramp = match (inputs.ramps.get(&def.name), &def.ramp) {
+            (Some(r), Some(d)) if r.phase.holds_percent() => Some((r, d)),
+            _ => None,
+        };
+        let ramp_bp = ramp.and_then(|(r, d)| r.percent_bp(&d.steps));
         let effective_bp = match (&override_, &def.target) {
             (_, None) => 0,
             (Some(o), _) => o.percent_bp,
-            (None, _) => def.percent_bp,
+            (None, _) => ramp_bp.unwrap_or(def.percent_bp),
         };
         let guard = def.guard.as_ref().map(|g| {
             let w = kept
@@ -138,6 +145,13 @@ pub fn compile(
                 })
                 .transpose()?,
             override_,
+            ramp: ramp.map(|(r, d)| {
+                (
+                    (r.step.saturating_add(1)).min(d.steps.len()),
+                    d.steps.len(),
+                    r.phase.as_str(),
+                )
+            }),
             metrics: Arc::clone(
                 kept.handles
                     .entry(def.name.clone())
@@ -161,6 +175,7 @@ pub fn compile(
         declared_bp: 0,
         effective_bp: 0,
         override_: None,
+        ramp: None,
         shadow_paused: false,
         shadow: None,
         metrics: Arc::clone(
@@ -261,10 +276,12 @@ pub fn offline(config: &Config, routes: &RouteSet) -> anyhow::Result<(Snapshot, 
             )),
         ),
     };
+    let ramps = super::ramp::load(&config.server.state_dir).unwrap_or_default();
     let inputs = Inputs {
         routes,
         matcher: &matcher,
         overrides: &overrides,
+        ramps: &ramps,
         hold_all_at_zero: note.is_some(),
         generation: 0,
         version: 0,

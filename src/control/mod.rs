@@ -20,6 +20,7 @@ mod fingerprint;
 pub mod history;
 pub mod notify;
 pub mod overrides;
+pub mod ramp;
 pub mod rates;
 mod reload;
 pub mod service;
@@ -108,6 +109,8 @@ struct State {
     routes: RouteSet,
     matcher: Arc<Matcher>,
     overrides: Overrides,
+    /// Every started ramp (`state/ramps.json`).
+    ramps: ramp::Ramps,
     hold_all_at_zero: bool,
     generation: u64,
     version: u64,
@@ -145,6 +148,9 @@ pub struct Control {
     pub etcd: Option<Arc<store::etcd::Etcd>>,
     /// The webhooks of `[notify]`.
     pub notifier: Option<notify::Notifier>,
+    /// Running ramps' baselines and last gates.
+    ramp_live: Mutex<ramp::LiveMap>,
+    ramp_gauges: ramp::Gauges,
 }
 
 fn report_lines(report: &Report) -> Vec<String> {
@@ -232,10 +238,16 @@ impl Control {
                 (Overrides::new(), Some(e.to_string()))
             }
         };
+        // An unreadable ramps file stops the ramps: each route's file percent again.
+        let ramps = ramp::load(&state_dir).unwrap_or_else(|e| {
+            tracing::error!("{e}; every ramp is stopped until it is repaired");
+            ramp::Ramps::new()
+        });
         let mut state = State {
             routes,
             matcher,
             overrides,
+            ramps,
             hold_all_at_zero: overrides_error.is_some(),
             generation: 1,
             version: 1,
@@ -336,6 +348,8 @@ impl Control {
         if table > 0 {
             store.routes_applied(table, 0, snapshot.version);
         }
+        let ramp_gauges = ramp::Gauges::register(&metrics.registry)
+            .map_err(|e| Report::whole_file_error(&config.file, e.to_string()))?;
         let control = Control {
             config,
             metrics,
@@ -350,6 +364,8 @@ impl Control {
             store,
             etcd,
             notifier,
+            ramp_live: Mutex::new(ramp::LiveMap::new()),
+            ramp_gauges,
         };
         Ok((control, report))
     }
@@ -372,6 +388,7 @@ impl Control {
             routes: &st.routes,
             matcher: &st.matcher,
             overrides: &st.overrides,
+            ramps: &st.ramps,
             hold_all_at_zero: st.hold_all_at_zero,
             generation: st.generation,
             version: st.version,

@@ -280,6 +280,14 @@ impl BackgroundService for ControlService {
                     snapshot.upstreams.iter().for_each(|u| u.sweep_idle());
                     control.release_retired();
                     ticks += 1;
+                    if snapshot.routes.iter().any(|r| r.def.as_ref().is_some_and(|d| d.ramp.is_some())) {
+                        let c = Arc::clone(control);
+                        let _ = tokio::task::spawn_blocking(move || {
+                            priority::lower_this_thread();
+                            c.check_ramps();
+                        })
+                        .await;
+                    }
                     if control.certificate.is_some() {
                         let c = Arc::clone(control);
                         let _ = tokio::task::spawn_blocking(move || c.reload_certificate()).await;

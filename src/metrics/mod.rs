@@ -32,7 +32,7 @@ pub fn status_class_index(status: u16) -> usize {
 }
 
 pub struct Metrics {
-    registry: Registry,
+    pub registry: Registry,
     pub requests_total: IntCounterVec,
     pub request_duration_seconds: HistogramVec,
     pub route_target_percent: GaugeVec,

@@ -32,6 +32,8 @@ pub struct RouteDef {
     pub guard: Option<GuardDef>,
     /// Forced cohorts, in file order (`[[route.cohort]]`).
     pub cohorts: Vec<super::cohort::CohortDef>,
+    /// Steps and gates (`[route.ramp]`); the ramp moves only once started.
+    pub ramp: Option<super::ramp::RampDef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

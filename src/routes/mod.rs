@@ -5,6 +5,7 @@
 pub mod cohort;
 pub mod def;
 pub mod load;
+pub mod ramp;
 pub mod request;
 pub mod sections;
 pub mod spec;

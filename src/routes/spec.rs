@@ -28,6 +28,7 @@ pub const ROUTE_SHAPE: Shape = Shape {
         "rate_limit",
         "guard",
         "cohort",
+        "ramp",
     ],
     tables: &[
         (
@@ -74,6 +75,13 @@ pub const ROUTE_SHAPE: Shape = Shape {
             },
         ),
         (
+            "ramp",
+            Shape {
+                keys: super::ramp::RAMP_KEYS,
+                tables: &[],
+            },
+        ),
+        (
             "cohort",
             Shape {
                 keys: super::cohort::COHORT_KEYS,
@@ -100,6 +108,7 @@ pub struct RouteSpec {
     pub rate_limit: Option<Spanned<RateLimitSpec>>,
     pub guard: Option<Spanned<GuardSpec>>,
     pub cohort: Option<Vec<Spanned<super::cohort::CohortSpec>>>,
+    pub ramp: Option<Spanned<super::ramp::RampSpec>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -233,6 +233,7 @@ mod tests {
             rate_limit: None,
             guard: None,
             cohorts: Vec::new(),
+            ramp: None,
         }
     }
 

@@ -390,3 +390,30 @@ fn forced_cohorts_are_validated() {
     let no_target = "[[route]]\nname = \"legacy-only\"\nmatch.path_prefix = \"/old\"\n\n[[route.cohort]]\nside = \"target\"\nheader = \"x\"\nvalues = [\"a\"]\n";
     assert!(one_error(no_target).contains("the route has no `target`"));
 }
+
+#[test]
+fn ramps_are_validated() {
+    let ramp = |body: &str| format!("{ORDERS}\n[route.ramp]\n{body}\n");
+    let set = load(&[("routes/o.toml", &ramp("steps = [1, 5, 25, 50, 100]\nhold = \"10m\"\nmax_p99_ratio = 1.25\non_failure = \"pause\""))]).expect("valid");
+    let r = set.routes[0].ramp.as_ref().expect("ramp");
+    assert_eq!(r.steps, [100, 500, 2500, 5000, 10_000]);
+    assert_eq!(
+        (r.min_requests, r.min_compared, r.max_error_delta),
+        (500, 1000, 0.005)
+    );
+    assert_eq!(r.on_failure, ramp::OnFailure::Pause);
+    assert!(one_error(&ramp("steps = [5, 5]")).contains("ramp.steps must increase"));
+    assert!(one_error(&ramp("steps = [0, 5]")).contains("percents above 0"));
+    assert!(one_error(&ramp("steps = []")).contains("ramp.steps is empty"));
+    assert!(one_error(&ramp("steps = [5]\nmax_error_delta = 2"))
+        .contains("ramp.max_error_delta is a fraction"));
+    assert!(one_error(&ramp("steps = [5]\nmin_match_rate = 0.99")).contains("needs [route.shadow]"));
+    assert!(
+        one_error(&ramp("steps = [5]\non_failure = \"panic\"")).contains("ramp.on_failure `panic`")
+    );
+    let typo = one_error(&ramp("steps = [5]\nhodl = \"1m\""));
+    assert!(typo.contains("did you mean `hold`"), "{typo}");
+    let no_target =
+        "[[route]]\nname = \"old\"\nmatch.path_prefix = \"/old\"\n\n[route.ramp]\nsteps = [5]\n";
+    assert!(one_error(no_target).contains("[route.ramp] moves users to the target"));
+}

@@ -130,6 +130,14 @@ pub fn validate(
         _ => Vec::new(),
     };
 
+    let ramp = match &spec.ramp {
+        Some(r) if !dropped.iter().any(|k| k.starts_with("ramp.")) => {
+            let compares = shadow.as_ref().is_some_and(|s| s.compare);
+            super::ramp::validate_ramp(src, r, target.is_some(), compares)
+        }
+        _ => None,
+    };
+
     Some(RouteDef {
         name,
         file: src.path.to_path_buf(),
@@ -150,6 +158,7 @@ pub fn validate(
         rate_limit,
         guard,
         cohorts,
+        ramp,
     })
 }
 

@@ -62,6 +62,10 @@ pub struct Behavior {
     pub delay: Duration,
     /// Answers every request (but `/healthz`) with this status instead.
     pub status: Option<u16>,
+    /// Answers every Nth request (but `/healthz`) with a 500; 0: never.
+    pub fail_every: u64,
+    /// Requests counted for `fail_every`.
+    pub counted: Arc<AtomicU64>,
 }
 
 impl Default for Behavior {
@@ -71,6 +75,8 @@ impl Default for Behavior {
             reorder: false,
             delay: Duration::ZERO,
             status: None,
+            fail_every: 0,
+            counted: Arc::new(AtomicU64::new(0)),
         }
     }
 }
@@ -241,7 +247,9 @@ async fn handle(
     if path == "/healthz" {
         return Ok(full(StatusCode::OK, "text/plain", "ok"));
     }
-    if let Some(code) = behavior.status {
+    let nth = behavior.counted.fetch_add(1, Ordering::Relaxed) + 1;
+    let failing = behavior.fail_every > 0 && nth % behavior.fail_every == 0;
+    if let Some(code) = behavior.status.or(failing.then_some(500)) {
         let _ = req.into_body().collect().await;
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
         return Ok(full(
