@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::upstream::Upstream;
-use common::{Banyan, Setup, Transport};
+use common::{ok, Banyan, Setup, Transport};
 use serde_json::Value;
 
 const ROUTES: &str = r#"
@@ -64,16 +64,6 @@ fn side(proxy: SocketAddr, path: &str, headers: &[(&str, &str)]) -> String {
     assert_eq!(status, 200, "{body}");
     let v: Value = serde_json::from_str(&body).expect("echo json");
     v["upstream"].as_str().unwrap_or("").to_string()
-}
-
-fn ok(out: &std::process::Output) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    text
 }
 
 fn start(t: Transport) -> (Upstream, Upstream, Banyan) {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use banyan::routes::split;
 use common::upstream::Upstream;
-use common::{wait_until, Banyan, Setup};
+use common::{ok, wait_until, Banyan, Setup};
 use serde_json::Value;
 
 fn orders(percent: f64) -> String {
@@ -50,16 +50,6 @@ fn served_by(proxy: SocketAddr, user: &str) -> String {
     let body = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
     let v: Value = serde_json::from_str(body).expect("echo json");
     v["upstream"].as_str().unwrap_or("").to_string()
-}
-
-fn ok(out: &std::process::Output) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    text
 }
 
 fn effective(b: &Banyan) -> f64 {

@@ -6,20 +6,10 @@
 mod common;
 
 use std::net::TcpListener;
-use std::process::Output;
 
 use common::recorder::{Recorder, Seen};
-use common::{wait_until, Banyan};
+use common::{ok, wait_until, Banyan};
 use serde_json::Value;
-
-fn ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Waits until `r` has received `n` requests in all, keeping them in `got`.
 fn received(r: &Recorder, got: &mut Vec<Seen>, n: usize) {

@@ -10,18 +10,8 @@ use std::process::Output;
 
 use common::load::Load;
 use common::upstream::{Behavior, Upstream};
-use common::{wait_until, Banyan, Setup};
+use common::{ok, wait_until, Banyan, Setup};
 use serde_json::Value;
-
-fn ok(out: &Output) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    text
-}
 
 fn refused(out: &Output) -> String {
     let text = String::from_utf8_lossy(&out.stderr).to_string();

@@ -81,9 +81,11 @@ impl AdminApp {
 }
 
 /// An optional JSON body: empty means the defaults.
-fn reason_body(raw: &[u8]) -> Result<ReasonBody, serde_json::Error> {
+fn optional_body<T: Default + serde::de::DeserializeOwned>(
+    raw: &[u8],
+) -> Result<T, serde_json::Error> {
     if raw.iter().all(u8::is_ascii_whitespace) {
-        return Ok(ReasonBody::default());
+        return Ok(T::default());
     }
     serde_json::from_slice(raw)
 }
@@ -211,7 +213,7 @@ pub fn handle(
                 },
             ),
         },
-        "/api/v1/rollback" if post => match reason_body(&req.body) {
+        "/api/v1/rollback" if post => match optional_body::<ReasonBody>(&req.body) {
             Ok(b) => outcome(
                 control,
                 control.rollback(
@@ -368,7 +370,7 @@ fn route_action(control: &Control, req: &AdminRequest, source: &Who) -> Response
                 control.set_percent(name, bp, &reason, source.clone()),
             )
         }
-        "rollback" => match reason_body(&req.body) {
+        "rollback" => match optional_body::<ReasonBody>(&req.body) {
             Ok(b) => outcome(
                 control,
                 control.rollback(

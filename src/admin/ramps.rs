@@ -5,7 +5,8 @@
 use http::{Response, StatusCode};
 
 use super::bodies::PromoteBody;
-use super::{bad_body, json, json_error, reason_body, reason_or, AdminRequest};
+use super::bodies::ReasonBody;
+use super::{bad_body, json, json_error, optional_body, reason_or, AdminRequest};
 use crate::control::audit::Who;
 use crate::control::ramp::{RampError, RampOutcome};
 use crate::control::Control;
@@ -32,13 +33,9 @@ pub fn handle(
         ));
     }
     if verb == "promote" {
-        let body = if req.body.iter().all(u8::is_ascii_whitespace) {
-            PromoteBody::default()
-        } else {
-            match serde_json::from_slice::<PromoteBody>(&req.body) {
-                Ok(b) => b,
-                Err(e) => return Some(bad_body(e)),
-            }
+        let body = match optional_body::<PromoteBody>(&req.body) {
+            Ok(b) => b,
+            Err(e) => return Some(bad_body(e)),
         };
         let full = body.full.unwrap_or(false);
         let default = if full {
@@ -49,7 +46,7 @@ pub fn handle(
         let reason = reason_or(body.reason, default);
         return Some(answer(control.ramp_promote(&name, full, &reason, who)));
     }
-    let reason = match reason_body(&req.body) {
+    let reason = match optional_body::<ReasonBody>(&req.body) {
         Ok(b) => reason_or(b.reason, &format!("ramp {verb}")),
         Err(e) => return Some(bad_body(e)),
     };

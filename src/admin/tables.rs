@@ -80,14 +80,10 @@ pub fn one(control: &Control, req: &AdminRequest, rest: &str, who: &Who) -> Resp
             },
         },
         ("revert", true) => {
-            let reason = if req.body.iter().all(u8::is_ascii_whitespace) {
-                None
-            } else {
-                match serde_json::from_slice::<ReasonBody>(&req.body) {
-                    Ok(b) => b.reason,
-                    Err(e) => {
-                        return json_error(StatusCode::BAD_REQUEST, &format!("invalid body: {e}"))
-                    }
+            let reason = match super::optional_body::<ReasonBody>(&req.body) {
+                Ok(b) => b.reason,
+                Err(e) => {
+                    return json_error(StatusCode::BAD_REQUEST, &format!("invalid body: {e}"))
                 }
             };
             let reason = reason.unwrap_or_else(|| format!("revert to table {number}"));

@@ -13,7 +13,7 @@ use super::history::History;
 use crate::guard::Sketch;
 use crate::metrics::quantiles::{self, Sparse};
 use crate::routes::Backend;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{CompiledRoute, Snapshot};
 
 const WINDOW: Duration = Duration::from_secs(10);
 
@@ -57,24 +57,26 @@ pub struct RouteRates {
     pub window_seconds: f64,
 }
 
+/// One route's counters now (also a ramp's reading).
+pub(super) fn route_counts(r: &CompiledRoute) -> Counts {
+    let (lr, le) = r.metrics.totals(Backend::Legacy);
+    let (tr, te) = r.metrics.totals(Backend::Target);
+    Counts {
+        requests: [lr, le, tr, te],
+        durations: [
+            r.metrics.durations(Backend::Legacy),
+            r.metrics.durations(Backend::Target),
+        ],
+        shadow: r.metrics.shadow.compared(),
+    }
+}
+
 fn counts(snapshot: &Snapshot) -> HashMap<String, Counts> {
     snapshot
         .routes
         .iter()
         .chain([&snapshot.default_route])
-        .map(|r| {
-            let (lr, le) = r.metrics.totals(Backend::Legacy);
-            let (tr, te) = r.metrics.totals(Backend::Target);
-            let counts = Counts {
-                requests: [lr, le, tr, te],
-                durations: [
-                    r.metrics.durations(Backend::Legacy),
-                    r.metrics.durations(Backend::Target),
-                ],
-                shadow: r.metrics.shadow.compared(),
-            };
-            (r.name.clone(), counts)
-        })
+        .map(|r| (r.name.clone(), route_counts(r)))
         .collect()
 }
 

@@ -552,6 +552,17 @@ pub fn orders_world(percent: f64) -> (upstream::Upstream, upstream::Upstream, Se
     (monolith, orders, setup)
 }
 
+/// A command's stdout and stderr, asserting it succeeded.
+pub fn ok(out: &Output) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    text
+}
+
 /// Runs `banyan ARGS` in `dir` to completion.
 pub fn banyan_cmd(dir: &Path, args: &[&str]) -> Output {
     Command::new(BIN)

@@ -22,8 +22,7 @@ use serde::{Deserialize, Serialize};
 pub use verbs::{RampError, RampOutcome};
 pub use view::RampStatus;
 
-use crate::metrics::quantiles::{self, Sparse};
-use crate::routes::Backend;
+use crate::metrics::quantiles;
 use crate::snapshot::CompiledRoute;
 use judge::{Figures, Gate};
 
@@ -158,33 +157,24 @@ pub fn store(state_dir: &Path, ramps: &Ramps) -> std::io::Result<()> {
 /// A route's counters at one instant, for the figures of a step.
 #[derive(Debug, Clone, Default)]
 pub struct Reading {
-    /// (legacy requests, legacy 5xx, target requests, target 5xx).
-    requests: [u64; 4],
+    counts: super::rates::Counts,
     fallbacks: u64,
-    durations: [Sparse; 2],
-    /// (matches, mismatches).
-    shadow: (u64, u64),
 }
 
 pub fn read(r: &CompiledRoute) -> Reading {
-    let (lr, le) = r.metrics.totals(Backend::Legacy);
-    let (tr, te) = r.metrics.totals(Backend::Target);
     Reading {
-        requests: [lr, le, tr, te],
+        counts: super::rates::route_counts(r),
         fallbacks: r.metrics.fallback_counts().iter().map(|(_, n)| n).sum(),
-        durations: [
-            r.metrics.durations(Backend::Legacy),
-            r.metrics.durations(Backend::Target),
-        ],
-        shadow: r.metrics.shadow.compared(),
     }
 }
 
 /// The figures between two readings. A fallback is a target-bound request that failed on
 /// the target; it was counted as legacy's, so it moves from legacy's count to target's.
 pub fn figures(now: &Reading, then: &Reading) -> Figures {
+    let (now_fallbacks, then_fallbacks) = (now.fallbacks, then.fallbacks);
+    let (now, then) = (&now.counts, &then.counts);
     let d = |i: usize| now.requests[i].saturating_sub(then.requests[i]);
-    let fallbacks = now.fallbacks.saturating_sub(then.fallbacks);
+    let fallbacks = now_fallbacks.saturating_sub(then_fallbacks);
     let matched = now.shadow.0.saturating_sub(then.shadow.0);
     let mismatched = now.shadow.1.saturating_sub(then.shadow.1);
     Figures {
