@@ -264,7 +264,7 @@ fn sigint_stops_within_two_seconds() {
 
 #[test]
 fn a_port_in_use_is_a_clear_error() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken = common::bind_loopback();
     let port = taken.local_addr().expect("addr").port();
     let dir = setup().write(local(port), local(free_port()));
     let out = banyan_cmd(dir.path(), &["run"]);

@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,7 +76,7 @@ fn serve(mut s: TcpStream) {
 
 impl Scripted {
     fn start() -> Scripted {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let listener = common::bind_loopback();
         let addr = listener.local_addr().expect("addr");
         let accepted = Arc::new(AtomicU64::new(0));
         let count = Arc::clone(&accepted);

@@ -3,17 +3,12 @@
 
 mod common;
 
-use std::net::TcpListener;
-
 use common::{wait_until, Setup};
 
 #[test]
 fn no_query_string_reaches_the_log() {
     // An upstream that is never there: every request fails and is logged by Pingora.
-    let dead = TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
+    let dead = common::bind_loopback().local_addr().expect("addr");
     let mut s = Setup::new(vec![("legacy", vec![dead])], "legacy");
     s.capture_log = true;
     let b = s.start();

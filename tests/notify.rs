@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::net::TcpListener;
-
 use common::recorder::{Recorder, Seen};
 use common::{ok, wait_until, Banyan};
 use serde_json::Value;
@@ -147,7 +145,7 @@ fn slack_format_sends_one_line_of_text() {
 fn a_dead_receiver_changes_nothing_for_clients() {
     // Accepts connections (the kernel's backlog) and never answers: every attempt waits
     // for its whole timeout.
-    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent = common::bind_loopback();
     let addr = silent.local_addr().expect("addr");
     let tail = format!(
         "[notify]\nwebhooks = [\"http://{addr}/hooks/secret-path\"]\ntimeout = \"200ms\"\nretries = 1\nqueue = 2\n"

@@ -44,7 +44,10 @@ pub fn handle(
             "promoted to the next step"
         };
         let reason = reason_or(body.reason, default);
-        return Some(answer(control.ramp_promote(&name, full, &reason, who)));
+        return Some(answer(
+            control,
+            control.ramp_promote(&name, full, &reason, who),
+        ));
     }
     let reason = match optional_body::<ReasonBody>(&req.body) {
         Ok(b) => reason_or(b.reason, &format!("ramp {verb}")),
@@ -56,19 +59,28 @@ pub fn handle(
         "resume" => control.ramp_resume(&name, &reason, who),
         _ => control.ramp_abort(&name, &reason, who),
     };
-    Some(answer(result))
+    Some(answer(control, result))
 }
 
-fn answer(result: Result<RampOutcome, RampError>) -> Response<Vec<u8>> {
+fn answer(control: &Control, result: Result<RampOutcome, RampError>) -> Response<Vec<u8>> {
     match result {
         // In force in this process, but lost on a restart: as an override's, a 500.
         Ok(o) if o.persist_error.is_some() => json(StatusCode::INTERNAL_SERVER_ERROR, &o),
-        Ok(o) => json(StatusCode::OK, &o),
+        Ok(mut o) => {
+            if control.etcd.is_some() && o.revision > 0 {
+                // Answered once every live replica serves the move, or after the wait.
+                o.fleet = Some(control.store.wait_applied(o.revision, super::FLEET_WAIT));
+            }
+            json(StatusCode::OK, &o)
+        }
         Err(e @ (RampError::UnknownRoute(_) | RampError::NoRamp(_))) => {
             json_error(StatusCode::NOT_FOUND, &e.to_string())
         }
-        Err(e @ (RampError::State(_) | RampError::InFleet)) => {
+        Err(e @ (RampError::State(_) | RampError::Conflict(_))) => {
             json_error(StatusCode::CONFLICT, &e.to_string())
+        }
+        Err(e @ RampError::Unavailable(_)) => {
+            json_error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
         }
     }
 }

@@ -57,6 +57,10 @@ fn moved(route: &str, answer: Result<Value, super::client::CallError>) -> anyhow
                 a["percent_before"],
                 a["percent_after"]
             );
+            if !super::overrides::print_fleet(&a) {
+                eprintln!("banyan: the move is in the store, but not every replica serves it yet");
+                return Ok(ExitCode::from(super::overrides::NOT_EVERYWHERE));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => bail!("{e}"),
@@ -112,7 +116,10 @@ pub fn print_ramps(status: &crate::admin::status::Status) {
         }
         println!("{line}");
         if let Some(v) = &r.verdict {
-            println!("    {v}");
+            match (&r.judged_by, r.judged_replicas) {
+                (Some(by), Some(n)) => println!("    {v} (judged by {by} on {n} replicas' counts)"),
+                _ => println!("    {v}"),
+            }
         }
         for g in &r.gates {
             use crate::control::ramp::judge::Result as R;

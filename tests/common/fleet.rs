@@ -9,6 +9,9 @@ use super::{wait_until, Banyan};
 pub struct Fleet {
     pub replicas: Vec<Banyan>,
     pub prefix: String,
+    endpoint: String,
+    state: String,
+    route: String,
     _ups: Vec<Upstream>,
 }
 
@@ -31,28 +34,18 @@ pub fn fleet_with(etcd: &Etcd, n: usize, state: &str) -> Fleet {
 pub fn fleet_of(etcd: &Etcd, n: usize, state: &str, orders: Upstream, route: &str) -> Fleet {
     let monolith = Upstream::start("monolith");
     let prefix = format!("/banyan/test-{}", super::free_port());
-    let mut replicas = Vec::new();
-    for i in 0..n {
-        let tail = format!(
-            "[state]\nstore = \"etcd\"\nendpoints = [\"{}\"]\nprefix = \"{prefix}\"\nreplica = \"r{i}\"\n{state}\n",
-            etcd.endpoint()
-        );
-        let mut setup = super::Setup::new(
-            vec![
-                ("monolith", vec![monolith.addr]),
-                ("orders", vec![orders.addr]),
-            ],
-            "monolith",
-        )
-        .route_file("orders.toml", route.to_string());
-        setup.tail = &tail;
-        replicas.push(setup.start());
-    }
-    let f = Fleet {
-        replicas,
+    let mut f = Fleet {
+        replicas: Vec::new(),
         prefix,
+        endpoint: etcd.endpoint(),
+        state: state.to_string(),
+        route: route.to_string(),
         _ups: vec![monolith, orders],
     };
+    for _ in 0..n {
+        let b = f.replica(f.replicas.len());
+        f.replicas.push(b);
+    }
     wait_until("every replica in the fleet", || {
         f.replicas.iter().all(|b| {
             fleet_view(b)["replicas"]
@@ -61,6 +54,52 @@ pub fn fleet_of(etcd: &Etcd, n: usize, state: &str, orders: Upstream, route: &st
         })
     });
     f
+}
+
+impl Fleet {
+    /// Replica `r{i}` of this fleet, started with an empty state folder.
+    fn replica(&self, i: usize) -> Banyan {
+        let tail = format!(
+            "[state]\nstore = \"etcd\"\nendpoints = [\"{}\"]\nprefix = \"{}\"\nreplica = \"r{i}\"\n{}\n",
+            self.endpoint, self.prefix, self.state
+        );
+        let mut setup = super::Setup::new(
+            vec![
+                ("monolith", vec![self._ups[0].addr]),
+                ("orders", vec![self._ups[1].addr]),
+            ],
+            "monolith",
+        )
+        .route_file("orders.toml", self.route.clone());
+        setup.tail = &tail;
+        setup.start()
+    }
+
+    /// One more replica joins (a new pod, a restart elsewhere): its index in `replicas`.
+    pub fn join(&mut self) -> usize {
+        let b = self.replica(self.replicas.len());
+        self.replicas.push(b);
+        self.replicas.len() - 1
+    }
+
+    /// The replica elected to judge the fleet's aggregates, once every replica agrees on
+    /// one: its index in `replicas` (replica `r{i}` is `replicas[i]`).
+    pub fn leader(&self) -> usize {
+        let mut leader = String::new();
+        wait_until("a replica elected", || {
+            let seen: Vec<Value> = self
+                .replicas
+                .iter()
+                .map(|b| fleet_view(b)["leader"].clone())
+                .collect();
+            leader = seen[0].as_str().unwrap_or_default().to_string();
+            !leader.is_empty() && seen.iter().all(|l| *l == leader.as_str())
+        });
+        leader
+            .strip_prefix('r')
+            .and_then(|i| i.parse().ok())
+            .expect("replicas are named r0, r1, …")
+    }
 }
 
 pub fn fleet_view(b: &Banyan) -> Value {

@@ -27,6 +27,14 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 /// this test process: the kernel may give a just-released port again, and two of
 /// banyan's listeners on one port (its listeners set SO_REUSEPORT) would share it.
 pub fn free_port() -> u16 {
+    bind_loopback().local_addr().expect("its address").port()
+}
+
+/// A listener on a loopback port that no other listener of this test process has had,
+/// nor [`free_port`] handed out. Every test server binds through here: a server on
+/// `127.0.0.1:0` could otherwise be given a port reserved for a proxy not yet started,
+/// which then answers another test's requests.
+pub fn bind_loopback() -> TcpListener {
     static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
     // Kept bound until a new port is found, so the kernel cannot offer them again.
@@ -35,7 +43,7 @@ pub fn free_port() -> u16 {
         let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
         let port = listener.local_addr().expect("its address").port();
         if given.insert(port) {
-            return port;
+            return listener;
         }
         held.push(listener);
     }

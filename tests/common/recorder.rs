@@ -6,7 +6,7 @@
 //! Each connection runs on its own thread; dropping the recorder stops accepting.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,7 +37,7 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn start() -> Recorder {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let listener = super::bind_loopback();
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));

@@ -125,6 +125,9 @@ impl Upstream {
         // after the drop returned.
         let started = std::time::Instant::now();
         let listener = loop {
+            if addr.port() == 0 {
+                break super::bind_loopback();
+            }
             match std::net::TcpListener::bind(addr) {
                 Ok(l) => break l,
                 Err(e) if started.elapsed() < Duration::from_secs(10) => {
@@ -376,7 +379,7 @@ pub struct Silent {
 
 impl Silent {
     pub fn start() -> Silent {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind silent");
+        let listener = super::bind_loopback();
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("local addr");
         let accepted = Arc::new(AtomicU64::new(0));

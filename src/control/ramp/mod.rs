@@ -1,14 +1,18 @@
 //! Ramps: a route's percent climbing its `[route.ramp]` steps by itself, each step
 //! judged on evidence (`judge.rs`). The position of every started ramp is persisted in
-//! `state/ramps.json` (atomically, like overrides) so that a restart resumes at the same
-//! step with the hold's elapsed time kept; the figures of a step are counted in memory
-//! from when the step (or this process) began. The verbs and the periodic judgement are
-//! `verbs.rs`; this file holds the state and its reading.
+//! the state store — `state/ramps.json` (atomically, like overrides), or etcd for a
+//! fleet — so that a restart resumes at the same step with the hold's elapsed time kept;
+//! the counts of a step are kept in memory from when the step (or this process) began
+//! (`counts.rs`). In a fleet every replica counts and publishes, and the elected replica
+//! adds the counts up and alone judges and moves the ramp (`shared.rs`). The verbs and
+//! the periodic judgement are `verbs.rs`; this file holds the state and its reading.
 //!
 //! Precedence, highest first: a rollback, any other override (a manual `set` also
 //! pauses the ramp), the ramp's step, the route file's percent.
 
+pub mod counts;
 pub mod judge;
+mod shared;
 mod verbs;
 mod view;
 
@@ -22,9 +26,9 @@ use serde::{Deserialize, Serialize};
 pub use verbs::{RampError, RampOutcome};
 pub use view::RampStatus;
 
-use crate::metrics::quantiles;
 use crate::snapshot::CompiledRoute;
-use judge::{Figures, Gate};
+use counts::{Epoch, StepCounts};
+use judge::Gate;
 
 pub const FILE_NAME: &str = "ramps.json";
 const MAX_FILE_BYTES: u64 = 8 << 20;
@@ -86,6 +90,14 @@ pub struct RampState {
 }
 
 impl RampState {
+    /// The stretch this state's figures are counted over.
+    pub fn epoch(&self) -> Epoch {
+        Epoch {
+            since: self.since.clone(),
+            step: self.step,
+        }
+    }
+
     pub fn at_step(step: usize, phase: Phase, reason: &str) -> RampState {
         RampState {
             phase,
@@ -168,38 +180,22 @@ pub fn read(r: &CompiledRoute) -> Reading {
     }
 }
 
-/// The figures between two readings. A fallback is a target-bound request that failed on
-/// the target; it was counted as legacy's, so it moves from legacy's count to target's.
-pub fn figures(now: &Reading, then: &Reading) -> Figures {
-    let (now_fallbacks, then_fallbacks) = (now.fallbacks, then.fallbacks);
-    let (now, then) = (&now.counts, &then.counts);
-    let d = |i: usize| now.requests[i].saturating_sub(then.requests[i]);
-    let fallbacks = now_fallbacks.saturating_sub(then_fallbacks);
-    let matched = now.shadow.0.saturating_sub(then.shadow.0);
-    let mismatched = now.shadow.1.saturating_sub(then.shadow.1);
-    Figures {
-        legacy_requests: d(0).saturating_sub(fallbacks),
-        legacy_errors: d(1),
-        legacy_p99_ms: quantiles::between(&now.durations[0], &then.durations[0], 0.99),
-        target_requests: d(2) + fallbacks,
-        target_errors: d(3) + fallbacks,
-        target_p99_ms: quantiles::between(&now.durations[1], &then.durations[1], 0.99),
-        compared: matched + mismatched,
-        matched,
-    }
-}
-
 /// What the control plane knows of a running ramp between judgements: where the step's
 /// figures start, and the last gates and verdict, for status.
 #[derive(Debug, Clone, Default)]
 pub struct Live {
-    /// The `since` of the stretch the baseline belongs to.
-    pub epoch: String,
-    /// The step judged.
-    pub step: usize,
+    /// The stretch and step the baseline belongs to.
+    pub epoch: Epoch,
     pub baseline: Reading,
+    /// This replica's counts over the step at the last look (what it publishes).
+    pub counts: StepCounts,
+    /// The last judgement, by this replica (empty on a fleet's other replicas).
     pub gates: Vec<Gate>,
     pub verdict: String,
+    /// Replicas whose counts the last judgement added up.
+    pub replicas: usize,
+    /// The step is running here: its counts are published.
+    pub running: bool,
 }
 
 /// `banyan_ramp_step`, `banyan_ramp_state`, `banyan_ramp_gate`.

@@ -4,9 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::counts;
 use super::judge::{self, Gate, Verdict};
 use super::{read, Phase, RampState};
 use crate::control::audit::{self, Source, Who};
+use crate::control::store::StoreError;
 use crate::control::{split, Control, Selection};
 use crate::model::Trigger;
 use crate::routes::ramp::{OnFailure, RampDef};
@@ -20,8 +22,12 @@ pub enum RampError {
     /// The verb does not apply to the ramp as it is.
     #[error("{0}")]
     State(String),
-    #[error("ramps are not yet shared through etcd: with [state] store = \"etcd\", move the route with `set`")]
-    InFleet,
+    /// Another replica moved the ramps since this one applied them.
+    #[error("{0}")]
+    Conflict(String),
+    /// A fleet's ramp moves only through the store, which cannot be reached.
+    #[error("{0}; a fleet's ramp moves only through the store (`banyan set` and `banyan rollback --direct` still work)")]
+    Unavailable(String),
 }
 
 /// What a ramp verb did.
@@ -35,6 +41,12 @@ pub struct RampOutcome {
     pub percent_after: f64,
     /// `None` when `state/ramps.json` was written.
     pub persist_error: Option<String>,
+    /// The state store's revision of the change (0 with files).
+    #[serde(default)]
+    pub revision: i64,
+    /// Which replicas serve the change, when the state is shared through etcd.
+    #[serde(default)]
+    pub fleet: Option<crate::control::store::Acks>,
 }
 
 type Change = Result<RampState, RampError>;
@@ -46,9 +58,6 @@ impl Control {
         reason: &str,
         who: &Who,
     ) -> Result<RampOutcome, RampError> {
-        if self.etcd.is_some() {
-            return Err(RampError::InFleet);
-        }
         self.change_ramp(route, who, "ramp-start", reason, Vec::new(), |r, o, _| {
             if let Some(o) = o {
                 return Err(RampError::State(format!(
@@ -151,49 +160,78 @@ impl Control {
     }
 
     /// Judges every running ramp on its step's figures: advances, holds, or fails it. A
-    /// running ramp under an override (a `set`, a rollback) is paused.
+    /// running ramp under an override (a `set`, a rollback) is paused. In a fleet every
+    /// replica counts its share of each step; the elected replica alone judges, on every
+    /// replica's counts of the same step added up.
     pub fn check_ramps(&self) {
         let snap = self.shared.load_full();
         let ramps = self.lock().ramps.clone();
+        let judges = self.store.judges_ramps();
         for r in &snap.routes {
             let Some(def) = r.def.as_ref().and_then(|d| d.ramp.as_ref()) else {
                 continue;
             };
             let state = ramps.get(&r.name);
+            let running = state.filter(|s| s.phase == Phase::Running);
             let mut gates = Vec::new();
-            if let Some(s) = state.filter(|s| s.phase == Phase::Running) {
+            if let Some(s) = running {
+                let epoch = s.epoch();
+                // Read before the live lock: the store's lock is never taken inside it.
+                let (others, judged) = if judges {
+                    (self.store.ramp_counts(&r.name), None)
+                } else {
+                    (Vec::new(), self.store.ramp_judged(&r.name))
+                };
                 let now = read(r);
                 let mut live = self.ramp_live.lock().unwrap_or_else(|p| p.into_inner());
                 // This process's first look counts from its start (its counters' zero);
-                // a move made here set its own baseline as it published.
+                // a move applied here set its own baseline as it published.
                 let l = live.entry(r.name.clone()).or_insert_with(|| super::Live {
-                    epoch: s.since.clone(),
-                    step: s.step,
+                    epoch: epoch.clone(),
                     ..super::Live::default()
                 });
-                if l.epoch != s.since || l.step != s.step {
-                    l.epoch = s.since.clone();
-                    l.step = s.step;
+                if l.epoch != epoch {
+                    l.epoch = epoch.clone();
                     l.baseline = now.clone();
                 }
-                gates = judge::gates(def, &super::figures(&now, &l.baseline));
-                let verdict = judge::verdict(def, &gates, s.held());
-                l.gates = gates.clone();
-                l.verdict = match &verdict {
-                    Verdict::Advance => "advancing".to_string(),
-                    Verdict::Hold(h) => h.clone(),
-                    Verdict::Fail(f) => format!("failed: {f}"),
-                };
-                drop(live);
-                if let Some(o) = &r.override_ {
-                    let why = format!("paused: an override is in force ({})", o.reason);
-                    let name = r.name.as_str();
-                    self.auto(name, "ramp-pause", &why, Vec::new(), |s, _, _| {
-                        pause(name, s, &why)
-                    });
+                l.running = true;
+                l.counts = counts::between(&now, &l.baseline);
+                if !judges {
+                    // The elected replica's judgement, shown here; nothing moves here.
+                    l.gates.clear();
+                    l.verdict.clear();
+                    gates = judged
+                        .filter(|(_, j)| j.epoch == epoch)
+                        .map_or_else(Vec::new, |(_, j)| j.gates);
                 } else {
-                    self.act(&r.name, def, s, verdict, gates.clone());
+                    let (sum, replicas) = counts::fleet_sum(&l.counts, &epoch, &others);
+                    gates = judge::gates(def, &sum.figures());
+                    let verdict = judge::verdict(def, &gates, s.held());
+                    l.gates = gates.clone();
+                    l.replicas = replicas;
+                    l.verdict = match &verdict {
+                        Verdict::Advance => "advancing".to_string(),
+                        Verdict::Hold(h) => h.clone(),
+                        Verdict::Fail(f) => format!("failed: {f}"),
+                    };
+                    drop(live);
+                    if let Some(o) = &r.override_ {
+                        let why = format!("paused: an override is in force ({})", o.reason);
+                        let name = r.name.as_str();
+                        self.auto(name, "ramp-pause", &why, Vec::new(), |s, _, _| {
+                            pause(name, s, &why)
+                        });
+                    } else {
+                        self.act(&r.name, def, s, verdict, gates.clone());
+                    }
                 }
+            } else if let Some(l) = self
+                .ramp_live
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_mut(&r.name)
+            {
+                l.running = false;
             }
             let state = self.lock().ramps.get(&r.name).cloned();
             self.ramp_gauges.export(&r.name, state.as_ref(), &gates);
@@ -296,16 +334,24 @@ impl Control {
             .map_or(0, |r| r.effective_bp);
         let mut ramps = st.ramps.clone();
         ramps.insert(route.to_string(), next.clone());
-        let persist_error = super::store(&self.config.server.state_dir, &ramps)
-            .err()
-            .map(|e| {
-                format!(
-                    "cannot write {}: {e}",
-                    super::path_in(&self.config.server.state_dir).display()
-                )
-            });
+        // The store first: a move another replica made since this one applied its last
+        // refuses this one, before anything here changes.
+        let (revision, persist_error) = match self.store.write_ramps(&ramps) {
+            Ok(revision) => (revision, None),
+            Err(e @ StoreError::Conflict { .. }) => return Err(RampError::Conflict(e.to_string())),
+            Err(e @ StoreError::Unavailable(_)) => {
+                return Err(RampError::Unavailable(e.to_string()))
+            }
+            Err(StoreError::Local(e)) => (0, Some(e)),
+        };
         if let Some(e) = &persist_error {
             tracing::error!("{action} applied in memory, but {e}: it will not survive a restart");
+        }
+        if self.etcd.is_some() {
+            // The replica's own copy: what it serves if it restarts while etcd is away.
+            if let Err(e) = super::store(&self.config.server.state_dir, &ramps) {
+                tracing::warn!("cannot keep the fleet's ramps in {}: {e}", super::FILE_NAME);
+            }
         }
         st.ramps = ramps;
         if let Some(w) = st.kept.guards.get(route) {
@@ -316,20 +362,10 @@ impl Control {
             .publish(&mut st)
             .unwrap_or_else(|_| self.shared.load_full());
         drop(st);
+        // The new stretch's counts start now, not at the next judgement.
+        self.rebase(&snapshot, route, &next);
+        self.store.ramps_applied(revision, snapshot.version);
         let served = snapshot.routes.iter().find(|r| r.name == route);
-        if let (Some(r), Phase::Running) = (served, next.phase) {
-            // The new stretch's figures start now, not at the next judgement.
-            let mut live = self.ramp_live.lock().unwrap_or_else(|p| p.into_inner());
-            live.insert(
-                route.to_string(),
-                super::Live {
-                    epoch: next.since.clone(),
-                    step: next.step,
-                    baseline: read(r),
-                    ..super::Live::default()
-                },
-            );
-        }
         let after = served.map_or(0, |r| r.effective_bp);
         let (b, a) = (split::bp_to_percent(before), split::bp_to_percent(after));
         let mut entry = audit::Entry::by(who, action, reason);
@@ -347,6 +383,8 @@ impl Control {
             percent_before: b,
             percent_after: a,
             persist_error,
+            revision,
+            fleet: None,
         })
     }
 }

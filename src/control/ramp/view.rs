@@ -32,6 +32,12 @@ pub struct RampStatus {
     pub verdict: Option<String>,
     /// Each gate over the running step (empty until it is first judged).
     pub gates: Vec<Gate>,
+    /// In a fleet: the replica whose judgement this is (the elected one) and how many
+    /// replicas' counts it added up.
+    #[serde(default)]
+    pub judged_by: Option<String>,
+    #[serde(default)]
+    pub judged_replicas: Option<usize>,
 }
 
 impl Control {
@@ -52,12 +58,23 @@ impl Control {
             .as_ref()
             .is_some_and(|s| s.step.saturating_add(1) >= def.steps.len());
         let current = |s: &super::RampState| s.phase.holds_percent() || s.phase == Phase::Failed;
-        // The last judgement of this step, while it runs or after it paused (it says why).
-        let live = live.filter(|l| {
+        // The last judgement of this step, while it runs or after it paused (it says why):
+        // this replica's, or in a fleet the elected replica's.
+        let this_step = |step: usize| {
             state.as_ref().is_some_and(|s| {
-                s.step == l.step && matches!(s.phase, Phase::Running | Phase::Paused)
+                s.step == step && matches!(s.phase, Phase::Running | Phase::Paused)
             })
-        });
+        };
+        let me = self.etcd.as_ref().map(|e| e.replica().to_string());
+        let fleet = me.is_some();
+        let judged = match live.filter(|l| this_step(l.epoch.step) && !l.verdict.is_empty()) {
+            Some(l) => Some((me, l.replicas, l.gates, l.verdict)),
+            None => self
+                .store
+                .ramp_judged(&r.name)
+                .filter(|(_, j)| state.as_ref().is_some_and(|s| s.epoch() == j.epoch))
+                .map(|(by, j)| (Some(by), j.replicas, j.gates, j.verdict)),
+        };
         Some(RampStatus {
             state: state
                 .as_ref()
@@ -81,8 +98,10 @@ impl Control {
             reason: state
                 .as_ref()
                 .map_or_else(String::new, |s| s.reason.clone()),
-            verdict: live.as_ref().map(|l| l.verdict.clone()),
-            gates: live.map_or_else(Vec::new, |l| l.gates),
+            judged_by: judged.as_ref().and_then(|j| j.0.clone()),
+            judged_replicas: judged.as_ref().filter(|_| fleet).map(|j| j.1),
+            verdict: judged.as_ref().map(|j| j.3.clone()),
+            gates: judged.map_or_else(Vec::new, |j| j.2),
         })
     }
 }

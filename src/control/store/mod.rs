@@ -12,7 +12,8 @@
 //! The local `overrides.json` is written in both cases: with etcd it is the last state
 //! this replica saw, what it serves if it restarts while etcd is away.
 //!
-//! With etcd the store also keeps the fleet's audit log (its latest entries) and, with
+//! With etcd the store also keeps the fleet's audit log (its latest entries), the ramps'
+//! state (`ramps.json`'s content, one key, written like the overrides) and, with
 //! `routes = "store"`, the route tables (`tables.rs`): every numbered table pushed.
 
 pub mod etcd;
@@ -25,6 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use super::audit;
 use super::overrides::{self, Overrides};
+use super::ramp::counts::{Judged, PublishedStep};
+use super::ramp::{self, Ramps};
 use super::tables::Table;
 
 /// A revision of the shared state: etcd's `mod_revision` of the overrides key (0: never
@@ -58,8 +61,10 @@ pub struct Presence {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the overrides were changed on another replica (the store is at revision {current}, this replica had applied {expected}); nothing was changed, try again")]
+    #[error("the {what} were changed on another replica (the store is at revision {current}, this replica had applied {expected}); nothing was changed, try again")]
     Conflict {
+        /// `overrides`, `route tables`, `ramps`.
+        what: &'static str,
         expected: Revision,
         current: Revision,
     },
@@ -124,6 +129,19 @@ pub trait Store: Send + Sync {
     fn routes_applied(&self, number: u64, revision: Revision, snapshot: u64);
     /// Records an audit entry where the fleet reads it (files: `audit.jsonl` has it).
     fn audit(&self, entry: &audit::Entry);
+    /// Writes every ramp's state, if the store still holds what this replica last
+    /// applied of them; returns the new revision (files: `ramps.json`, revision 0).
+    fn write_ramps(&self, next: &Ramps) -> Result<Revision, StoreError>;
+    /// This replica now serves the ramps of `revision`.
+    fn ramps_applied(&self, revision: Revision, snapshot: u64);
+    /// Whether this replica judges the ramps: always with files; with etcd, the elected
+    /// replica while the store can be reached (nobody else, so a ramp moves once).
+    fn judges_ramps(&self) -> bool;
+    /// The other live replicas' counts of `route`'s running step, as they published them.
+    fn ramp_counts(&self, route: &str) -> Vec<PublishedStep>;
+    /// The elected replica's last judgement of `route`'s ramp and its name, as this
+    /// replica received it (etcd, on the other replicas).
+    fn ramp_judged(&self, route: &str) -> Option<(String, Judged)>;
     /// The latest audit entries, oldest first, and where they were read.
     fn audit_entries(&self, limit: usize) -> (Vec<serde_json::Value>, String);
 }
@@ -209,6 +227,29 @@ impl Store for Files {
     fn routes_applied(&self, _number: u64, _revision: Revision, _snapshot: u64) {}
 
     fn audit(&self, _entry: &audit::Entry) {}
+
+    fn write_ramps(&self, next: &Ramps) -> Result<Revision, StoreError> {
+        ramp::store(&self.state_dir, next).map(|_| 0).map_err(|e| {
+            StoreError::Local(format!(
+                "cannot write {}: {e}",
+                ramp::path_in(&self.state_dir).display()
+            ))
+        })
+    }
+
+    fn ramps_applied(&self, _revision: Revision, _snapshot: u64) {}
+
+    fn judges_ramps(&self) -> bool {
+        true
+    }
+
+    fn ramp_counts(&self, _route: &str) -> Vec<PublishedStep> {
+        Vec::new()
+    }
+
+    fn ramp_judged(&self, _route: &str) -> Option<(String, Judged)> {
+        None
+    }
 
     fn audit_entries(&self, limit: usize) -> (Vec<serde_json::Value>, String) {
         local_audit(&self.state_dir, limit)

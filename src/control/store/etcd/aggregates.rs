@@ -3,8 +3,11 @@
 //! side) and both sides of every route with traffic over the last ten seconds (counts and
 //! a latency sketch) — when they changed, so an idle fleet writes nothing. Every replica
 //! keeps the others' from its watch: `GET /api/v1/fleet` shows the fleet's figures per
-//! route and side. One replica, elected through etcd's election API on
-//! `{prefix}/leader`, adds up the guard windows and judges each route's guard on the sum.
+//! route and side. With them go its counts of every running ramp step (since it began
+//! serving the step) and, from the elected replica, its last judgement of each ramp, for
+//! the others' status. One replica, elected through etcd's election API on
+//! `{prefix}/leader`, adds up the guard windows and judges each route's guard on the sum,
+//! and adds up the step counts and judges the ramps (`control::ramp`).
 //! Only windows taken under the overrides this replica serves are added: a window from
 //! before a rollback or a resume must not judge the route after it.
 
@@ -15,6 +18,7 @@ use etcd_client::{Client, PutOptions};
 use serde::{Deserialize, Serialize};
 
 use super::{Etcd, Revision, SessionError};
+use crate::control::ramp::counts::{Judged, PublishedStep};
 use crate::control::rates::{SideRate, Sides};
 use crate::control::Control;
 use crate::guard::Sketch;
@@ -30,6 +34,12 @@ pub(super) struct Published {
     /// Route → both sides over the last ten seconds.
     #[serde(default)]
     sides: BTreeMap<String, Sides>,
+    /// Route → this replica's counts of its ramp's running step.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) steps: BTreeMap<String, PublishedStep>,
+    /// Route → the elected replica's last judgement of its ramp (the elected one only).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(super) judged: BTreeMap<String, Judged>,
 }
 
 /// The fleet's figures for one route, added up over the replicas that published them.
@@ -96,13 +106,23 @@ impl Etcd {
         lease: i64,
         control: &Arc<Control>,
     ) -> Result<(), SessionError> {
+        let (revision, leading) = {
+            let g = self.lock();
+            (g.overrides_revision, g.leader)
+        };
+        let (steps, judged) = control.ramp_published();
         let published = Published {
             replica: self.settings.replica.clone(),
-            revision: self.lock().overrides_revision,
+            revision,
             routes: control.guard_sketches(),
             sides: control.rates.sides(),
+            steps,
+            judged: if leading { judged } else { BTreeMap::new() },
         };
-        let idle = published.sides.is_empty() && published.routes.values().all(|s| s.requests == 0);
+        let idle = published.sides.is_empty()
+            && published.steps.is_empty()
+            && published.judged.is_empty()
+            && published.routes.values().all(|s| s.requests == 0);
         {
             // Written when it changed; an idle replica that said so once writes nothing.
             let mut last = self.published.lock().unwrap_or_else(|p| p.into_inner());
@@ -111,6 +131,8 @@ impl Etcd {
                     *l == published
                         || (idle
                             && l.sides.is_empty()
+                            && l.steps.is_empty()
+                            && l.judged.is_empty()
                             && l.routes.values().all(|s| s.requests == 0))
                 }
                 None => idle,

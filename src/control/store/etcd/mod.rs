@@ -8,8 +8,11 @@
 //!   with `routes = "store"`, and every table stored (the last 100), written together
 //!   with a compare-and-swap on the `mod_revision` of the table this replica saw last.
 //! - `{prefix}/audit/{time}-{replica}`: the fleet's audit log, its latest 1,000 entries.
-//! - `{prefix}/windows/{replica}` and `{prefix}/leader`: each replica's guard windows,
-//!   and the election of the replica that judges their sum (`aggregates.rs`).
+//! - `{prefix}/ramps`: every ramp's state, the same JSON as `ramps.json`, written like
+//!   the overrides (`ramps.rs`).
+//! - `{prefix}/windows/{replica}` and `{prefix}/leader`: each replica's guard windows and
+//!   counts of running ramp steps, and the election of the replica that judges their sum
+//!   (`aggregates.rs`).
 //!
 //! `run` is the replica's session with etcd, on the control service's runtime: it reads
 //! the overrides, announces the replica, then watches both and applies every change of
@@ -26,6 +29,7 @@ use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpRespo
 use prometheus::IntGauge;
 
 pub mod aggregates;
+mod ramps;
 mod session;
 mod tables;
 
@@ -33,6 +37,8 @@ use super::{Acks, FleetView, Presence, Revision, Store, StoreError};
 use crate::config::state::Etcd as Settings;
 use crate::control::audit;
 use crate::control::overrides::{self, Overrides};
+use crate::control::ramp::counts::{Judged, PublishedStep};
+use crate::control::ramp::Ramps;
 use crate::control::tables::Table;
 
 /// A replica's presence outlives it by at most this long.
@@ -71,6 +77,8 @@ struct Inner {
     applied_revision: Revision,
     /// The overrides key's revision applied: what this replica's writes compare with.
     overrides_revision: Revision,
+    /// The ramps key's revision applied: what this replica's ramp writes compare with.
+    ramps_revision: Revision,
     /// The routes key's revision and table number last seen, served or refused.
     routes_revision: Revision,
     routes_number: u64,
@@ -239,7 +247,7 @@ impl Etcd {
 }
 
 /// A compare-and-swap that failed: the key's revision now, read by its `else` branch.
-fn conflict(resp: etcd_client::TxnResponse, expected: Revision) -> StoreError {
+fn conflict(resp: etcd_client::TxnResponse, expected: Revision, what: &'static str) -> StoreError {
     let current = resp
         .op_responses()
         .into_iter()
@@ -248,7 +256,11 @@ fn conflict(resp: etcd_client::TxnResponse, expected: Revision) -> StoreError {
             _ => None,
         })
         .unwrap_or(0);
-    StoreError::Conflict { expected, current }
+    StoreError::Conflict {
+        what,
+        expected,
+        current,
+    }
 }
 
 impl Store for Etcd {
@@ -278,7 +290,7 @@ impl Store for Etcd {
             self.lock().unshared = None;
             return Ok(resp.header().map_or(0, |h| h.revision()));
         }
-        Err(conflict(resp, expected))
+        Err(conflict(resp, expected, "overrides"))
     }
 
     fn keep_local(&self, next: &Overrides) -> Result<(), StoreError> {
@@ -401,5 +413,26 @@ impl Store for Etcd {
 
     fn audit_entries(&self, limit: usize) -> (Vec<serde_json::Value>, String) {
         self.read_audit(limit)
+    }
+
+    fn write_ramps(&self, next: &Ramps) -> Result<Revision, StoreError> {
+        self.store_ramps(next)
+    }
+
+    fn ramps_applied(&self, revision: Revision, snapshot: u64) {
+        self.mark_ramps_applied(revision, snapshot);
+    }
+
+    fn judges_ramps(&self) -> bool {
+        let g = self.lock();
+        g.up && g.leader
+    }
+
+    fn ramp_counts(&self, route: &str) -> Vec<PublishedStep> {
+        self.counts_of(route)
+    }
+
+    fn ramp_judged(&self, route: &str) -> Option<(String, Judged)> {
+        self.judged_of(route)
     }
 }

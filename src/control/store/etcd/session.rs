@@ -1,5 +1,5 @@
 //! The replica's session with etcd, on the control service's runtime: read the
-//! overrides and the route table (sharing a change made here while etcd was away, seeding
+//! overrides, the ramps and the route table (sharing a change made here while etcd was away, seeding
 //! an empty store), take a lease and announce the replica, then watch the whole prefix —
 //! one watch, so changes arrive in the store's order and "applied up to revision R" is
 //! true of every key — and keep the lease alive, all in one `select!`. Any error ends the
@@ -67,6 +67,7 @@ impl Etcd {
         let options = self.connect_options(true)?;
         let mut client = Client::connect(&self.settings.endpoints, Some(options)).await?;
         let okey = self.overrides_key();
+        let ramps_key = self.ramps_key();
         let first = client.get(okey.clone(), None).await?;
         let start = first.header().map_or(0, |h| h.revision());
         let in_store = first.kvs().first().map_or(0, |kv| kv.mod_revision());
@@ -94,6 +95,7 @@ impl Etcd {
                 }
             }
         }
+        self.first_ramps(&mut client, control, start).await?;
         if self.settings.routes_from_store {
             let routes = client
                 .get(
@@ -197,6 +199,9 @@ impl Etcd {
                         if key == okey {
                             let value: &[u8] = if put { kv.value() } else { b"{}" };
                             self.apply(control, value, kv.mod_revision()).await;
+                        } else if key == ramps_key {
+                            let value: &[u8] = if put { kv.value() } else { b"{}" };
+                            self.apply_ramps(control, value, kv.mod_revision()).await;
                         } else if key == self.routes_key() {
                             if self.settings.routes_from_store && put {
                                 self.apply_table(control, kv.value(), kv.mod_revision()).await;

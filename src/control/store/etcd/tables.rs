@@ -79,7 +79,7 @@ impl Etcd {
         if resp.succeeded() {
             return Ok(resp.header().map_or(0, |h| h.revision()));
         }
-        Err(conflict(resp, expected))
+        Err(conflict(resp, expected, "route tables"))
     }
 
     pub(super) fn read_tables(&self) -> Result<Vec<Table>, StoreError> {
