@@ -72,6 +72,7 @@ fn bench(c: &mut Criterion) {
         fallback: None,
         shadow: false,
         transport: "banyan",
+        grpc_status: None,
     };
     let mut out = Vec::with_capacity(512);
     c.bench_function("access log: format one line", |b| {

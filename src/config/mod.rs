@@ -109,6 +109,28 @@ pub struct Upstream {
     pub circuit: Option<Circuit>,
     /// TLS to this upstream's peers (shadow copies and health checks included).
     pub tls: Option<crate::tls::UpstreamTls>,
+    /// The HTTP version spoken to its peers.
+    pub protocol: Protocol,
+}
+
+/// `protocol` of an upstream: HTTP/1.1 (the default), HTTP/2 over TLS (by ALPN), or
+/// HTTP/2 over plain TCP with prior knowledge (h2c), as gRPC servers usually listen.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Protocol {
+    #[default]
+    Http1,
+    H2,
+    H2c,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::H2 => "h2",
+            Protocol::H2c => "h2c",
+        }
+    }
 }
 
 /// The HTTPS listener: a PEM chain and key, reloaded when the files change.

@@ -53,6 +53,7 @@ pub(super) const UPSTREAM_SHAPE: Shape = Shape {
         "idle_timeout",
         "circuit",
         "host",
+        "protocol",
     ],
     tables: &[
         (
@@ -167,6 +168,7 @@ pub(super) struct RawUpstream {
     pub(super) idle_timeout: Option<DurationText>,
     pub(super) circuit: Option<Spanned<RawCircuit>>,
     pub(super) host: Option<Spanned<String>>,
+    pub(super) protocol: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

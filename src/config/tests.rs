@@ -244,3 +244,31 @@ fn a_bad_state_section_names_every_problem() {
     let e = errors(&format!("{GOOD}\n[state]\nstore = \"etcd\"\n"));
     assert!(e[0].contains("needs state.endpoints"), "{e:#?}");
 }
+
+#[test]
+fn upstream_protocols_are_checked_against_tls() {
+    let h2c = GOOD.replace(
+        "[upstreams.orders]\npeers = [\"127.0.0.1:8082\"]",
+        "[upstreams.orders]\npeers = [\"127.0.0.1:8082\"]\nprotocol = \"h2c\"",
+    );
+    let (c, _) = load_text(&h2c).expect("valid");
+    assert_eq!(
+        c.upstream("orders").map(|u| u.protocol),
+        Some(Protocol::H2c)
+    );
+    assert_eq!(
+        c.upstream("monolith").map(|u| u.protocol),
+        Some(Protocol::Http1)
+    );
+    let h2 = h2c.replace("\"h2c\"", "\"h2\"");
+    let e = errors(&h2);
+    assert!(
+        e.len() == 1 && e[0].contains("protocol = \"h2\" is HTTP/2 over TLS"),
+        "{e:?}"
+    );
+    let e = errors(&h2c.replace("\"h2c\"", "\"http2\""));
+    assert!(
+        e.len() == 1 && e[0].contains("expected \"http1\", \"h2\" or \"h2c\""),
+        "{e:?}"
+    );
+}

@@ -58,6 +58,41 @@ pub(super) fn validate_upstreams(
                 }
             },
         };
+        let protocol = match up
+            .protocol
+            .as_ref()
+            .map(|p| (p.get_ref().as_str(), p.span()))
+        {
+            None | Some(("http1", _)) => Protocol::Http1,
+            Some(("h2", span)) => {
+                if tls.is_none() && up.tls.is_none() {
+                    src.error(
+                        Some(span),
+                        format!("upstreams.{name}.protocol = \"h2\" is HTTP/2 over TLS: add [upstreams.{name}.tls], or use \"h2c\" for plain HTTP/2"),
+                    );
+                    ok = false;
+                }
+                Protocol::H2
+            }
+            Some(("h2c", span)) => {
+                if up.tls.is_some() {
+                    src.error(
+                        Some(span),
+                        format!("upstreams.{name}.protocol = \"h2c\" is HTTP/2 without TLS: use \"h2\" with [upstreams.{name}.tls]"),
+                    );
+                    ok = false;
+                }
+                Protocol::H2c
+            }
+            Some((other, span)) => {
+                src.error(
+                    Some(span),
+                    format!("upstreams.{name}.protocol `{other}`: expected \"http1\", \"h2\" or \"h2c\""),
+                );
+                ok = false;
+                Protocol::Http1
+            }
+        };
         let health = up
             .health
             .as_ref()
@@ -132,6 +167,7 @@ pub(super) fn validate_upstreams(
                     health,
                     circuit,
                     tls,
+                    protocol,
                 },
             );
         }

@@ -53,6 +53,7 @@ pub struct Metrics {
     pub rate_limited_total: IntCounterVec,
     /// Requests a forced cohort sent to a side, apart from `requests_total`.
     pub cohort_requests_total: IntCounterVec,
+    pub grpc_requests_total: IntCounterVec,
     /// Webhook deliveries by result: `sent`, `failed` (after every retry), `dropped`
     /// (the queue was full).
     pub notifications_total: IntCounterVec,
@@ -261,6 +262,12 @@ impl Metrics {
                 "Requests a forced cohort sent to a side (not in banyan_requests_total, nor in the guard's or a ramp's figures)",
                 &["route", "backend", "status_class"],
             )?,
+            grpc_requests_total: counter(
+                &r,
+                "banyan_grpc_requests_total",
+                "gRPC calls by how they ended (grpc-status name); also in banyan_requests_total, where a server-side error counts as 5xx",
+                &["route", "backend", "grpc_status"],
+            )?,
             notifications_total: counter(
                 &r,
                 "banyan_notifications_total",
@@ -331,6 +338,7 @@ impl Metrics {
             fallbacks: Default::default(),
             rate_limited: OnceLock::new(),
             cohort: Default::default(),
+            grpc: Default::default(),
             shadow: RouteShadow::new(route),
         }
     }
@@ -353,6 +361,8 @@ pub struct RouteMetrics {
     rate_limited: OnceLock<IntCounter>,
     /// Forced cohorts' requests by side (legacy, target) and status class.
     cohort: [[OnceLock<IntCounter>; 6]; 2],
+    /// gRPC calls by side and grpc-status.
+    grpc: [[OnceLock<IntCounter>; 17]; 2],
     /// Shadow outcomes and learned noise.
     pub shadow: RouteShadow,
 }
@@ -428,6 +438,17 @@ impl RouteMetrics {
             .inc();
     }
 
+    /// Counts one gRPC call's ending (`code` a grpc-status, `names` their names).
+    pub fn record_grpc(&self, m: &Metrics, backend: Backend, code: u8, names: &[&str; 17]) {
+        let i = usize::from(code).min(16);
+        self.grpc[backend as usize][i]
+            .get_or_init(|| {
+                m.grpc_requests_total
+                    .with_label_values(&[&self.name, backend.as_str(), names[i]])
+            })
+            .inc();
+    }
+
     /// Requests forced cohorts sent to `backend` since the route first appeared.
     pub fn cohort_requests(&self, backend: Backend) -> u64 {
         self.cohort[backend as usize]
@@ -455,43 +476,4 @@ impl RouteMetrics {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_classes() {
-        assert_eq!(STATUS_CLASSES[status_class_index(101)], "1xx");
-        assert_eq!(STATUS_CLASSES[status_class_index(200)], "2xx");
-        assert_eq!(STATUS_CLASSES[status_class_index(302)], "3xx");
-        assert_eq!(STATUS_CLASSES[status_class_index(404)], "4xx");
-        assert_eq!(STATUS_CLASSES[status_class_index(503)], "5xx");
-        assert_eq!(STATUS_CLASSES[status_class_index(0)], "none");
-        assert_eq!(STATUS_CLASSES[status_class_index(999)], "none");
-    }
-
-    #[test]
-    fn route_handles_feed_the_contract_series() {
-        let m = Metrics::new().expect("registry");
-        let r = m.route("orders");
-        r.record(&m, Backend::Target, 200, 0.003);
-        r.record(&m, Backend::Target, 502, 0.001);
-        r.record(&m, Backend::Legacy, 200, 0.002);
-        // Other handles for the same route continue the same series.
-        m.route("orders").record(&m, Backend::Target, 200, 0.004);
-        m.route_target_percent
-            .with_label_values(&["orders"])
-            .set(25.5);
-        assert_eq!(r.totals(Backend::Target), (3, 1));
-        let text = String::from_utf8(m.render()).expect("utf-8");
-        assert!(
-            text.contains(
-                "banyan_requests_total{backend=\"target\",route=\"orders\",status_class=\"2xx\"} 2"
-            ),
-            "{text}"
-        );
-        assert!(text.contains(
-            "banyan_request_duration_seconds_count{backend=\"legacy\",route=\"orders\"} 1"
-        ));
-        assert!(text.contains("banyan_route_target_percent{route=\"orders\"} 25.5"));
-    }
-}
+mod tests;

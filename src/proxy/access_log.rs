@@ -1,6 +1,6 @@
 //! The access log: one JSON object per request (`ts`, `request_id`, `method`, `path`,
 //! `route`, `backend`, `status`, `duration_ms`, `upstream_ms`, `fallback`, `shadow`,
-//! `transport`) to
+//! `transport`, and `grpc_status` for gRPC calls) to
 //! stdout or a file. The data path hands a line to a writer thread through a bounded
 //! queue and never waits: when the writer falls behind, lines are dropped and counted
 //! (`banyan_access_log_dropped_total`). SIGUSR1 makes the writer reopen the file, for
@@ -43,6 +43,8 @@ pub struct Line {
     pub shadow: bool,
     /// Which transport served it: `fast` (banyan's own HTTP/1.1 path, as the design names it) or `pingora`.
     pub transport: &'static str,
+    /// How a gRPC call ended (`OK`, `UNAVAILABLE`, …); `None` for other requests.
+    pub grpc_status: Option<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -59,6 +61,8 @@ struct Json<'a> {
     fallback: Option<&'a str>,
     shadow: bool,
     transport: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grpc_status: Option<&'a str>,
 }
 
 fn round3(v: f64) -> f64 {
@@ -81,6 +85,7 @@ impl Line {
             fallback: self.fallback,
             shadow: self.shadow,
             transport: self.transport,
+            grpc_status: self.grpc_status,
         };
         serde_json::to_writer(&mut *out, &json)?;
         out.write_all(b"\n")
@@ -215,6 +220,7 @@ mod tests {
             fallback: Some("connect"),
             shadow: false,
             transport: "pingora",
+            grpc_status: None,
         };
         let mut out = Vec::new();
         line.write(&mut out).expect("write");

@@ -23,6 +23,7 @@ pub(super) fn config() -> Config {
         host: None,
         health: None,
         circuit: None,
+        protocol: Default::default(),
     };
     let mut upstreams = BTreeMap::new();
     for (name, port) in [("monolith", 8081), ("orders", 8082), ("users", 8083)] {

@@ -60,7 +60,7 @@ impl Copier {
         };
         let cap = limits.max_body_bytes;
         let exchange = async {
-            if upstream.config.tls.is_some() {
+            if upstream.via_pingora() {
                 // Boxed: Pingora's exchange future is tens of KiB, and inline it would size
                 // (and be copied into) every shadow's task, TLS or not.
                 let peer = upstream.pick_or_any().1;

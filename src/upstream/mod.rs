@@ -57,7 +57,16 @@ fn read_limit(cfg: &config::Upstream) -> Duration {
         .map_or(cfg.read_timeout, |t| t.min(cfg.read_timeout))
 }
 
+/// Requests in flight on one HTTP/2 connection to a peer before another is opened.
+const H2_STREAMS: usize = 100;
+
 impl UpstreamPool {
+    /// Whether its exchanges go through Pingora's connector: TLS and HTTP/2, which
+    /// banyan's own HTTP/1.1 client does not speak.
+    pub fn via_pingora(&self) -> bool {
+        self.config.tls.is_some() || self.config.protocol != config::Protocol::Http1
+    }
+
     /// Each read's and write's time limit on this upstream (Pingora's peers have the same).
     pub fn read_timeout(&self) -> Duration {
         read_limit(&self.config)
@@ -94,6 +103,12 @@ impl UpstreamPool {
                 o.read_timeout = Some(read);
                 o.write_timeout = Some(read);
                 o.idle_timeout = Some(cfg.idle_timeout);
+                if cfg.protocol != config::Protocol::Http1 {
+                    // HTTP/2 only (ALPN `h2` over TLS; prior knowledge in plain TCP), and
+                    // many requests at once on one connection.
+                    o.set_http_version(2, 2);
+                    o.max_h2_streams = H2_STREAMS;
+                }
                 peer
             })
             .collect();
@@ -313,6 +328,7 @@ mod tests {
             health: None,
             circuit: None,
             tls: None,
+            protocol: config::Protocol::Http1,
         }
     }
 
@@ -405,5 +421,23 @@ mod tests {
             text.contains("banyan_upstream_healthy{peer=\"127.0.0.1:2\",upstream=\"m\"} 0"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn http2_upstreams_speak_only_http2_and_multiplex() {
+        let m = Metrics::new().expect("metrics");
+        let mut cfg = upstream(1);
+        cfg.protocol = config::Protocol::H2c;
+        let pool = UpstreamPool::new(&cfg, &m);
+        let o = &pool.template().options;
+        assert_eq!(
+            (o.alpn.get_min_http_version(), o.alpn.get_max_http_version()),
+            (2, 2)
+        );
+        assert_eq!(o.max_h2_streams, H2_STREAMS);
+        assert!(pool.via_pingora());
+        let plain = UpstreamPool::new(&upstream(1), &m);
+        assert_eq!(plain.template().options.alpn.get_max_http_version(), 1);
+        assert!(!plain.via_pingora());
     }
 }

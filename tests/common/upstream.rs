@@ -36,7 +36,7 @@ type Body = BoxBody<Bytes, Infallible>;
 
 /// Upstreams run on their own runtime, so a test may block (or run its own runtime)
 /// without starving the servers it talks to through the proxy.
-static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+pub(crate) static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

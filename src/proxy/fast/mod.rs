@@ -82,10 +82,10 @@ impl Proxy {
             headers: &map,
             client_ip: client.ip,
         };
-        let tls = |i: Option<usize>| i.is_some_and(|i| snap.upstream(i).config.tls.is_some());
+        let pingora = |i: Option<usize>| i.is_some_and(|i| snap.upstream(i).via_pingora());
         let decision = snap.table.decide(&view);
         let route = snap.route(decision.route);
-        if tls(Some(route.legacy)) || tls(route.target) {
+        if pingora(Some(route.legacy)) || pingora(route.target) {
             return Err(Handoff::Route);
         }
         let mut ctx = Ctx::new(Some(self.shadower.busy()));

@@ -13,6 +13,7 @@
 pub mod attempt;
 pub mod decide;
 pub mod explain;
+pub mod grpc;
 pub mod outcome;
 
 use std::net::IpAddr;
@@ -66,6 +67,9 @@ pub struct Ctx {
     /// Set when a target's 502–504 answer was turned into a retry on legacy (Pingora's
     /// path: the retry is decided in one callback and carried out after another).
     pub(crate) retry_on_legacy: bool,
+    /// A gRPC call (`content-type: application/grpc*`), and the status it ended with.
+    pub(crate) grpc: bool,
+    pub(crate) grpc_status: Option<u8>,
     /// Present when this request is mirrored.
     pub(crate) shadow: Option<Box<ShadowCtx>>,
     pub(crate) shadowed: bool,
@@ -99,6 +103,8 @@ impl Ctx {
             attempt_started: now,
             upstream_ms: None,
             retry_on_legacy: false,
+            grpc: false,
+            grpc_status: None,
             shadow: None,
             shadowed: false,
             busy,

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http::HeaderValue;
 
-use super::Ctx;
+use super::{grpc, Ctx};
 use crate::clock::now_ms;
 use crate::compare::SkipReason;
 use crate::metrics::FallbackReason;
@@ -75,6 +75,21 @@ impl Proxy {
             return;
         };
         let elapsed = ctx.started.elapsed();
+        // A gRPC call answers 200 whatever happened: it counts by how it ended.
+        let answered = end;
+        let end = if ctx.grpc && ctx.upstream_ms.is_some() {
+            Ending {
+                status: grpc::counted_status(end.status, ctx.grpc_status),
+                ..end
+            }
+        } else {
+            end
+        };
+        if let (true, Some(code)) = (ctx.grpc && !ctx.limited, ctx.grpc_status) {
+            route
+                .metrics
+                .record_grpc(&self.metrics, ctx.backend, code, &grpc::CODES);
+        }
         if ctx.limited {
             route.metrics.record_rate_limited(&self.metrics);
         } else if ctx.cohort {
@@ -123,12 +138,13 @@ impl Proxy {
                 path: path.to_string(),
                 route: route.name.clone(),
                 backend: ctx.backend.as_str(),
-                status: end.status,
+                status: answered.status,
                 duration_ms: elapsed.as_secs_f64() * 1000.0,
                 upstream_ms: ctx.upstream_ms,
                 fallback: ctx.fallback.map(FallbackReason::as_str),
                 shadow: ctx.shadowed,
                 transport: end.transport,
+                grpc_status: ctx.grpc_status.map(grpc::name),
             });
         }
     }

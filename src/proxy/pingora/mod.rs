@@ -17,7 +17,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use super::flow::attempt::{Failed, Next};
 use super::flow::decide::Admission;
 use super::flow::outcome::Ending;
-use super::flow::Ctx;
+use super::flow::{grpc, Ctx};
 use super::{checked, follow, listener, strict, Proxy};
 use crate::compare::Answer;
 use crate::routes::RequestView;
@@ -87,6 +87,7 @@ impl ProxyHttp for Proxy {
         let req = session.req_header();
         ctx.request_id = headers::request_id(req.headers.get(headers::X_REQUEST_ID));
         ctx.client = client;
+        ctx.grpc = grpc::is_call(&req.headers);
         if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
             ctx.scheme = "https";
         }
@@ -99,7 +100,8 @@ impl ProxyHttp for Proxy {
         let decision = snap.table.decide(&view);
         match self.admit(ctx, snap, decision, &view, &req.headers) {
             Admission::Proceed { mirror, .. } => {
-                if mirror {
+                // gRPC calls are not mirrored yet: their answers need gRPC's comparison.
+                if mirror && !ctx.grpc {
                     ctx.shadow = self.sample_shadow(session, ctx, &view);
                 }
                 Ok(false)
@@ -216,6 +218,10 @@ impl ProxyHttp for Proxy {
             return Ok(());
         }
         ctx.upstream_answered();
+        if ctx.grpc {
+            // A trailers-only answer (an error before any message) says it in its head.
+            ctx.grpc_status = grpc::status_in(&upstream_response.headers);
+        }
         let head_request = session.req_header().method == http::Method::HEAD;
         if let Err(bad) = strict::check_response(upstream_response, head_request) {
             return Err(self.bad_response(session, ctx, bad));
@@ -271,6 +277,20 @@ impl ProxyHttp for Proxy {
             }
         }
         Ok(None)
+    }
+
+    fn upstream_response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if ctx.grpc {
+            if let Some(code) = grpc::status_in(trailers) {
+                ctx.grpc_status = Some(code);
+            }
+        }
+        Ok(())
     }
 
     fn error_while_proxy(

@@ -1,0 +1,291 @@
+//! A real gRPC server (tonic, HTTP/2 with prior knowledge) for the gRPC tests, and a
+//! client through banyan. The service is written out as tonic's code generator would
+//! write it, over two hand-derived prost messages, so no `.proto` compiler is needed:
+//!
+//! ```proto
+//! package test;
+//! message Hello { string name = 1; }
+//! message Reply { string message = 1; string upstream = 2; }
+//! service Greeter {
+//!   rpc SayHello(Hello) returns (Reply);            // UNAVAILABLE for a name "fail"
+//!   rpc Count(Hello) returns (stream Reply);        // three replies; "fail": one, then
+//!                                                   // UNAVAILABLE with `x-detail`
+//! }
+//! ```
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tonic::codegen::{http, BoxFuture, Context, Poll, Service};
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+use tonic_prost::ProstCodec;
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Hello {
+    #[prost(string, tag = "1")]
+    pub name: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Reply {
+    #[prost(string, tag = "1")]
+    pub message: String,
+    #[prost(string, tag = "2")]
+    pub upstream: String,
+}
+
+pub const SAY_HELLO: &str = "/test.Greeter/SayHello";
+pub const COUNT: &str = "/test.Greeter/Count";
+
+#[derive(Clone)]
+struct Greeter {
+    name: &'static str,
+    /// Every call fails with UNAVAILABLE.
+    unavailable: bool,
+    hits: Arc<AtomicU64>,
+}
+
+impl Greeter {
+    fn fails(&self, req: &Hello) -> bool {
+        self.unavailable || req.name == "fail"
+    }
+
+    fn reply(&self, req: &Hello, i: usize) -> Reply {
+        Reply {
+            message: format!("hello {} #{i}", req.name),
+            upstream: self.name.to_string(),
+        }
+    }
+}
+
+fn unavailable(why: &str) -> Status {
+    let mut md = tonic::metadata::MetadataMap::new();
+    md.insert(
+        "x-detail",
+        MetadataValue::from_static("the greeter is away"),
+    );
+    Status::with_metadata(Code::Unavailable, why, md)
+}
+
+type Replies = Pin<Box<dyn tokio_stream::Stream<Item = Result<Reply, Status>> + Send>>;
+
+struct SayHello(Greeter);
+
+impl tonic::server::UnaryService<Hello> for SayHello {
+    type Response = Reply;
+    type Future = BoxFuture<tonic::Response<Reply>, Status>;
+    fn call(&mut self, request: tonic::Request<Hello>) -> Self::Future {
+        let g = self.0.clone();
+        Box::pin(async move {
+            let req = request.into_inner();
+            if g.fails(&req) {
+                return Err(unavailable("asked to fail"));
+            }
+            Ok(tonic::Response::new(g.reply(&req, 0)))
+        })
+    }
+}
+
+struct Count(Greeter);
+
+impl tonic::server::ServerStreamingService<Hello> for Count {
+    type Response = Reply;
+    type ResponseStream = Replies;
+    type Future = BoxFuture<tonic::Response<Replies>, Status>;
+    fn call(&mut self, request: tonic::Request<Hello>) -> Self::Future {
+        let g = self.0.clone();
+        Box::pin(async move {
+            let req = request.into_inner();
+            let items: Vec<Result<Reply, Status>> = if g.fails(&req) {
+                vec![Ok(g.reply(&req, 0)), Err(unavailable("gave up midway"))]
+            } else {
+                (0..3).map(|i| Ok(g.reply(&req, i))).collect()
+            };
+            let stream: Replies = Box::pin(tokio_stream::iter(items));
+            Ok(tonic::Response::new(stream))
+        })
+    }
+}
+
+impl Service<http::Request<tonic::body::Body>> for Greeter {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        let me = self.clone();
+        match req.uri().path() {
+            SAY_HELLO => Box::pin(async move {
+                let mut grpc = tonic::server::Grpc::new(ProstCodec::<Reply, Hello>::default());
+                Ok(grpc.unary(SayHello(me), req).await)
+            }),
+            COUNT => Box::pin(async move {
+                let mut grpc = tonic::server::Grpc::new(ProstCodec::<Reply, Hello>::default());
+                Ok(grpc.server_streaming(Count(me), req).await)
+            }),
+            _ => Box::pin(async move { Ok(Status::unimplemented("no such method").into_http()) }),
+        }
+    }
+}
+
+impl tonic::server::NamedService for Greeter {
+    const NAME: &'static str = "test.Greeter";
+}
+
+/// A gRPC server on a loopback port, stopped when dropped.
+pub struct GrpcServer {
+    pub addr: SocketAddr,
+    hits: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GrpcServer {
+    /// Answers every call, naming itself `name` in each reply.
+    pub fn start(name: &'static str) -> GrpcServer {
+        Self::serve(name, false)
+    }
+
+    /// Fails every call with UNAVAILABLE.
+    pub fn unavailable(name: &'static str) -> GrpcServer {
+        Self::serve(name, true)
+    }
+
+    fn serve(name: &'static str, unavailable: bool) -> GrpcServer {
+        let listener = super::bind_loopback();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("addr");
+        let hits = Arc::new(AtomicU64::new(0));
+        let greeter = Greeter {
+            name,
+            unavailable,
+            hits: Arc::clone(&hits),
+        };
+        let task = super::upstream::RUNTIME.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let _ = tonic::transport::Server::builder()
+                .add_service(greeter)
+                .serve_with_incoming(incoming)
+                .await;
+        });
+        GrpcServer { addr, hits, task }
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for GrpcServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A client on one HTTP/2 connection to `addr` (banyan's plain listener, h2c).
+pub struct GrpcClient {
+    rt: tokio::runtime::Runtime,
+    grpc: tonic::client::Grpc<tonic::transport::Channel>,
+}
+
+/// How a call ended: its replies, then its status (code, message, `x-detail` metadata).
+#[derive(Debug)]
+pub struct Ended {
+    pub replies: Vec<Reply>,
+    pub code: Code,
+    pub message: String,
+    pub detail: Option<String>,
+}
+
+fn ended(replies: Vec<Reply>, s: Status) -> Ended {
+    Ended {
+        replies,
+        code: s.code(),
+        message: s.message().to_string(),
+        detail: s
+            .metadata()
+            .get("x-detail")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    }
+}
+
+impl GrpcClient {
+    pub fn connect(addr: SocketAddr) -> GrpcClient {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let channel = rt
+            .block_on(
+                tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                    .expect("endpoint")
+                    .connect(),
+            )
+            .expect("connect through banyan");
+        GrpcClient {
+            rt,
+            grpc: tonic::client::Grpc::new(channel),
+        }
+    }
+
+    fn request(name: &str, user: Option<&str>) -> tonic::Request<Hello> {
+        let mut req = tonic::Request::new(Hello {
+            name: name.to_string(),
+        });
+        if let Some(u) = user {
+            if let Ok(v) = u.parse() {
+                req.metadata_mut().insert("x-user-id", v);
+            }
+        }
+        req
+    }
+
+    /// `SayHello(name)` as `user` (the `x-user-id` metadata).
+    pub fn say_hello(&mut self, name: &str, user: Option<&str>) -> Ended {
+        let grpc = &mut self.grpc;
+        self.rt.block_on(async {
+            grpc.ready().await.expect("ready");
+            let path = http::uri::PathAndQuery::from_static(SAY_HELLO);
+            let codec = ProstCodec::<Hello, Reply>::default();
+            match grpc.unary(Self::request(name, user), path, codec).await {
+                Ok(r) => ended(vec![r.into_inner()], Status::ok("")),
+                Err(s) => ended(Vec::new(), s),
+            }
+        })
+    }
+
+    /// `Count(name)`: every reply, then how the stream ended.
+    pub fn count(&mut self, name: &str, user: Option<&str>) -> Ended {
+        let grpc = &mut self.grpc;
+        self.rt.block_on(async {
+            grpc.ready().await.expect("ready");
+            let path = http::uri::PathAndQuery::from_static(COUNT);
+            let codec = ProstCodec::<Hello, Reply>::default();
+            let mut stream = match grpc
+                .server_streaming(Self::request(name, user), path, codec)
+                .await
+            {
+                Ok(r) => r.into_inner(),
+                Err(s) => return ended(Vec::new(), s),
+            };
+            let mut replies = Vec::new();
+            loop {
+                match stream.message().await {
+                    Ok(Some(r)) => replies.push(r),
+                    Ok(None) => return ended(replies, Status::ok("")),
+                    Err(s) => return ended(replies, s),
+                }
+            }
+        })
+    }
+}
