@@ -83,6 +83,16 @@ impl CompiledRoute {
     }
 }
 
+impl CompiledRoute {
+    /// Whether a gRPC call the target failed is retried on legacy: the route falls back
+    /// and names the call (`/package.Service/Method`) in `fallback_methods`.
+    pub fn retries_call(&self, path: &str) -> bool {
+        self.def
+            .as_ref()
+            .is_some_and(|d| d.fallback && d.fallback_methods.iter().any(|m| m == path))
+    }
+}
+
 impl Snapshot {
     pub fn route(&self, index: Option<usize>) -> &CompiledRoute {
         index

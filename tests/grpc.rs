@@ -68,23 +68,50 @@ fn unary_and_streaming_calls_pass_with_their_trailers_and_are_counted_by_status(
     assert_eq!(refused.code, Code::Unavailable, "{refused:?}");
     assert_eq!(refused.detail.as_deref(), Some("the greeter is away"));
 
-    // Counted by how each call ended; the two UNAVAILABLE as 5xx.
+    // An HTTP/1.1 client is served by the HTTP/2 upstream too (Pingora converts; the
+    // call's status comes in the head of this trailers-only answer).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let frame = dir.path().join("hello.bin");
+    std::fs::write(&frame, [0, 0, 0, 0, 6, 0x0a, 4, b'f', b'a', b'i', b'l']).expect("frame");
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--http1.1",
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+            "--max-time",
+            "15",
+        ])
+        .args(["-H", "content-type: application/grpc", "--data-binary"])
+        .arg(format!("@{}", frame.display()))
+        .arg(format!("http://{}/test.Greeter/SayHello", b.proxy))
+        .output()
+        .expect("curl");
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        head.starts_with("http/1.1 200") && head.contains("grpc-status: 14\r\n"),
+        "{head}"
+    );
+
+    // Counted by how each call ended; the UNAVAILABLE ones as 5xx.
     let series = |s: &str| {
         format!("banyan_grpc_requests_total{{backend=\"target\",grpc_status=\"{s}\",route=\"greeter\"}}")
     };
     b.wait_metric(&series("OK"), 2.0);
-    b.wait_metric(&series("UNAVAILABLE"), 2.0);
+    b.wait_metric(&series("UNAVAILABLE"), 3.0);
     b.wait_metric(
         "banyan_requests_total{backend=\"target\",route=\"greeter\",status_class=\"5xx\"}",
-        2.0,
+        3.0,
     );
     b.wait_metric(
         "banyan_requests_total{backend=\"target\",route=\"greeter\",status_class=\"2xx\"}",
         2.0,
     );
     // The access log has the HTTP status the client got and the call's own.
-    wait_until("four calls logged", || {
-        std::fs::read_to_string(b.path("access.log")).is_ok_and(|l| l.lines().count() >= 4)
+    wait_until("five calls logged", || {
+        std::fs::read_to_string(b.path("access.log")).is_ok_and(|l| l.lines().count() >= 5)
     });
     let log = std::fs::read_to_string(b.path("access.log")).unwrap_or_default();
     let lines: Vec<serde_json::Value> = log
@@ -107,6 +134,7 @@ fn unary_and_streaming_calls_pass_with_their_trailers_and_are_counted_by_status(
             ("/test.Greeter/SayHello", 200, "OK"),
             ("/test.Greeter/Count", 200, "OK"),
             ("/test.Greeter/Count", 200, "UNAVAILABLE"),
+            ("/test.Greeter/SayHello", 200, "UNAVAILABLE"),
             ("/test.Greeter/SayHello", 200, "UNAVAILABLE"),
         ]
     );
@@ -179,5 +207,139 @@ fn unavailable_from_the_target_counts_as_errors_and_trips_the_guard() {
     assert_eq!(
         (e.code, e.replies[0].upstream.as_str()),
         (Code::Ok, "monolith")
+    );
+}
+
+#[test]
+fn a_dead_target_falls_back_and_unavailable_is_retried_on_legacy_for_listed_calls_only() {
+    let monolith = GrpcServer::start("monolith");
+    // Nothing listens there: any call falls back, nothing having been sent.
+    let dead = GrpcServer::start("greeter");
+    let dead_addr = dead.addr;
+    drop(dead);
+    let mut setup = Setup::new(
+        vec![
+            ("monolith", vec![monolith.addr]),
+            ("greeter", vec![dead_addr]),
+        ],
+        "monolith",
+    )
+    .route_file("greeter.toml", route(100.0, ""));
+    setup.upstream_extra = vec![
+        ("monolith", "protocol = \"h2c\""),
+        ("greeter", "protocol = \"h2c\""),
+    ];
+    let b = setup.start();
+    let mut c = GrpcClient::connect(b.proxy);
+    let e = c.say_hello("x", Some("u1"));
+    assert_eq!(
+        (e.code, e.replies[0].upstream.as_str()),
+        (Code::Ok, "monolith"),
+        "{e:?}"
+    );
+    let e = c.count("x", Some("u1"));
+    assert_eq!((e.code, e.replies.len()), (Code::Ok, 3), "{e:?}");
+    b.wait_metric_at_least(
+        "banyan_fallbacks_total{reason=\"connect\",route=\"greeter\"}",
+        2.0,
+    );
+    drop(c);
+    drop(b);
+
+    // UNAVAILABLE before any message: retried on legacy for SayHello, which the route
+    // lists, and passed on for Count, which it does not.
+    let greeter = GrpcServer::unavailable("greeter");
+    let b = start(
+        &monolith,
+        &greeter,
+        route(100.0, "fallback_methods = [\"/test.Greeter/SayHello\"]\n"),
+    );
+    let mut c = GrpcClient::connect(b.proxy);
+    let e = c.say_hello("x", Some("u1"));
+    assert_eq!(
+        (e.code, e.replies[0].upstream.as_str()),
+        (Code::Ok, "monolith"),
+        "{e:?}"
+    );
+    let e = c.count("x", Some("u1"));
+    assert_eq!(e.code, Code::Unavailable, "{e:?}");
+    assert_eq!(e.detail.as_deref(), Some("the greeter is away"));
+    b.wait_metric(
+        "banyan_fallbacks_total{reason=\"status\",route=\"greeter\"}",
+        1.0,
+    );
+    assert!(greeter.hits() >= 2);
+}
+
+#[test]
+fn banyans_own_answers_are_grpc_statuses_and_the_calls_deadline_is_kept() {
+    let monolith = GrpcServer::start("monolith");
+    // Accepts connections and never answers.
+    let silent = common::upstream::Silent::start();
+    let mut setup = Setup::new(
+        vec![("monolith", vec![monolith.addr]), ("greeter", vec![silent.addr])],
+        "monolith",
+    )
+    .route_file(
+        "greeter.toml",
+        route(
+            100.0,
+            "fallback = false\n\n[route.rate_limit]\nrate = 0.01\nburst = 1\nkey = \"header:x-user-id\"\n",
+        ),
+    );
+    setup.upstream_extra = vec![
+        ("monolith", "protocol = \"h2c\""),
+        ("greeter", "protocol = \"h2c\"\nread_timeout = \"20s\"\ncircuit = { failures = 100, cooldown = \"1s\" }"),
+    ];
+    let b = setup.start();
+    // The call's own 300 ms, not the upstream's 20 s read timeout, ends the wait. curl
+    // sends the grpc-timeout without keeping it itself (tonic's client would end the
+    // call at the same moment, on its side).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let frame = dir.path().join("hello.bin");
+    // One uncompressed message: Hello { name: "x" }.
+    std::fs::write(&frame, [0, 0, 0, 0, 3, 0x0a, 1, b'x']).expect("frame");
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+            "--max-time",
+            "15",
+        ])
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .args([
+            "-H",
+            "grpc-timeout: 300m",
+            "-H",
+            "x-user-id: u1",
+            "--data-binary",
+        ])
+        .arg(format!("@{}", frame.display()))
+        .arg(format!("http://{}/test.Greeter/SayHello", b.proxy))
+        .output()
+        .expect("curl");
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "{head}"
+    );
+    assert!(
+        head.starts_with("http/2 200")
+            && head.contains("grpc-status: 4\r\n")
+            && head.contains("grpc-message: banyan answered 504"),
+        "{head}"
+    );
+    let mut c = GrpcClient::connect(b.proxy);
+    // The rate limit's 429 is RESOURCE_EXHAUSTED.
+    let e = c.say_hello("x", Some("u1"));
+    assert_eq!(e.code, Code::ResourceExhausted, "{e:?}");
+    b.wait_metric(
+        "banyan_grpc_requests_total{backend=\"target\",grpc_status=\"DEADLINE_EXCEEDED\",route=\"greeter\"}",
+        1.0,
     );
 }

@@ -418,3 +418,21 @@ fn ramps_are_validated() {
         "[[route]]\nname = \"old\"\nmatch.path_prefix = \"/old\"\n\n[route.ramp]\nsteps = [5]\n";
     assert!(one_error(no_target).contains("[route.ramp] moves users to the target"));
 }
+
+#[test]
+fn fallback_methods_name_grpc_calls_too() {
+    let text = format!("{ORDERS}fallback_methods = [\"GET\", \"/test.Greeter/SayHello\"]\n");
+    let set = load(&[("routes/o.toml", &text)]).expect("valid");
+    assert_eq!(
+        set.routes[0].fallback_methods,
+        ["GET", "/test.Greeter/SayHello"]
+    );
+    let bad = format!("{ORDERS}fallback_methods = [\"/test.Greeter\"]\n");
+    assert!(one_error(&bad).contains("is not a gRPC method (`/package.Service/Method`)"));
+    // Only fallback_methods takes them.
+    let methods = ORDERS.replace("[\"GET\", \"POST\"]", "[\"/test.Greeter/SayHello\"]");
+    assert!(one_error(&methods).contains("is not an HTTP method"));
+    for bad in ["test.Greeter/SayHello", "/a/b/c", "//b", "/a/ b"] {
+        assert!(!validate::is_grpc_method_name(bad), "{bad}");
+    }
+}

@@ -88,7 +88,7 @@ pub fn validate(
             .iter()
             .map(|m| m.to_string())
             .collect(),
-        Some(list) => method_list(src, list, "fallback_methods"),
+        Some(list) => methods_and_calls(src, list, "fallback_methods", true),
     };
 
     let salt = match &spec.salt {
@@ -310,11 +310,39 @@ pub(super) fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
+/// `/package.Service/Method`, as `fallback_methods` names a gRPC call.
+pub(super) fn is_grpc_method_name(name: &str) -> bool {
+    let mut parts = name.split('/');
+    let ok = |p: Option<&str>| {
+        p.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_graphic() && b != b'/'))
+    };
+    parts.next() == Some("") && ok(parts.next()) && ok(parts.next()) && parts.next().is_none()
+}
+
+/// HTTP methods; with `grpc_names`, also gRPC calls by their `/package.Service/Method`.
 pub(super) fn method_list(src: &mut SourceFile, list: &TextList, what: &str) -> Vec<String> {
+    methods_and_calls(src, list, what, false)
+}
+
+pub(super) fn methods_and_calls(
+    src: &mut SourceFile,
+    list: &TextList,
+    what: &str,
+    grpc_names: bool,
+) -> Vec<String> {
     let mut out = Vec::new();
     for m in list.get_ref() {
         let v = m.get_ref();
-        if !is_token(v) {
+        if grpc_names && v.starts_with('/') {
+            if !is_grpc_method_name(v) {
+                src.error(
+                    Some(m.span()),
+                    format!("{what}: `{v}` is not a gRPC method (`/package.Service/Method`)"),
+                );
+            } else if !out.contains(v) {
+                out.push(v.clone());
+            }
+        } else if !is_token(v) {
             src.error(
                 Some(m.span()),
                 format!("{what}: `{v}` is not an HTTP method"),

@@ -252,12 +252,27 @@ impl GrpcClient {
 
     /// `SayHello(name)` as `user` (the `x-user-id` metadata).
     pub fn say_hello(&mut self, name: &str, user: Option<&str>) -> Ended {
+        self.say_hello_within(name, user, None)
+    }
+
+    /// `SayHello(name)` with a `grpc-timeout` (which tonic's client sends but leaves to
+    /// the other side to keep).
+    pub fn say_hello_within(
+        &mut self,
+        name: &str,
+        user: Option<&str>,
+        timeout: Option<std::time::Duration>,
+    ) -> Ended {
         let grpc = &mut self.grpc;
+        let mut req = Self::request(name, user);
+        if let Some(t) = timeout {
+            req.set_timeout(t);
+        }
         self.rt.block_on(async {
             grpc.ready().await.expect("ready");
             let path = http::uri::PathAndQuery::from_static(SAY_HELLO);
             let codec = ProstCodec::<Hello, Reply>::default();
-            match grpc.unary(Self::request(name, user), path, codec).await {
+            match grpc.unary(req, path, codec).await {
                 Ok(r) => ended(vec![r.into_inner()], Status::ok("")),
                 Err(s) => ended(Vec::new(), s),
             }

@@ -6,6 +6,8 @@
 //! gives it — in `banyan_requests_total`, the rates, the guard and a ramp's gates —
 //! while a client's error (INVALID_ARGUMENT, NOT_FOUND, …) counts as the 4xx it maps to.
 
+use std::time::Duration;
+
 use http::HeaderMap;
 
 /// The seventeen status codes' names, by code, as `banyan_grpc_requests_total` and the
@@ -86,6 +88,44 @@ pub fn counted_status(http: u16, grpc: Option<u8>) -> u16 {
     }
 }
 
+/// The status banyan's own answer to a call carries (a refusal, a failed upstream),
+/// after gRPC's mapping of HTTP statuses; `deadline_passed` when the call's
+/// `grpc-timeout` ran out.
+pub fn code_for(http: u16, deadline_passed: bool) -> u8 {
+    if deadline_passed {
+        return 4;
+    }
+    match http {
+        400 => 13,
+        401 => 16,
+        403 => 7,
+        404 => 12,
+        429 => 8,
+        502..=504 => UNAVAILABLE,
+        _ => 2,
+    }
+}
+
+/// A call's `grpc-timeout` (`TimeoutValue TimeoutUnit`: at most eight digits, then one
+/// of `H M S m u n`).
+pub fn timeout_in(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get("grpc-timeout")?.as_bytes();
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b"H" => Duration::from_secs(n.saturating_mul(3600)),
+        b"M" => Duration::from_secs(n.saturating_mul(60)),
+        b"S" => Duration::from_secs(n),
+        b"m" => Duration::from_millis(n),
+        b"u" => Duration::from_micros(n),
+        b"n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +175,24 @@ mod tests {
         assert_eq!(counted_status(200, None), 502);
         // banyan's own answers (no trailers) keep their status.
         assert_eq!(counted_status(503, None), 503);
+    }
+
+    #[test]
+    fn timeouts_are_read_as_grpc_writes_them() {
+        let t = |v: &'static str| timeout_in(&headers(&[("grpc-timeout", v)]));
+        assert_eq!(t("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(t("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(t("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(t("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in ["", "m", "123456789m", "10x", "-1S", "1.5S"] {
+            assert_eq!(t(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn banyans_own_answers_carry_grpcs_mapping() {
+        assert_eq!(code_for(503, false), UNAVAILABLE);
+        assert_eq!(code_for(504, true), 4);
+        assert_eq!(code_for(429, false), 8);
     }
 }

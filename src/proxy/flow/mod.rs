@@ -70,6 +70,11 @@ pub struct Ctx {
     /// A gRPC call (`content-type: application/grpc*`), and the status it ended with.
     pub(crate) grpc: bool,
     pub(crate) grpc_status: Option<u8>,
+    /// The call is one the route's `fallback_methods` names: retried on legacy after the
+    /// target failed it (UNAVAILABLE before any message included).
+    pub(crate) grpc_retry: bool,
+    /// When the call's `grpc-timeout` runs out.
+    pub(crate) deadline: Option<Instant>,
     /// Present when this request is mirrored.
     pub(crate) shadow: Option<Box<ShadowCtx>>,
     pub(crate) shadowed: bool,
@@ -105,6 +110,8 @@ impl Ctx {
             retry_on_legacy: false,
             grpc: false,
             grpc_status: None,
+            grpc_retry: false,
+            deadline: None,
             shadow: None,
             shadowed: false,
             busy,
@@ -160,7 +167,11 @@ impl Proxy {
         let standing = Standing {
             on_target: ctx.backend == Backend::Target,
             falls_back: route.falls_back(),
-            retries_method: route.retries_method(method),
+            retries_method: if ctx.grpc {
+                ctx.grpc_retry
+            } else {
+                route.retries_method(method)
+            },
             replayable,
             attempts: ctx.attempts,
             connect_failures: ctx.connect_failures,

@@ -77,7 +77,7 @@ impl Proxy {
         let elapsed = ctx.started.elapsed();
         // A gRPC call answers 200 whatever happened: it counts by how it ended.
         let answered = end;
-        let end = if ctx.grpc && ctx.upstream_ms.is_some() {
+        let end = if ctx.grpc && (ctx.upstream_ms.is_some() || ctx.grpc_status.is_some()) {
             Ending {
                 status: grpc::counted_status(end.status, ctx.grpc_status),
                 ..end

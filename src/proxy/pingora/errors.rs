@@ -9,7 +9,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 use crate::http1::framing::BadFraming;
 use crate::proxy::flow::attempt::{gateway_status, Failed, Next};
 use crate::proxy::flow::outcome::error_body;
-use crate::proxy::flow::Ctx;
+use crate::proxy::flow::{grpc, Ctx};
 use crate::proxy::Proxy;
 use crate::upstream::forward as headers;
 
@@ -79,13 +79,20 @@ pub(super) fn status_for(e: &Error) -> u16 {
     }
 }
 
-/// Writes the JSON error response; the connection is not reused afterwards.
+/// Writes the JSON error response (for a gRPC call, a trailers-only answer with the
+/// status gRPC maps `code` to); the connection is not reused afterwards.
 pub(super) async fn respond_error(
     session: &mut Session,
     code: u16,
-    ctx: &Ctx,
+    ctx: &mut Ctx,
     retry_after: Option<u64>,
 ) {
+    if ctx.grpc {
+        let passed = ctx.deadline.is_some_and(|d| std::time::Instant::now() >= d);
+        let status = grpc::code_for(code, passed);
+        ctx.grpc_status = Some(status);
+        return respond_grpc(session, code, status, ctx).await;
+    }
     let body = error_body(code, ctx, retry_after);
     let Ok(mut resp) = ResponseHeader::build(code, Some(5)) else {
         return;
@@ -106,6 +113,33 @@ pub(super) async fn respond_error(
     if ok {
         session.set_keepalive(None);
         if let Err(err) = session.write_error_response(resp, body).await {
+            tracing::debug!("could not send the error response: {err}");
+        }
+    }
+}
+
+/// A gRPC call's end told by banyan: HTTP 200, `grpc-status` and `grpc-message` in the
+/// head, no body (gRPC's trailers-only form).
+async fn respond_grpc(session: &mut Session, http: u16, status: u8, ctx: &Ctx) {
+    let Ok(mut resp) = ResponseHeader::build(200, Some(5)) else {
+        return;
+    };
+    // Plain ASCII without `%`, so nothing to percent-encode; the request id is in
+    // `x-request-id`.
+    let message = format!("banyan answered {http} for this call");
+    let ok = resp
+        .insert_header(http::header::CONTENT_TYPE, "application/grpc")
+        .is_ok()
+        && resp.insert_header("grpc-status", u16::from(status)).is_ok()
+        && resp.insert_header("grpc-message", message).is_ok()
+        && resp
+            .insert_header(headers::X_REQUEST_ID, ctx.request_id.clone())
+            .is_ok();
+    if ok {
+        if let Err(err) = session
+            .write_error_response(resp, bytes::Bytes::new())
+            .await
+        {
             tracing::debug!("could not send the error response: {err}");
         }
     }

@@ -100,6 +100,12 @@ impl ProxyHttp for Proxy {
         let decision = snap.table.decide(&view);
         match self.admit(ctx, snap, decision, &view, &req.headers) {
             Admission::Proceed { mirror, .. } => {
+                if ctx.grpc {
+                    ctx.grpc_retry = ctx
+                        .decided()
+                        .is_some_and(|(_, r)| r.retries_call(req.uri.path()));
+                    ctx.deadline = grpc::timeout_in(&req.headers).map(|t| ctx.started + t);
+                }
                 // gRPC calls are not mirrored yet: their answers need gRPC's comparison.
                 if mirror && !ctx.grpc {
                     ctx.shadow = self.sample_shadow(session, ctx, &view);
@@ -127,7 +133,26 @@ impl ProxyHttp for Proxy {
         let (snap, _) = ctx.decided().ok_or_else(no_decision)?;
         let pool = snap.upstream(ctx.upstream);
         let (i, peer) = pool.pick_or_any();
-        let peer = Box::new(peer.clone());
+        let mut peer = Box::new(peer.clone());
+        if let Some(deadline) = ctx.deadline {
+            // No wait towards the upstream outlasts the call's own deadline.
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                let mut e =
+                    Error::explain(ErrorType::HTTPStatus(504), "the call's grpc-timeout passed");
+                e.set_retry(false);
+                return Err(e);
+            }
+            let o = &mut peer.options;
+            for t in [
+                &mut o.read_timeout,
+                &mut o.write_timeout,
+                &mut o.connection_timeout,
+                &mut o.total_connection_timeout,
+            ] {
+                *t = Some(t.map_or(left, |t| t.min(left)));
+            }
+        }
         ctx.begin_attempt(i);
         Ok(peer)
     }
@@ -226,14 +251,16 @@ impl ProxyHttp for Proxy {
         if let Err(bad) = strict::check_response(upstream_response, head_request) {
             return Err(self.bad_response(session, ctx, bad));
         }
+        // UNAVAILABLE before any message is gRPC's 503.
+        let unavailable = ctx.grpc && ctx.grpc_status == Some(grpc::UNAVAILABLE);
         if let Some((snap, _)) = ctx.decided() {
             snap.upstream(ctx.upstream)
-                .observe(ctx.peer, true, status < 500);
+                .observe(ctx.peer, true, status < 500 && !unavailable);
         }
-        if matches!(status, 502..=504) {
+        if matches!(status, 502..=504) || unavailable {
             let replayable = !session.as_ref().retry_buffer_truncated();
             let method = &session.req_header().method;
-            let failed = Failed::Status(status);
+            let failed = Failed::Status(if unavailable { 503 } else { status });
             if let Next::FallBack(_) = self.after_failure(ctx, failed, method, replayable) {
                 ctx.retry_on_legacy = true;
                 return Err(Error::explain(
