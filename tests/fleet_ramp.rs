@@ -121,7 +121,9 @@ fn the_elected_replica_ramps_on_the_sum_of_every_replicas_counts() {
             st["ramp"]["state"] == "done" && st["effective_percent"] == 100.0
         })
     });
-    // The move was the leader's alone, on both replicas' counts.
+    // The move was the leader's alone, on both replicas' counts (audited just after it
+    // was served).
+    wait_until("the move audited", || audit_of(l, "ramp-done").len() == 1);
     let done = audit_of(l, "ramp-done");
     assert_eq!(done.len(), 1, "{done:?}");
     assert_eq!(done[0]["source"], "ramp");
@@ -129,7 +131,9 @@ fn the_elected_replica_ramps_on_the_sum_of_every_replicas_counts() {
     assert!((30.0..=40.0).contains(&requests), "{}", done[0]);
     assert!(audit_of(o, "ramp-done").is_empty());
     // The other replica applied it from the store, and says whose judgement it was.
-    assert!(!audit_of(o, "ramps").is_empty());
+    wait_until("the fleet's change audited here", || {
+        !audit_of(o, "ramps").is_empty()
+    });
     assert_eq!(ramp(o)["step"], 2);
     let leader_name = format!("r{leader}");
     // The fleet's audit names the one move.

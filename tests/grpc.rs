@@ -343,3 +343,116 @@ fn banyans_own_answers_are_grpc_statuses_and_the_calls_deadline_is_kept() {
         1.0,
     );
 }
+
+#[test]
+fn shadowed_calls_are_compared_by_field_number_with_noise_learned_from_legacy() {
+    let monolith = GrpcServer::start("monolith");
+    let greeter = GrpcServer::start("greeter");
+    let b = start(
+        &monolith,
+        &greeter,
+        route(
+            0.0,
+            // Listed as safe to retry: legacy may be asked twice, to learn its noise.
+            "fallback_methods = [\"/test.Greeter/SayHello\", \"/test.Greeter/Count\"]\n\n[route.shadow]\npercent = 100\nmethods = [\"POST\"]\nnoise = true\n",
+        ),
+    );
+    let mut c = GrpcClient::connect(b.proxy);
+    for i in 0..30 {
+        let e = c.say_hello("x", Some(&format!("u{i}")));
+        assert_eq!(
+            (e.code, e.replies[0].upstream.as_str()),
+            (Code::Ok, "monolith")
+        );
+    }
+    let stats = || b.route_status("greeter")["shadow"]["stats"].clone();
+    let noisy = || -> Vec<String> {
+        stats()["noisy_fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["field"].as_str().map(str::to_string))
+            .collect()
+    };
+    // `serial` (field 3) differs between two legacy answers: learned as noise.
+    wait_until("serial learned as noise", || {
+        noisy().contains(&"/*/3".to_string()) && stats()["mismatch"].as_u64().unwrap_or(0) >= 30
+    });
+    assert!(!noisy().iter().any(|f| f.ends_with("/2")), "{}", stats());
+    let e = c.count("x", Some("u1"));
+    assert_eq!((e.code, e.replies.len()), (Code::Ok, 3));
+    wait_until("the stream compared", || {
+        stats()["mismatch"].as_u64().unwrap_or(0) >= 31
+    });
+    // Its diff names the field that differs by its path: message, then field number.
+    let (_, body) = b.admin_get("/api/v1/diffs?route=greeter&limit=100");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let count = v["diffs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|d| d["path"] == "/test.Greeter/Count")
+        .cloned()
+        .unwrap_or_default();
+    let fields: Vec<(&str, &str, &str)> = count["differences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            (
+                d["field"].as_str().unwrap_or(""),
+                d["legacy"].as_str().unwrap_or(""),
+                d["shadow"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("/0/2", "\"monolith\"", "\"greeter\""),
+            ("/1/2", "\"monolith\"", "\"greeter\""),
+            ("/2/2", "\"monolith\"", "\"greeter\""),
+        ],
+        "{body}"
+    );
+    let out = b.cli(&["diffs", "greeter", "--limit", "100"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("/2/2"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // A call whose client sends two messages (client streaming) is not mirrored.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let frames = dir.path().join("two.bin");
+    let one = [0u8, 0, 0, 0, 3, 0x0a, 1, b'x'];
+    std::fs::write(&frames, [one, one].concat()).expect("frames");
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "15",
+        ])
+        .args([
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            "--data-binary",
+        ])
+        .arg(format!("@{}", frames.display()))
+        .arg(format!("http://{}/test.Greeter/SayHello", b.proxy))
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_until("the streaming call skipped", || {
+        stats()["skipped_by_reason"] == serde_json::json!([["grpc_streaming_call", 1]])
+    });
+}

@@ -98,6 +98,10 @@ fn a_healthy_target_climbs_every_step_each_audited_with_its_figures() {
     assert_eq!(st["effective_percent"], 100.0);
     assert_eq!(st["ramp"]["step"], 3);
 
+    // Each move is audited just after it is served.
+    wait_until("the last step audited", || {
+        ramp_audit(b).iter().any(|e| e["action"] == "ramp-done")
+    });
     let entries = ramp_audit(b);
     let moves: Vec<(&str, f64, f64)> = entries
         .iter()
@@ -158,10 +162,14 @@ fn a_target_with_ten_percent_5xx_is_rolled_back_at_its_first_judged_step() {
         reason.starts_with("ramp: step 1 failed: error_delta 0.") && reason.contains("> 0.02"),
         "{reason}"
     );
-    let fail = ramp_audit(b)
-        .into_iter()
-        .find(|e| e["action"] == "ramp-fail")
-        .expect("audited");
+    // The move is audited just after it is served.
+    let failed = || {
+        ramp_audit(b)
+            .into_iter()
+            .find(|e| e["action"] == "ramp-fail")
+    };
+    wait_until("the failure audited", || failed().is_some());
+    let fail = failed().unwrap_or_default();
     assert!(fail["gates"]
         .as_array()
         .is_some_and(|g| g.iter().any(|g| g["result"] == "fail")));

@@ -14,8 +14,11 @@ pub mod json;
 pub mod noise;
 pub mod pattern;
 pub mod plan;
+pub mod protowire;
+mod skip;
 
 pub use plan::ShadowPlan;
+pub use skip::SkipReason;
 
 use bytes::Bytes;
 use http::header::{CONTENT_ENCODING, CONTENT_TYPE};
@@ -107,46 +110,6 @@ pub struct Difference {
     pub shadow: Option<String>,
 }
 
-/// Why an answer pair could not be compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SkipReason {
-    /// A request body over `shadow.max_body_bytes`: the copy was not sent.
-    RequestTooLarge,
-    /// A response body over the cap, on either side (before or after decoding).
-    ResponseTooLarge,
-    /// A content encoding banyan does not decode (zstd, compress, ...), or a body that
-    /// does not decode.
-    Encoding,
-    /// The primary request failed before an answer, so there is nothing to compare with.
-    NoPrimary,
-    /// The route mirrors with `compare = false`: the answer is timed, not compared.
-    NotCompared,
-}
-
-impl SkipReason {
-    pub const ALL: [SkipReason; 5] = [
-        SkipReason::RequestTooLarge,
-        SkipReason::ResponseTooLarge,
-        SkipReason::Encoding,
-        SkipReason::NoPrimary,
-        SkipReason::NotCompared,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SkipReason::RequestTooLarge => "request_body_over_cap",
-            SkipReason::ResponseTooLarge => "response_body_over_cap",
-            SkipReason::Encoding => "content_encoding",
-            SkipReason::NoPrimary => "no_primary_answer",
-            SkipReason::NotCompared => "compare_off",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     Match,
@@ -218,6 +181,16 @@ pub fn compare(
             found.push(Field::Header(name.to_string()), l, s);
         }
     }
+    let status = HeaderName::from_static("grpc-status");
+    if is_grpc(&legacy.headers) && !rules.ignore_headers.contains(&status) {
+        let (l, s) = (
+            header_text(&legacy.headers, &status),
+            header_text(&shadow.headers, &status),
+        );
+        if l != s && !noise.headers.contains(&status) {
+            found.push(Field::Header(status.to_string()), l, s);
+        }
+    }
     // Bodies of answers with different statuses say the same thing twice (an error page
     // against a document), so the status difference stands alone.
     let skipped = if legacy.status == shadow.status && has_body(legacy.status, head) {
@@ -267,6 +240,16 @@ fn is_json(headers: &HeaderMap) -> bool {
         .unwrap_or(false)
 }
 
+/// A gRPC answer: its messages compare by field (`protowire.rs`), its trailers (kept
+/// with its headers) by `grpc-status` and the configured names.
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers.get(CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes()
+            .to_ascii_lowercase()
+            .starts_with(b"application/grpc")
+    })
+}
+
 fn compare_bodies(
     legacy: &Answer,
     shadow: &Answer,
@@ -290,6 +273,14 @@ fn compare_bodies(
         (Err(reason), _) | (_, Err(reason)) => return Some(reason),
     };
     if l == s {
+        return None;
+    }
+    if is_grpc(&legacy.headers) && is_grpc(&shadow.headers) {
+        let (lv, sv) = match (protowire::tree(&l), protowire::tree(&s)) {
+            (Ok(lv), Ok(sv)) => (lv, sv),
+            (Err(reason), _) | (_, Err(reason)) => return Some(reason),
+        };
+        json_diff(&lv, &sv, &mut Vec::new(), rules, noise, found);
         return None;
     }
     if is_json(&legacy.headers) || is_json(&shadow.headers) {

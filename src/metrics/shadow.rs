@@ -80,7 +80,7 @@ pub struct RouteShadow {
     name: String,
     outcomes: [OnceLock<IntCounter>; 5],
     duration: OnceLock<Histogram>,
-    skipped: [AtomicU64; 5],
+    skipped: [AtomicU64; SkipReason::ALL.len()],
     dropped: [AtomicU64; DropReason::ALL.len()],
     /// Legacy-twice samples taken, for the learning schedule.
     learn_ticks: AtomicU64,

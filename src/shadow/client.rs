@@ -61,6 +61,14 @@ pub async fn exchange(
         }
         collected.extend_from_slice(&chunk);
     }
+    // gRPC's status and metadata come after the body: kept with the headers.
+    let mut headers = header.1;
+    if let (true, pingora::protocols::http::client::HttpSession::H2(h2)) = (complete, &mut session)
+    {
+        if let Ok(Some(trailers)) = h2.read_trailers().await {
+            headers.extend(trailers);
+        }
+    }
     if complete && session.response_done() {
         let idle = peer.options.idle_timeout;
         connector.release_http_session(session, peer, idle).await;
@@ -69,7 +77,7 @@ pub async fn exchange(
     }
     Ok(Answer {
         status: header.0,
-        headers: header.1,
+        headers,
         body: collected.freeze(),
         complete,
     })

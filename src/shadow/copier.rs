@@ -106,6 +106,7 @@ impl Copier {
             request_body,
             response,
             response_body,
+            grpc,
         } = *ctx;
         let Some(mut primary) = response else {
             return;
@@ -115,10 +116,14 @@ impl Copier {
         primary.complete = complete;
         let (req_body, _) = request_body.finish();
         let head = request.method() == Method::HEAD;
-        let learn = plan.compare
-            && plan.noise
-            && crate::compare::plan::is_safe(request.method())
-            && stats.take_learning_sample();
+        // Legacy is asked twice only for what may run twice: safe methods, and gRPC calls
+        // the route lists as safe to retry.
+        let safe = if grpc {
+            route.retries_call(request.target())
+        } else {
+            crate::compare::plan::is_safe(request.method())
+        };
+        let learn = plan.compare && plan.noise && safe && stats.take_learning_sample();
         // Each upstream's own Host is filled in by `fetch`.
         let copy = Forwarding {
             client,

@@ -142,6 +142,9 @@ pub struct ShadowCtx {
     pub request_body: BodyCapture,
     pub response: Option<Answer>,
     pub response_body: BodyCapture,
+    /// A gRPC call: mirrored only when its client sent one message (unary and
+    /// server-streaming calls).
+    pub grpc: bool,
 }
 
 impl ShadowCtx {
@@ -151,6 +154,7 @@ impl ShadowCtx {
             request_body: BodyCapture::new(cap),
             response: None,
             response_body: BodyCapture::new(cap),
+            grpc: false,
         })
     }
 }
@@ -235,6 +239,13 @@ impl Shadower {
         }
         if job.ctx.response.is_none() {
             stats.record_skip(&self.metrics, SkipReason::NoPrimary);
+            return;
+        }
+        if job.ctx.grpc
+            && crate::compare::protowire::frames(&job.ctx.request_body.bytes())
+                .map_or(true, |m| m.len() != 1)
+        {
+            stats.record_skip(&self.metrics, SkipReason::GrpcStreaming);
             return;
         }
         let (slot, waiting) = match self.shared.admit() {

@@ -44,6 +44,11 @@ impl BodyCapture {
         self.overflowed
     }
 
+    /// The body so far.
+    pub fn bytes(&self) -> Bytes {
+        join(&self.chunks)
+    }
+
     /// The body and whether it is whole.
     pub fn finish(self) -> (Bytes, bool) {
         (join(&self.chunks), !self.overflowed)

@@ -5,6 +5,7 @@
 
 pub mod etcd;
 pub mod fleet;
+pub mod greeter;
 pub mod grpc;
 pub mod load;
 pub mod pki;

@@ -106,9 +106,11 @@ impl ProxyHttp for Proxy {
                         .is_some_and(|(_, r)| r.retries_call(req.uri.path()));
                     ctx.deadline = grpc::timeout_in(&req.headers).map(|t| ctx.started + t);
                 }
-                // gRPC calls are not mirrored yet: their answers need gRPC's comparison.
-                if mirror && !ctx.grpc {
+                if mirror {
                     ctx.shadow = self.sample_shadow(session, ctx, &view);
+                    if let Some(sh) = ctx.shadow.as_mut() {
+                        sh.grpc = ctx.grpc;
+                    }
                 }
                 Ok(false)
             }
@@ -316,6 +318,10 @@ impl ProxyHttp for Proxy {
             if let Some(code) = grpc::status_in(trailers) {
                 ctx.grpc_status = Some(code);
             }
+        }
+        // A gRPC answer's trailers are compared with its headers (`grpc-status`, metadata).
+        if let Some(answer) = ctx.shadow.as_mut().and_then(|sh| sh.response.as_mut()) {
+            answer.headers.extend(trailers.clone());
         }
         Ok(())
     }
