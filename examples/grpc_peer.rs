@@ -28,7 +28,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .block_on(async move {
             tonic::transport::Server::builder()
                 .add_service(greeter)
-                .serve(addr)
+                .serve_with_shutdown(addr, async {
+                    let _ = tokio::signal::ctrl_c().await;
+                })
                 .await
         })?;
     Ok(())
