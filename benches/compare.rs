@@ -73,6 +73,7 @@ fn bench(c: &mut Criterion) {
         ignore_headers: vec![],
         ignore: Patterns::parse(["/meta/generated_at"]),
         max_body: 1 << 20,
+        ..Default::default()
     };
     let none = Noise::default();
     let legacy = answer(document(None, 1_000, false));

@@ -456,3 +456,78 @@ fn shadowed_calls_are_compared_by_field_number_with_noise_learned_from_legacy() 
         stats()["skipped_by_reason"] == serde_json::json!([["grpc_streaming_call", 1]])
     });
 }
+
+const GREETER_PROTO: &str = r#"syntax = "proto3";
+package test;
+message Hello { string name = 1; }
+message Reply { string message = 1; string upstream = 2; uint64 serial = 3; }
+service Greeter {
+  rpc SayHello(Hello) returns (Reply);
+  rpc Count(Hello) returns (stream Reply);
+}
+"#;
+
+#[test]
+fn with_a_descriptor_set_answers_compare_by_field_name() {
+    // The descriptor set as a user makes it, with protoc.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("greeter.proto"), GREETER_PROTO).expect("proto");
+    let out = std::process::Command::new("protoc")
+        .current_dir(dir.path())
+        .args([
+            "--include_imports",
+            "--descriptor_set_out=greeter.binpb",
+            "greeter.proto",
+        ])
+        .output()
+        .expect("protoc");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let set = dir.path().join("greeter.binpb");
+    let monolith = GrpcServer::start("monolith");
+    let greeter = GrpcServer::start("greeter");
+    let b = start(
+        &monolith,
+        &greeter,
+        route(
+            0.0,
+            &format!(
+                "fallback_methods = [\"/test.Greeter/SayHello\"]\n\n[route.shadow]\npercent = 100\nmethods = [\"POST\"]\nnoise = true\ndescriptors = \"{}\"\nignore = [\"/*/message\"]\n",
+                set.display()
+            ),
+        ),
+    );
+    let mut c = GrpcClient::connect(b.proxy);
+    let stats = || b.route_status("greeter")["shadow"]["stats"].clone();
+    let noisy = || -> Vec<String> {
+        stats()["noisy_fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["field"].as_str().map(str::to_string))
+            .collect()
+    };
+    let mut i = 0;
+    wait_until("serial learned as noise, by name", || {
+        i += 1;
+        let e = c.say_hello("x", Some(&format!("u{i}")));
+        assert_eq!(e.code, Code::Ok, "{e:?}");
+        noisy().contains(&"/*/serial".to_string())
+    });
+    let mismatches = stats()["mismatch"].as_u64().unwrap_or(0);
+    let e = c.say_hello("x", Some("last"));
+    assert_eq!(e.code, Code::Ok);
+    wait_until("the last call compared", || {
+        stats()["mismatch"].as_u64().unwrap_or(0) > mismatches
+    });
+    let (_, body) = b.admin_get("/api/v1/diffs?route=greeter&limit=1");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        v["diffs"][0]["differences"],
+        serde_json::json!([{"field": "/0/upstream", "legacy": "\"monolith\"", "shadow": "\"greeter\""}]),
+        "{body}"
+    );
+}

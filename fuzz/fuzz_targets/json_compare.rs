@@ -27,6 +27,7 @@ fuzz_target!(|data: &[u8]| {
         ignore_headers: Vec::new(),
         ignore: Patterns::parse(patterns.split(',')),
         max_body: 1 << 20,
+        ..Default::default()
     };
     let noise = Noise {
         json: Patterns::parse(patterns.split(';')),

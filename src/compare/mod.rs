@@ -15,6 +15,7 @@ pub mod noise;
 pub mod pattern;
 pub mod plan;
 pub mod protowire;
+pub mod schema;
 mod skip;
 
 pub use plan::ShadowPlan;
@@ -51,6 +52,22 @@ pub struct Rules {
     pub ignore: Patterns,
     /// Bodies (after decoding) larger than this are not compared.
     pub max_body: usize,
+    /// A gRPC route's descriptor set, and the answer type of the call being compared.
+    pub descriptors: Option<std::sync::Arc<crate::routes::descriptors::Descriptors>>,
+    pub message: Option<prost_reflect::MessageDescriptor>,
+}
+
+impl Rules {
+    /// The rules for one call: with a descriptor set, the call's answer type.
+    pub fn for_call(&self, path: &str) -> std::borrow::Cow<'_, Rules> {
+        match self.descriptors.as_ref().and_then(|d| d.output_of(path)) {
+            None => std::borrow::Cow::Borrowed(self),
+            Some(m) => std::borrow::Cow::Owned(Rules {
+                message: Some(m),
+                ..self.clone()
+            }),
+        }
+    }
 }
 
 /// Fields known to differ between two answers of the monolith itself.
@@ -276,6 +293,18 @@ fn compare_bodies(
         return None;
     }
     if is_grpc(&legacy.headers) && is_grpc(&shadow.headers) {
+        if let Some(m) = &rules.message {
+            let both = match (schema::json(&l, m), schema::json(&s, m)) {
+                (Ok(lj), Ok(sj)) => lj.zip(sj),
+                (Err(reason), _) | (_, Err(reason)) => return Some(reason),
+            };
+            if let Some((lj, sj)) = both {
+                if let (Some(lv), Some(sv)) = (json::parse(&lj), json::parse(&sj)) {
+                    json_diff(&lv, &sv, &mut Vec::new(), rules, noise, found);
+                    return None;
+                }
+            }
+        }
         let (lv, sv) = match (protowire::tree(&l), protowire::tree(&s)) {
             (Ok(lv), Ok(sv)) => (lv, sv),
             (Err(reason), _) | (_, Err(reason)) => return Some(reason),

@@ -64,6 +64,8 @@ impl ShadowPlan {
                 ignore_headers,
                 ignore: Patterns::parse(pointers),
                 max_body,
+                descriptors: def.descriptors.clone(),
+                message: None,
             },
         }
     }
@@ -99,6 +101,7 @@ mod tests {
             compare_headers: vec![http::header::CONTENT_TYPE],
             ignore: vec!["/meta/generated_at".into(), "header:date".into()],
             noise: true,
+            descriptors: None,
         };
         ShadowPlan::new(
             &def,

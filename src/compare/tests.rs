@@ -26,6 +26,7 @@ fn rules(ignore: &[&str]) -> Rules {
         ignore_headers: vec![],
         ignore: Patterns::parse(ignore.iter().copied()),
         max_body: 1 << 20,
+        ..Default::default()
     }
 }
 

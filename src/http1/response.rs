@@ -224,6 +224,7 @@ mod tests {
             ignore_headers: vec![],
             ignore: Patterns::parse(std::iter::empty()),
             max_body: 1 << 20,
+            ..Default::default()
         };
         let parsed = parse(head, false, 1 << 16, Some(&rules))
             .expect("valid")

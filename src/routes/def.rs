@@ -82,6 +82,8 @@ pub struct ShadowDef {
     pub compare_headers: Vec<HeaderName>,
     pub ignore: Vec<String>,
     pub noise: bool,
+    /// A gRPC route's descriptor set: its answers compare by field name.
+    pub descriptors: Option<std::sync::Arc<super::descriptors::Descriptors>>,
 }
 
 #[derive(Debug, Clone)]

@@ -4,6 +4,7 @@
 
 pub mod cohort;
 pub mod def;
+pub mod descriptors;
 pub mod load;
 pub mod ramp;
 pub mod request;

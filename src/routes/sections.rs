@@ -80,6 +80,24 @@ pub(super) fn validate_shadow(
             );
         }
     }
+    let descriptors = match &s.descriptors {
+        None => None,
+        Some(d) => {
+            // Beside the route file, unless absolute.
+            let file = src
+                .path
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join(d.get_ref());
+            match super::descriptors::Descriptors::load(&file) {
+                Ok(d) => Some(std::sync::Arc::new(d)),
+                Err(e) => {
+                    src.error(Some(d.span()), format!("shadow.descriptors: {e}"));
+                    None
+                }
+            }
+        }
+    };
     Some(ShadowDef {
         percent_bp,
         upstream,
@@ -88,6 +106,7 @@ pub(super) fn validate_shadow(
         compare_headers,
         ignore,
         noise: s.noise.unwrap_or(false),
+        descriptors,
     })
 }
 

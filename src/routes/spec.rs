@@ -56,6 +56,7 @@ pub const ROUTE_SHAPE: Shape = Shape {
                     "compare_headers",
                     "ignore",
                     "noise",
+                    "descriptors",
                 ],
                 tables: &[],
             },
@@ -132,6 +133,7 @@ pub struct ShadowSpec {
     pub compare_headers: Option<TextList>,
     pub ignore: Option<TextList>,
     pub noise: Option<bool>,
+    pub descriptors: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

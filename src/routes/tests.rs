@@ -436,3 +436,13 @@ fn fallback_methods_name_grpc_calls_too() {
         assert!(!validate::is_grpc_method_name(bad), "{bad}");
     }
 }
+
+#[test]
+fn a_descriptor_set_must_read_as_one() {
+    let with = |file: &str| format!("{ORDERS}\n[route.shadow]\ndescriptors = \"{file}\"\n");
+    assert!(one_error(&with("missing.binpb")).contains("shadow.descriptors: cannot read"));
+    let junk = tempfile::NamedTempFile::new().expect("temp");
+    std::fs::write(junk.path(), b"\x0a\xff\xff not protobuf").expect("write");
+    let e = one_error(&with(&junk.path().display().to_string()));
+    assert!(e.contains("is not a protobuf descriptor set"), "{e}");
+}

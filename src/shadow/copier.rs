@@ -116,6 +116,12 @@ impl Copier {
         primary.complete = complete;
         let (req_body, _) = request_body.finish();
         let head = request.method() == Method::HEAD;
+        // A gRPC call compares by its answer type when the route names a descriptor set.
+        let rules = if grpc {
+            plan.rules.for_call(request.target())
+        } else {
+            std::borrow::Cow::Borrowed(&plan.rules)
+        };
         // Legacy is asked twice only for what may run twice: safe methods, and gRPC calls
         // the route lists as safe to retry.
         let safe = if grpc {
@@ -170,13 +176,13 @@ impl Copier {
         if let Some(second) = second {
             let noise = stats.noise();
             if let Verdict::Mismatch { differences, .. } =
-                crate::compare::compare(&primary, &second, head, &plan.rules, &noise)
+                crate::compare::compare(&primary, &second, head, &rules, &noise)
             {
                 stats.learn(&differences);
             }
         }
         let noise = stats.noise();
-        match crate::compare::compare(&primary, &answer, head, &plan.rules, &noise) {
+        match crate::compare::compare(&primary, &answer, head, &rules, &noise) {
             Verdict::Match => stats.record(m, Outcome::Match),
             Verdict::Skipped(reason) => stats.record_skip(m, reason),
             Verdict::Mismatch { differences, total } => {
