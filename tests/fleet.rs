@@ -37,20 +37,23 @@ fn a_rollback_through_one_replica_is_served_by_all_when_it_returns() {
             assert_eq!(served_by(b, &user), "orders", "round {round}");
         }
     }
-    // What each replica announces, and the metrics.
+    // What each replica announces, and the metrics. Each one's presence reaches this
+    // replica through etcd just after the change it acknowledges.
     let view = fleet_view(&f.replicas[0]);
     assert_eq!(view["store"], "etcd");
     assert_eq!(view["up"], true);
-    let revisions: Vec<i64> = view["replicas"]
-        .as_array()
-        .expect("replicas")
-        .iter()
-        .map(|r| r["applied_revision"].as_i64().unwrap_or(0))
-        .collect();
-    assert!(
-        revisions.iter().all(|r| *r == revisions[0] && *r > 0),
-        "{view}"
-    );
+    let revisions = || -> Vec<i64> {
+        fleet_view(&f.replicas[0])["replicas"]
+            .as_array()
+            .expect("replicas")
+            .iter()
+            .map(|r| r["applied_revision"].as_i64().unwrap_or(0))
+            .collect()
+    };
+    wait_until("every replica announcing the same revision", || {
+        let r = revisions();
+        r.iter().all(|v| *v == r[0] && *v > 0)
+    });
     f.replicas[1].wait_metric("banyan_store_up", 1.0);
     f.replicas[1].wait_metric("banyan_fleet_replicas", 3.0);
     let out = f.replicas[2].cli(&["status", "--fleet"]);
