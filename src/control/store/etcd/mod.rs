@@ -149,15 +149,7 @@ impl Etcd {
     /// A transaction writing `next` as the overrides if etcd still holds revision
     /// `expected` of them (0: never written): the compare-and-swap every write uses.
     fn overrides_put_if(&self, expected: Revision, next: &Overrides) -> Txn {
-        let key = self.overrides_key();
-        let guard = if expected == 0 {
-            Compare::version(key.clone(), CompareOp::Equal, 0)
-        } else {
-            Compare::mod_revision(key.clone(), CompareOp::Equal, expected)
-        };
-        Txn::new()
-            .when([guard])
-            .and_then([TxnOp::put(key, overrides::render(next), None)])
+        put_if(self.overrides_key(), expected, overrides::render(next))
     }
 
     fn replicas_prefix(&self) -> String {
@@ -244,6 +236,19 @@ impl Etcd {
         self.gauges.up.set(0);
         self.changed.notify_all();
     }
+}
+
+/// Writes `value` at `key` if etcd still holds revision `expected` of it (0: never
+/// written).
+fn put_if(key: String, expected: Revision, value: String) -> Txn {
+    let guard = if expected == 0 {
+        Compare::version(key.clone(), CompareOp::Equal, 0)
+    } else {
+        Compare::mod_revision(key.clone(), CompareOp::Equal, expected)
+    };
+    Txn::new()
+        .when([guard])
+        .and_then([TxnOp::put(key, value, None)])
 }
 
 /// A compare-and-swap that failed: the key's revision now, read by its `else` branch.

@@ -8,9 +8,9 @@
 
 use std::sync::Arc;
 
-use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
+use etcd_client::{Client, Txn, TxnOp};
 
-use super::{conflict, Etcd, Revision, SessionError, StoreError, WRITE_TIMEOUT};
+use super::{conflict, put_if, Etcd, Revision, SessionError, StoreError, WRITE_TIMEOUT};
 use crate::control::ramp::counts::{Judged, PublishedStep};
 use crate::control::ramp::{self, Ramps};
 use crate::control::Control;
@@ -21,15 +21,7 @@ impl Etcd {
     }
 
     fn ramps_put_if(&self, expected: Revision, next: &Ramps) -> Txn {
-        let key = self.ramps_key();
-        let guard = if expected == 0 {
-            Compare::version(key.clone(), CompareOp::Equal, 0)
-        } else {
-            Compare::mod_revision(key.clone(), CompareOp::Equal, expected)
-        };
-        Txn::new()
-            .when([guard])
-            .and_then([TxnOp::put(key, ramp::render(next), None)])
+        put_if(self.ramps_key(), expected, ramp::render(next))
     }
 
     pub(super) fn store_ramps(&self, next: &Ramps) -> Result<Revision, StoreError> {
