@@ -20,6 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let greeter = greeter::Greeter {
         name,
         unavailable: false,
+        compress: false,
         hits: Arc::new(AtomicU64::new(0)),
     };
     tokio::runtime::Builder::new_current_thread()

@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked --version 0.13.2
-targets=(request_head differential chunked follow response_head route_file overrides json_compare ramps grpc_answer)
+targets=(request_head differential chunked follow answers response_head route_file overrides json_compare ramps grpc_answer)
 [ "${1:-all}" = all ] || targets=("$1")
 seconds=${2:-30}
 if [ ${#targets[@]} -eq 1 ]; then cargo fuzz build -s none "${targets[0]}"; else cargo fuzz build -s none; fi

@@ -7,6 +7,20 @@ use std::cell::Cell;
 
 thread_local! {
     static LOWERED: Cell<bool> = const { Cell::new(false) };
+    static BACKGROUND: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the calling thread as one that runs background work on a runtime of its own (the
+/// shadow worker's).
+pub fn mark_background_thread() {
+    BACKGROUND.with(|b| b.set(true));
+}
+
+/// Whether the calling thread is off the data path (lowered, or marked background): a
+/// connection it opens is driven by its runtime, so it is kept apart from the ones client
+/// requests take, which would otherwise wait on this thread's turn on the CPU.
+pub fn off_the_data_path() -> bool {
+    LOWERED.with(Cell::get) || BACKGROUND.with(Cell::get)
 }
 
 /// The shadow worker's nice value. Low enough that a client request waking up takes the

@@ -457,6 +457,49 @@ fn shadowed_calls_are_compared_by_field_number_with_noise_learned_from_legacy() 
     });
 }
 
+#[test]
+fn compressed_calls_are_compared_on_their_decompressed_messages() {
+    let monolith = GrpcServer::compressing("monolith");
+    let greeter = GrpcServer::compressing("greeter");
+    let b = start(
+        &monolith,
+        &greeter,
+        route(
+            0.0,
+            "\n[route.shadow]\npercent = 100\nmethods = [\"POST\"]\n",
+        ),
+    );
+    // The client's message is compressed too: still one message, so still mirrored.
+    let mut c = GrpcClient::connect_compressed(b.proxy);
+    let e = c.say_hello("x", Some("u1"));
+    assert_eq!(
+        (e.code, e.replies[0].upstream.as_str()),
+        (Code::Ok, "monolith")
+    );
+    let stats = || b.route_status("greeter")["shadow"]["stats"].clone();
+    wait_until("the compressed call compared", || {
+        stats()["mismatch"].as_u64().unwrap_or(0) >= 1
+    });
+    assert_eq!(
+        stats()["skipped_by_reason"],
+        serde_json::json!([]),
+        "{}",
+        stats()
+    );
+    let (_, body) = b.admin_get("/api/v1/diffs?route=greeter&limit=1");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let differences = v["diffs"][0]["differences"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        differences.contains(
+            &serde_json::json!({"field": "/0/2", "legacy": "\"monolith\"", "shadow": "\"greeter\""})
+        ),
+        "{body}"
+    );
+}
+
 const GREETER_PROTO: &str = r#"syntax = "proto3";
 package test;
 message Hello { string name = 1; }

@@ -1,10 +1,10 @@
-//! Following a client's bytes for Pingora (`proxy::follow`): fed whole or in pieces it
+//! Following a client's bytes for Pingora (`http1::follow`): fed whole or in pieces it
 //! decides the same; and a stream it follows to a boundary between requests is one the
 //! reference framer reads as whole requests ending at the same place, so a body banyan
 //! lets Pingora read is never framed differently by a next hop.
 #![no_main]
 
-use banyan::proxy::follow::Follower;
+use banyan::http1::follow::Follower;
 use banyan_fuzz::{frame_request, Framed};
 use libfuzzer_sys::fuzz_target;
 

@@ -267,6 +267,11 @@ fn is_grpc(headers: &HeaderMap) -> bool {
     })
 }
 
+/// How an answer's compressed gRPC messages are compressed.
+fn grpc_encoding(a: &Answer) -> Option<&http::HeaderValue> {
+    a.headers.get("grpc-encoding")
+}
+
 fn compare_bodies(
     legacy: &Answer,
     shadow: &Answer,
@@ -293,8 +298,9 @@ fn compare_bodies(
         return None;
     }
     if is_grpc(&legacy.headers) && is_grpc(&shadow.headers) {
+        let (le, se, cap) = (grpc_encoding(legacy), grpc_encoding(shadow), rules.max_body);
         if let Some(m) = &rules.message {
-            let both = match (schema::json(&l, m), schema::json(&s, m)) {
+            let both = match (schema::json(&l, le, cap, m), schema::json(&s, se, cap, m)) {
                 (Ok(lj), Ok(sj)) => lj.zip(sj),
                 (Err(reason), _) | (_, Err(reason)) => return Some(reason),
             };
@@ -305,7 +311,7 @@ fn compare_bodies(
                 }
             }
         }
-        let (lv, sv) = match (protowire::tree(&l), protowire::tree(&s)) {
+        let (lv, sv) = match (protowire::tree(&l, le, cap), protowire::tree(&s, se, cap)) {
             (Ok(lv), Ok(sv)) => (lv, sv),
             (Err(reason), _) | (_, Err(reason)) => return Some(reason),
         };

@@ -4,38 +4,77 @@
 //! first message's field 2's field 1), a field seen more than once an array. A
 //! length-delimited field is text when it is printable UTF-8, else a nested message when
 //! it decodes as one, else bytes (`0x…`). Ignore patterns and noise learning then work
-//! on field-number paths as they do on JSON pointers.
+//! on field-number paths as they do on JSON pointers. Compressed messages are
+//! decompressed first (`grpc-encoding`).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use http::HeaderValue;
+
+use super::decode::{self, Decoded};
 use super::json::{Json, Num};
 use super::SkipReason;
 
 /// Nested messages decoded this deep; deeper ones compare as bytes.
 const MAX_DEPTH: usize = 32;
 
-/// The messages of a gRPC body: `None` when a frame is cut short, or compressed
-/// (`grpc-encoding`), which banyan does not decode.
-pub fn frames(mut body: &[u8]) -> Result<Vec<&[u8]>, SkipReason> {
+/// A gRPC body's length-prefixed frames as they are: each message with whether it is
+/// compressed. `Err` when a frame is cut short or its flag is not 0 or 1.
+pub fn raw_frames(mut body: &[u8]) -> Result<Vec<(bool, &[u8])>, SkipReason> {
     let mut out = Vec::new();
     while !body.is_empty() {
         let (head, rest) = body.split_at_checked(5).ok_or(SkipReason::Encoding)?;
-        if head[0] != 0 {
-            return Err(SkipReason::Encoding);
-        }
+        let compressed = match head[0] {
+            0 => false,
+            1 => true,
+            _ => return Err(SkipReason::Encoding),
+        };
         let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
         let (msg, rest) = rest.split_at_checked(len).ok_or(SkipReason::Encoding)?;
-        out.push(msg);
+        out.push((compressed, msg));
         body = rest;
     }
     Ok(out)
 }
 
+/// The messages of a gRPC body, a compressed one decompressed with the answer's
+/// `grpc-encoding` (gzip, deflate), all of them together at most `cap` bytes. A
+/// compressed message without an encoding banyan decodes is `Encoding`.
+pub fn frames<'b>(
+    body: &'b [u8],
+    encoding: Option<&HeaderValue>,
+    cap: usize,
+) -> Result<Vec<Cow<'b, [u8]>>, SkipReason> {
+    let mut left = cap;
+    let mut out = Vec::new();
+    for (compressed, msg) in raw_frames(body)? {
+        let msg = match (compressed, encoding) {
+            (false, _) => Cow::Borrowed(msg),
+            (true, None) => return Err(SkipReason::Encoding),
+            (true, Some(coding)) => match decode::decode(Some(coding), msg, left) {
+                // A compressed flag with `identity` is a sender's error.
+                Decoded::Body(Cow::Borrowed(_)) | Decoded::Unsupported => {
+                    return Err(SkipReason::Encoding)
+                }
+                Decoded::Body(Cow::Owned(m)) => Cow::Owned(m),
+                Decoded::TooLarge => return Err(SkipReason::ResponseTooLarge),
+            },
+        };
+        left = left.saturating_sub(msg.len());
+        out.push(msg);
+    }
+    Ok(out)
+}
+
 /// A gRPC body as the tree the comparison walks.
-pub fn tree(body: &[u8]) -> Result<Json<'static>, SkipReason> {
-    let messages = frames(body)?
-        .into_iter()
+pub fn tree(
+    body: &[u8],
+    encoding: Option<&HeaderValue>,
+    cap: usize,
+) -> Result<Json<'static>, SkipReason> {
+    let messages = frames(body, encoding, cap)?
+        .iter()
         .map(|m| message(m, 0).unwrap_or_else(|| bytes(m)))
         .collect();
     Ok(Json::Arr(messages))
@@ -179,14 +218,62 @@ mod tests {
         assert_eq!(f[1].1, Json::Str("0xff00".into()));
     }
 
+    fn tree(body: &[u8]) -> Result<Json<'static>, SkipReason> {
+        super::tree(body, None, 1 << 20)
+    }
+
+    fn gzip_frame(m: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(m).expect("gzip");
+        let mut f = frame(&e.finish().expect("gzip"));
+        f[0] = 1;
+        f
+    }
+
     #[test]
-    fn cut_or_compressed_frames_are_not_compared() {
+    fn compressed_messages_are_decompressed_with_the_answers_encoding() {
+        let body = [gzip_frame(&reply("hi")), frame(&reply("yo"))].concat();
+        let gzip = HeaderValue::from_static("gzip");
+        let plain = [frame(&reply("hi")), frame(&reply("yo"))].concat();
+        assert_eq!(
+            super::tree(&body, Some(&gzip), 1 << 20).ok(),
+            tree(&plain).ok(),
+            "the same tree as the uncompressed messages"
+        );
+        // Decompressed beyond the cap: too large to compare.
+        let big = gzip_frame(
+            &[0x0a, 100]
+                .into_iter()
+                .chain([b'a'; 100])
+                .collect::<Vec<_>>(),
+        );
+        assert!(matches!(
+            super::tree(&big, Some(&gzip), 50),
+            Err(SkipReason::ResponseTooLarge)
+        ));
+        // A coding banyan does not decode, or a compressed flag with none.
+        let snappy = HeaderValue::from_static("snappy");
+        assert!(matches!(
+            super::tree(&body, Some(&snappy), 1 << 20),
+            Err(SkipReason::Encoding)
+        ));
+        let identity = HeaderValue::from_static("identity");
+        assert!(matches!(
+            super::tree(&body, Some(&identity), 1 << 20),
+            Err(SkipReason::Encoding)
+        ));
+        assert!(matches!(tree(&body), Err(SkipReason::Encoding)));
+    }
+
+    #[test]
+    fn cut_frames_are_not_compared() {
         let mut cut = frame(&reply("hi"));
         cut.pop();
         assert!(matches!(tree(&cut), Err(SkipReason::Encoding)));
-        let mut compressed = frame(&reply("hi"));
-        compressed[0] = 1;
-        assert!(matches!(tree(&compressed), Err(SkipReason::Encoding)));
+        let mut flagged = frame(&reply("hi"));
+        flagged[0] = 2;
+        assert!(matches!(tree(&flagged), Err(SkipReason::Encoding)));
         assert!(matches!(tree(&[]), Ok(Json::Arr(v)) if v.is_empty()));
         // Anything at all decodes to something, never panics.
         for len in 0..64u8 {

@@ -4,6 +4,7 @@
 //! name fields. An answer that does not decode as that type is compared by field number
 //! instead (`protowire.rs`), on both sides alike.
 
+use http::HeaderValue;
 use prost_reflect::{DynamicMessage, MessageDescriptor, SerializeOptions};
 
 use super::protowire;
@@ -11,8 +12,13 @@ use super::SkipReason;
 
 /// The messages of a gRPC body as one JSON array; `Ok(None)` when one of them is not a
 /// `message`.
-pub fn json(body: &[u8], message: &MessageDescriptor) -> Result<Option<Vec<u8>>, SkipReason> {
-    let frames = protowire::frames(body)?;
+pub fn json(
+    body: &[u8],
+    encoding: Option<&HeaderValue>,
+    cap: usize,
+    message: &MessageDescriptor,
+) -> Result<Option<Vec<u8>>, SkipReason> {
+    let frames = protowire::frames(body, encoding, cap)?;
     let options = SerializeOptions::new()
         .use_proto_field_name(true)
         .skip_default_fields(false);
@@ -22,7 +28,7 @@ pub fn json(body: &[u8], message: &MessageDescriptor) -> Result<Option<Vec<u8>>,
         if i > 0 {
             out.push(b',');
         }
-        let Ok(m) = DynamicMessage::decode(message.clone(), frame) else {
+        let Ok(m) = DynamicMessage::decode(message.clone(), &frame[..]) else {
             return Ok(None);
         };
         let mut ser = serde_json::Serializer::new(&mut out);

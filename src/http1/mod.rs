@@ -1,9 +1,13 @@
 //! HTTP/1.1 on the wire, pure and shared by the data path's two sides: how a message is
 //! framed (`framing.rs`, the one place that decides where a message ends), chunked
 //! bodies (`chunked.rs`), a request head as banyan's own path reads it (`request.rs`) and
-//! an upstream's response head (`response.rs`). No I/O.
+//! an upstream's response head (`response.rs`); following a connection's bytes as they
+//! pass through Pingora, a client's requests (`follow.rs`) and an upstream's answers
+//! (`answers.rs`). No I/O.
 
+pub mod answers;
 pub mod chunked;
+pub mod follow;
 pub mod framing;
 pub mod request;
 pub mod response;

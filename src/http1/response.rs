@@ -20,7 +20,7 @@ pub enum Framing {
     UntilClose,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum BadResponse {
     #[error("the response head is not valid HTTP/1.x: {0}")]
     Invalid(String),

@@ -21,7 +21,7 @@ use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use super::follow::{Follower, Stop};
+use crate::http1::follow::{Follower, Stop};
 
 /// The error a checked read fails with; `fail_to_proxy` finds it in Pingora's error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -260,27 +260,7 @@ impl Peek for Checked {
 
 /// The refusal a Pingora error carries, when a checked read caused it.
 pub fn refusal_in(e: &pingora::Error) -> Option<Stop> {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            if let Some(Refused(stop)) = io.get_ref().and_then(|i| i.downcast_ref::<Refused>()) {
-                return Some(*stop);
-            }
-        }
-        // Pingora keeps a cause as it was given: an `Error` or a boxed one.
-        let pingora = c
-            .downcast_ref::<pingora::Error>()
-            .or_else(|| c.downcast_ref::<Box<pingora::Error>>().map(|b| &**b));
-        if let Some(p) = pingora {
-            cause = p
-                .cause
-                .as_deref()
-                .map(|c| c as &(dyn std::error::Error + 'static));
-            continue;
-        }
-        cause = c.source();
-    }
-    None
+    crate::upstream::followed::io_cause::<Refused>(e).map(|r| r.0)
 }
 
 #[cfg(test)]

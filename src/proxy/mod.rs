@@ -1,7 +1,7 @@
 //! The data path: one request flow (`flow/`), two transports that do its I/O —
 //! banyan's own HTTP/1.1 path for plain requests (`fast/`, entered from `listener.rs`)
 //! and Pingora's callbacks for the rest (`pingora.rs`). Both check the client's bytes
-//! the same way (`strict.rs`, `follow.rs` and `checked.rs` for what Pingora reads), and
+//! the same way (`strict.rs`, `http1::follow` and `checked.rs` for what Pingora reads), and
 //! write the same access log (`access_log.rs`).
 //!
 //! ```text
@@ -18,7 +18,6 @@ pub mod access_log;
 pub mod checked;
 pub mod fast;
 pub mod flow;
-pub mod follow;
 pub mod listener;
 pub mod pingora;
 pub mod strict;

@@ -242,7 +242,7 @@ impl Shadower {
             return;
         }
         if job.ctx.grpc
-            && crate::compare::protowire::frames(&job.ctx.request_body.bytes())
+            && crate::compare::protowire::raw_frames(&job.ctx.request_body.bytes())
                 .map_or(true, |m| m.len() != 1)
         {
             stats.record_skip(&self.metrics, SkipReason::GrpcStreaming);

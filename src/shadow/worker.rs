@@ -39,6 +39,7 @@ impl<T: Send + 'static> Worker<T> {
         std::thread::Builder::new()
             .name(thread.clone())
             .spawn(move || {
+                crate::priority::mark_background_thread();
                 let nice = crate::priority::SHADOW_NICE;
                 if let Err(e) = crate::priority::set_this_thread_nice(nice) {
                     tracing::warn!("{thread} runs at the data path's priority: {e}");
@@ -79,6 +80,7 @@ mod tests {
                 let nice = crate::priority::tests::nice();
                 #[cfg(not(target_os = "linux"))]
                 let nice = crate::priority::SHADOW_NICE;
+                assert!(crate::priority::off_the_data_path(), "marked background");
                 let _ = back.send((n, name, nice));
             }
         })

@@ -1,4 +1,5 @@
-//! Kept-alive connections of the fast path, per peer: a bounded lock-free queue, so that
+//! Kept-alive connections, per peer (the fast path's, and those under Pingora's HTTP/1
+//! client, `followed.rs`): a bounded lock-free queue, so that
 //! taking and returning a connection costs no lock and no system call. A connection is
 //! checked when taken (the upstream may have closed it while it waited: the runtime
 //! already knows, from the readiness it saw) and is dropped once idle past the upstream's
@@ -16,17 +17,32 @@ use crate::clock::now_ms;
 /// Idle connections kept per peer (Pingora's pool keeps 128 as well).
 pub const PER_PEER: usize = 128;
 
-struct Idle {
-    stream: TcpStream,
+/// A kept connection that can tell, without waiting, whether it is still open and quiet.
+pub trait Probe {
+    /// Open, and nothing unasked arrived on it.
+    fn open_and_quiet(&mut self) -> bool;
+}
+
+impl Probe for TcpStream {
+    fn open_and_quiet(&mut self) -> bool {
+        // Without readiness this returns at once, no system call; with it, the read says
+        // whether the upstream closed (0) or sent something unasked (never reusable).
+        let mut probe = [0u8; 1];
+        matches!(self.try_read(&mut probe), Err(e) if e.kind() == ErrorKind::WouldBlock)
+    }
+}
+
+struct Idle<S> {
+    stream: S,
     since_ms: u64,
 }
 
-pub struct IdlePool {
-    queue: ArrayQueue<Idle>,
+pub struct IdlePool<S = TcpStream> {
+    queue: ArrayQueue<Idle<S>>,
     idle_ms: u64,
 }
 
-impl IdlePool {
+impl<S: Probe> IdlePool<S> {
     pub fn new(idle_timeout: Duration) -> Self {
         IdlePool {
             queue: ArrayQueue::new(PER_PEER),
@@ -35,10 +51,10 @@ impl IdlePool {
     }
 
     /// A kept connection that is still open, if there is one.
-    pub fn take(&self) -> Option<TcpStream> {
+    pub fn take(&self) -> Option<S> {
         let now = now_ms();
-        while let Some(idle) = self.queue.pop() {
-            if self.usable(&idle, now) {
+        while let Some(mut idle) = self.queue.pop() {
+            if self.usable(&mut idle, now) {
                 return Some(idle.stream);
             }
         }
@@ -46,7 +62,7 @@ impl IdlePool {
     }
 
     /// Keeps a connection whose last exchange ended cleanly; beyond the bound it closes.
-    pub fn put(&self, stream: TcpStream) {
+    pub fn put(&self, stream: S) {
         let _ = self.queue.push(Idle {
             stream,
             since_ms: now_ms(),
@@ -57,10 +73,10 @@ impl IdlePool {
     pub fn sweep(&self) {
         let now = now_ms();
         for _ in 0..self.queue.len() {
-            let Some(idle) = self.queue.pop() else {
+            let Some(mut idle) = self.queue.pop() else {
                 break;
             };
-            if self.usable(&idle, now) {
+            if self.usable(&mut idle, now) {
                 let _ = self.queue.push(idle);
             }
         }
@@ -74,14 +90,8 @@ impl IdlePool {
         self.queue.is_empty()
     }
 
-    fn usable(&self, idle: &Idle, now: u64) -> bool {
-        if now.saturating_sub(idle.since_ms) >= self.idle_ms {
-            return false;
-        }
-        // Without readiness this returns at once, no system call; with it, the read says
-        // whether the upstream closed (0) or sent something unasked (never reusable).
-        let mut probe = [0u8; 1];
-        matches!(idle.stream.try_read(&mut probe), Err(e) if e.kind() == ErrorKind::WouldBlock)
+    fn usable(&self, idle: &mut Idle<S>, now: u64) -> bool {
+        now.saturating_sub(idle.since_ms) < self.idle_ms && idle.stream.open_and_quiet()
     }
 }
 

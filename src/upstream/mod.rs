@@ -7,11 +7,13 @@ pub mod capture;
 pub mod checks;
 pub mod circuit;
 pub mod client;
+pub mod followed;
 pub mod forward;
 pub mod idle;
 pub mod peer;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
@@ -43,6 +45,9 @@ pub struct UpstreamPool {
     /// readiness: a client waiting on a connection the lower-priority shadow worker opened
     /// would wait for that worker to get the CPU.
     shadow_idle: Vec<IdlePool>,
+    /// Per peer of an HTTP/1.1 upstream: the connections Pingora's client uses, made and
+    /// watched by banyan (`followed.rs`), and kept by it.
+    followed: Vec<Arc<followed::Connector>>,
     next: AtomicUsize,
     breaker: Option<Breaker>,
     /// The Host header sent to this upstream, when it sets one.
@@ -73,13 +78,36 @@ impl UpstreamPool {
     }
 
     pub fn new(cfg: &config::Upstream, metrics: &Metrics) -> Self {
+        let http1 = cfg.protocol == config::Protocol::Http1;
+        let followed: Vec<_> = cfg
+            .peers
+            .iter()
+            .filter(|_| http1)
+            .map(|p| {
+                Arc::new(followed::Connector::new(
+                    p.addr,
+                    cfg.connect_timeout,
+                    cfg.idle_timeout,
+                    cfg.tls.clone(),
+                ))
+            })
+            .collect();
         let peers = cfg
             .peers
             .iter()
-            .map(|p| {
-                let mut peer = match &cfg.tls {
-                    None => HttpPeer::new(p.addr, false, String::new()),
-                    Some(tls) => {
+            .enumerate()
+            .map(|(i, p)| {
+                let mut peer = match (&cfg.tls, followed.get(i)) {
+                    // HTTP/1.1, TLS or not: banyan connects (and speaks TLS), Pingora's
+                    // client speaks HTTP over what banyan watches.
+                    (tls, Some(connector)) => {
+                        let mut peer = HttpPeer::new(p.addr, false, String::new());
+                        peer.options.custom_l4 = Some(connector.clone());
+                        peer.group_key = tls.as_ref().map_or(0, |t| t.identity);
+                        peer
+                    }
+                    (None, None) => HttpPeer::new(p.addr, false, String::new()),
+                    (Some(tls), None) => {
                         // SNI is never empty here (validation refuses it): Pingora skips
                         // certificate verification for an empty one.
                         let mut peer = HttpPeer::new(p.addr, true, tls.sni.clone());
@@ -138,6 +166,7 @@ impl UpstreamPool {
                 .iter()
                 .map(|_| IdlePool::new(cfg.idle_timeout))
                 .collect(),
+            followed,
             next: AtomicUsize::new(0),
             breaker: cfg
                 .circuit
@@ -197,6 +226,7 @@ impl UpstreamPool {
             .iter()
             .chain(&self.shadow_idle)
             .for_each(IdlePool::sweep);
+        self.followed.iter().for_each(|c| c.sweep());
     }
 
     pub fn peer_count(&self) -> usize {

@@ -48,10 +48,23 @@ pub struct Greeter {
     pub name: &'static str,
     /// Every call fails with UNAVAILABLE.
     pub unavailable: bool,
+    /// Answers with gzip-compressed messages (to clients that accept them).
+    pub compress: bool,
     pub hits: Arc<AtomicU64>,
 }
 
 impl Greeter {
+    fn grpc(&self) -> tonic::server::Grpc<ProstCodec<Reply, Hello>> {
+        let gzip = tonic::codec::CompressionEncoding::Gzip;
+        let grpc =
+            tonic::server::Grpc::new(ProstCodec::<Reply, Hello>::default()).accept_compressed(gzip);
+        if self.compress {
+            grpc.send_compressed(gzip)
+        } else {
+            grpc
+        }
+    }
+
     fn fails(&self, req: &Hello) -> bool {
         self.unavailable || req.name == "fail"
     }
@@ -128,11 +141,11 @@ impl Service<http::Request<tonic::body::Body>> for Greeter {
         let me = self.clone();
         match req.uri().path() {
             SAY_HELLO => Box::pin(async move {
-                let mut grpc = tonic::server::Grpc::new(ProstCodec::<Reply, Hello>::default());
+                let mut grpc = me.grpc();
                 Ok(grpc.unary(SayHello(me), req).await)
             }),
             COUNT => Box::pin(async move {
-                let mut grpc = tonic::server::Grpc::new(ProstCodec::<Reply, Hello>::default());
+                let mut grpc = me.grpc();
                 Ok(grpc.server_streaming(Count(me), req).await)
             }),
             _ => Box::pin(async move { Ok(Status::unimplemented("no such method").into_http()) }),

@@ -21,15 +21,20 @@ pub struct GrpcServer {
 impl GrpcServer {
     /// Answers every call, naming itself `name` in each reply.
     pub fn start(name: &'static str) -> GrpcServer {
-        Self::serve(name, false)
+        Self::serve(name, false, false)
     }
 
     /// Fails every call with UNAVAILABLE.
     pub fn unavailable(name: &'static str) -> GrpcServer {
-        Self::serve(name, true)
+        Self::serve(name, true, false)
     }
 
-    fn serve(name: &'static str, unavailable: bool) -> GrpcServer {
+    /// Answers with gzip-compressed messages.
+    pub fn compressing(name: &'static str) -> GrpcServer {
+        Self::serve(name, false, true)
+    }
+
+    fn serve(name: &'static str, unavailable: bool, compress: bool) -> GrpcServer {
         let listener = super::bind_loopback();
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
@@ -37,6 +42,7 @@ impl GrpcServer {
         let greeter = Greeter {
             name,
             unavailable,
+            compress,
             hits: Arc::clone(&hits),
         };
         let task = super::upstream::RUNTIME.spawn(async move {
@@ -91,6 +97,15 @@ fn ended(replies: Vec<Reply>, s: Status) -> Ended {
 
 impl GrpcClient {
     pub fn connect(addr: SocketAddr) -> GrpcClient {
+        Self::connect_with(addr, false)
+    }
+
+    /// Sends its messages gzip-compressed, and takes compressed answers.
+    pub fn connect_compressed(addr: SocketAddr) -> GrpcClient {
+        Self::connect_with(addr, true)
+    }
+
+    fn connect_with(addr: SocketAddr, compressed: bool) -> GrpcClient {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -102,10 +117,12 @@ impl GrpcClient {
                     .connect(),
             )
             .expect("connect through banyan");
-        GrpcClient {
-            rt,
-            grpc: tonic::client::Grpc::new(channel),
+        let mut grpc = tonic::client::Grpc::new(channel);
+        if compressed {
+            let gzip = tonic::codec::CompressionEncoding::Gzip;
+            grpc = grpc.send_compressed(gzip).accept_compressed(gzip);
         }
+        GrpcClient { rt, grpc }
     }
 
     fn request(name: &str, user: Option<&str>) -> tonic::Request<Hello> {

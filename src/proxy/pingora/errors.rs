@@ -6,14 +6,33 @@ use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorSource, ErrorType};
 
-use crate::http1::framing::BadFraming;
 use crate::proxy::flow::attempt::{gateway_status, Failed, Next};
 use crate::proxy::flow::outcome::error_body;
 use crate::proxy::flow::{grpc, Ctx};
 use crate::proxy::Proxy;
+use crate::upstream::followed::{self, AnswerRefused};
 use crate::upstream::forward as headers;
 
 impl Proxy {
+    /// An upstream answer refused below Pingora (`upstream::followed`), as banyan's own
+    /// client refuses it: a 502, the connection dropped, legacy tried where it may be.
+    pub(super) fn answer_refused(
+        &self,
+        session: &Session,
+        ctx: &mut Ctx,
+        e: &Error,
+    ) -> Option<Box<Error>> {
+        let AnswerRefused(why) = followed::io_cause::<AnswerRefused>(e)?;
+        let why = why.clone();
+        let mut bad = self.bad_response(session, ctx, why.as_str(), &why);
+        // Mid-body, the client has the head already: nothing can be sent again.
+        let fresh = session.response_written().is_none();
+        if std::mem::take(&mut ctx.retry_on_legacy) && fresh {
+            bad.set_retry(true);
+        }
+        Some(bad)
+    }
+
     /// An upstream answer whose framing is in doubt: counted, the upstream connection is
     /// not reused (an error ends the exchange), and the request is handled as a broken
     /// exchange: retried on legacy where the route allows, else a 502.
@@ -21,11 +40,12 @@ impl Proxy {
         &self,
         session: &Session,
         ctx: &mut Ctx,
-        bad: BadFraming,
+        reason: &'static str,
+        bad: &dyn std::fmt::Display,
     ) -> Box<Error> {
         self.metrics
             .bad_responses_total
-            .with_label_values(&[bad.as_str()])
+            .with_label_values(&[reason])
             .inc();
         let mut e = Error::explain(
             ErrorType::HTTPStatus(502),

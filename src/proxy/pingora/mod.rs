@@ -18,11 +18,13 @@ use super::flow::attempt::{Failed, Next};
 use super::flow::decide::Admission;
 use super::flow::outcome::Ending;
 use super::flow::{grpc, Ctx};
-use super::{checked, follow, listener, strict, Proxy};
+use super::{checked, listener, strict, Proxy};
 use crate::compare::Answer;
+use crate::http1::follow;
 use crate::routes::RequestView;
 use crate::shadow::copy::Original;
 use crate::shadow::ShadowCtx;
+use crate::upstream::followed::{self, Stale};
 use crate::upstream::forward as headers;
 use errors::{is_timeout, no_decision, respond_error};
 
@@ -251,7 +253,7 @@ impl ProxyHttp for Proxy {
         }
         let head_request = session.req_header().method == http::Method::HEAD;
         if let Err(bad) = strict::check_response(upstream_response, head_request) {
-            return Err(self.bad_response(session, ctx, bad));
+            return Err(self.bad_response(session, ctx, bad.as_str(), &bad));
         }
         // UNAVAILABLE before any message is gRPC's 503.
         let unavailable = ctx.grpc && ctx.grpc_status == Some(grpc::UNAVAILABLE);
@@ -340,6 +342,12 @@ impl ProxyHttp for Proxy {
             e.set_retry(false);
             return e;
         }
+        if let Some(bad) = self.answer_refused(session, ctx, &e) {
+            return bad;
+        }
+        // A connection banyan kept (`upstream::followed`) that was closed meanwhile is a
+        // stale keep-alive, as one of Pingora's own would be.
+        let client_reused = client_reused || followed::io_cause::<Stale>(&e).is_some();
         if std::mem::take(&mut ctx.retry_on_legacy) {
             e.set_retry(true);
             return e;

@@ -1,5 +1,6 @@
 //! Follows what a client sends on an HTTP/1 connection that Pingora parses, message by
-//! message, with banyan's own framing rules. Pingora decodes chunked bodies with a parser
+//! message, with banyan's own framing rules (and, in `answers.rs`, what Pingora sends an
+//! upstream, to know what each answer is an answer to). Pingora decodes chunked bodies with a parser
 //! that takes bytes banyan refuses (a CR or LF inside a chunk extension, say); following
 //! the same bytes here, with the strict decoder the fast path uses, lets banyan stop such a
 //! body at the first doubtful byte, and also tells when a request head has begun (for the
@@ -41,6 +42,17 @@ enum State {
     Through,
 }
 
+/// What a whole request head asked for that decides how its answer is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sent {
+    /// A `HEAD` request: its answer has no body, whatever its fields say.
+    pub head: bool,
+    /// It asked to upgrade: a `101` answer hands the connection to another protocol.
+    pub upgrade: bool,
+    /// A `CONNECT`: a 2xx answer makes the connection a tunnel.
+    pub tunnel: bool,
+}
+
 /// One connection's request bytes, in order.
 #[derive(Debug)]
 pub struct Follower {
@@ -48,6 +60,8 @@ pub struct Follower {
     head: Vec<u8>,
     /// A request asked to upgrade, and its answer has not been written yet.
     upgrade_asked: bool,
+    /// The head parsed last, until `feed_noting` hands it on.
+    noted: Option<Sent>,
 }
 
 impl Default for Follower {
@@ -56,6 +70,7 @@ impl Default for Follower {
             state: State::Head,
             head: Vec::new(),
             upgrade_asked: false,
+            noted: None,
         }
     }
 }
@@ -79,6 +94,15 @@ impl Follower {
     /// Takes the next bytes the client sent. On a refusal, also says how many of them are
     /// clear of it (up to the start of the piece that holds it): those may still be read.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<(), (usize, Stop)> {
+        self.feed_noting(bytes, |_| {})
+    }
+
+    /// `feed`, also telling `on_head` of each whole request head, in order.
+    pub fn feed_noting(
+        &mut self,
+        bytes: &[u8],
+        mut on_head: impl FnMut(Sent),
+    ) -> Result<(), (usize, Stop)> {
         let mut buf = bytes;
         while !buf.is_empty() {
             let clear = bytes.len() - buf.len();
@@ -101,7 +125,12 @@ impl Follower {
                         self.state = State::Head;
                     }
                 }
-                State::Head => buf = self.head_bytes(buf).map_err(|stop| (clear, stop))?,
+                State::Head => {
+                    buf = self.head_bytes(buf).map_err(|stop| (clear, stop))?;
+                    if let Some(sent) = self.noted.take() {
+                        on_head(sent);
+                    }
+                }
             }
         }
         Ok(())
@@ -168,6 +197,11 @@ impl Follower {
             .method
             .is_some_and(|m| m.eq_ignore_ascii_case("CONNECT"));
         let framed = framing::request(minor, req.headers.iter().map(|h| (h.name, h.value)));
+        self.noted = Some(Sent {
+            head: req.method == Some("HEAD"),
+            upgrade: framed.as_ref().is_ok_and(|r| r.upgrade),
+            tunnel,
+        });
         self.state = match framed {
             Ok(_) if tunnel => State::Through,
             Ok(r) => {

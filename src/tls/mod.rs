@@ -3,6 +3,8 @@
 //! client keys with `unwrap`): the listener's certificate behind a resolver that swaps
 //! in a new one when its files change, and upstreams' CA and client certificates.
 
+pub mod client;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -210,6 +212,10 @@ pub struct UpstreamTls {
     /// upstreams that trust and present exactly the same things. Pingora's own reuse key
     /// leaves the trusted roots out.
     pub identity: u64,
+    /// The same trust as a rustls client for HTTP/1.1 (`upstream::followed` speaks TLS
+    /// itself, below Pingora, to follow the answers' bytes).
+    pub http1: Arc<rustls::ClientConfig>,
+    pub server_name: ServerName<'static>,
 }
 
 impl fmt::Debug for UpstreamTls {
@@ -228,15 +234,19 @@ impl UpstreamTls {
         ca: Option<&Path>,
         client: Option<(&Path, &Path)>,
     ) -> Result<UpstreamTls, TlsError> {
-        if sni.is_empty() || ServerName::try_from(sni.to_string()).is_err() {
-            return Err(TlsError::ServerName(sni.to_string()));
-        }
+        let server_name = match ServerName::try_from(sni.to_string()) {
+            Ok(name) if !sni.is_empty() => name,
+            _ => return Err(TlsError::ServerName(sni.to_string())),
+        };
         let mut identity = Identity::default();
         identity.part(sni.as_bytes());
+        let mut roots = None;
+        let mut own = None;
         let ca = match ca {
             None => None,
             Some(path) => {
                 let certs = read_certs(path)?;
+                roots = Some((path, certs.clone()));
                 identity.part(b"ca");
                 let wrapped: Vec<WrappedX509> = certs
                     .into_iter()
@@ -255,6 +265,7 @@ impl UpstreamTls {
                 let certs = read_certs(cert)?;
                 let key_der = read_key(key)?;
                 certify(certs.clone(), &key_der, cert, key)?;
+                own = Some((certs.clone(), key_der.clone_key(), cert, key));
                 let der = key_der.secret_der().to_vec();
                 PrivateKeyDer::try_from(der.clone())
                     .map_err(|e| content(key, format!("the key's DER is not recognised: {e}")))?;
@@ -272,6 +283,8 @@ impl UpstreamTls {
             ca,
             client,
             identity: identity.finish(),
+            http1: client::http1_config(roots, own)?,
+            server_name,
         })
     }
 }
