@@ -50,15 +50,6 @@ pub enum Conn {
     Tls(Box<ClientTlsStream<TcpStream>>),
 }
 
-impl Conn {
-    fn tcp(&self) -> &TcpStream {
-        match self {
-            Conn::Plain(s) => s,
-            Conn::Tls(s) => s.get_ref().0,
-        }
-    }
-}
-
 impl Probe for Conn {
     /// One read attempt that cannot wait: a TLS connection may hold records that are not
     /// data (session tickets), which only TLS can tell from an answer.
@@ -254,12 +245,10 @@ impl AsyncWrite for Followed {
 }
 
 impl VirtualSocket for Followed {
-    fn set_socket_option(&self, opt: VirtualSockOpt) -> std::io::Result<()> {
-        match (opt, &self.conn) {
-            (VirtualSockOpt::NoDelay, Some(conn)) => conn.tcp().set_nodelay(true),
-            // banyan asks Pingora for no TCP keep-alive on upstream connections.
-            _ => Ok(()),
-        }
+    /// `TCP_NODELAY` is set once when the connection opens; banyan asks Pingora for no
+    /// TCP keep-alive on upstream connections.
+    fn set_socket_option(&self, _opt: VirtualSockOpt) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -307,14 +296,19 @@ impl Connector {
         self.kept_apart.sweep();
     }
 
+    /// A new connection, TLS handshake included, within the upstream's `connect_timeout`
+    /// (Pingora's own connect timeouts are not set on these peers: a kept connection
+    /// needs no timer).
     async fn open(&self, addr: SocketAddr) -> pingora::Result<Conn> {
-        let tcp = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-            Err(_) => {
-                return Error::e_explain(
-                    ErrorType::ConnectTimedout,
-                    format!("connecting to {addr} took over {:?}", self.connect_timeout),
-                )
-            }
+        let by = tokio::time::Instant::now() + self.connect_timeout;
+        let timed_out = || {
+            Error::e_explain(
+                ErrorType::ConnectTimedout,
+                format!("connecting to {addr} took over {:?}", self.connect_timeout),
+            )
+        };
+        let tcp = match tokio::time::timeout_at(by, TcpStream::connect(addr)).await {
+            Err(_) => return timed_out(),
             Ok(Err(e)) => {
                 let etype = match e.kind() {
                     std::io::ErrorKind::ConnectionRefused => ErrorType::ConnectRefused,
@@ -324,16 +318,20 @@ impl Connector {
             }
             Ok(Ok(tcp)) => tcp,
         };
+        // Once per connection, not per request (Pingora asks again on every connect).
+        tcp.set_nodelay(true)
+            .or_err(ErrorType::ConnectError, "setting TCP_NODELAY")?;
         let Some(tls) = &self.tls else {
             return Ok(Conn::Plain(tcp));
         };
         let connector = TlsConnector::from(tls.http1.clone());
-        let stream = connector
-            .connect(tls.server_name.clone(), tcp)
-            .await
-            .or_err_with(ErrorType::TLSHandshakeFailure, || {
+        let handshake = connector.connect(tls.server_name.clone(), tcp);
+        let stream = match tokio::time::timeout_at(by, handshake).await {
+            Err(_) => return timed_out(),
+            Ok(r) => r.or_err_with(ErrorType::TLSHandshakeFailure, || {
                 format!("TLS to {addr} ({})", tls.sni)
-            })?;
+            })?,
+        };
         Ok(Conn::Tls(Box::new(stream)))
     }
 }

@@ -125,8 +125,11 @@ impl UpstreamPool {
                     strip_connection_nominated: false,
                     ..HttpUpstreamRequestPolicy::standard()
                 };
-                o.connection_timeout = Some(cfg.connect_timeout);
-                o.total_connection_timeout = Some(cfg.connect_timeout);
+                if o.custom_l4.is_none() {
+                    // (banyan's connector bounds its own connects)
+                    o.connection_timeout = Some(cfg.connect_timeout);
+                    o.total_connection_timeout = Some(cfg.connect_timeout);
+                }
                 let read = read_limit(cfg);
                 o.read_timeout = Some(read);
                 o.write_timeout = Some(read);
@@ -379,10 +382,9 @@ mod tests {
         );
         assert_eq!(ports[0], ports[3]);
         let (_, peer) = pool.pick_any();
-        assert_eq!(
-            peer.options.connection_timeout,
-            Some(Duration::from_millis(250))
-        );
+        // HTTP/1.1: banyan's connector connects, within the upstream's connect_timeout.
+        assert!(peer.options.custom_l4.is_some());
+        assert_eq!(peer.options.connection_timeout, None);
         assert_eq!(peer.options.idle_timeout, Some(Duration::from_secs(4)));
         assert_eq!(
             pool.host.as_ref().map(|h| h.as_bytes()),
