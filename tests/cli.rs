@@ -63,6 +63,9 @@ fn check_prints_a_summary_of_valid_files() {
     assert!(text.contains("(routes/orders.toml:2)"), "{text}");
     assert!(text.contains("_default"), "{text}");
     assert!(text.contains("ok: 1 route, 2 upstreams"), "{text}");
+    // The open-file limit `run` will raise to, against max_connections (10,000 by default).
+    assert!(text.contains("           open files "), "{text}");
+    assert!(text.contains("max_connections = 10000"), "{text}");
 }
 
 #[test]

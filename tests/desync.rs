@@ -502,8 +502,10 @@ fn upstream_answers_with_doubtful_framing_become_502_and_their_connection_is_dro
         w.up.take();
         w.new_log_lines(1);
         // Connections that end cleanly are kept on both paths (on Pingora's, by banyan,
-        // below Pingora's client): the next request comes on the same one.
-        let first = probe(&mut w, t, 200);
-        assert_eq!(probe(&mut w, t, 201), first, "{t:?}: kept");
+        // below Pingora's client): later requests come on them. (A request may still
+        // find the last one not yet back: its client can have the answer first.)
+        let used: std::collections::BTreeSet<u64> =
+            (200..205).map(|n| probe(&mut w, t, n)).collect();
+        assert!(used.len() < 5, "{t:?}: kept: {used:?}");
     }
 }

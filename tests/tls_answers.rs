@@ -7,25 +7,30 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use common::pki::{self, Ca};
 use common::upstream::Upstream;
 use common::Setup;
 
+/// Each request the upstream read: the connection it came on, and its path.
+type Seen = Arc<Mutex<Vec<(u64, String)>>>;
+
 /// Answers each request on a connection: `/api/raw/r/cl-te` with a length beside chunked
-/// framing, anything else a keep-alive 200 naming the connection.
-fn raw_tls_upstream(config: Arc<rustls::ServerConfig>) -> std::net::SocketAddr {
+/// framing, anything else a keep-alive 200 naming the connection; records every request.
+fn raw_tls_upstream(config: Arc<rustls::ServerConfig>) -> (std::net::SocketAddr, Seen) {
     let listener = common::bind_loopback();
     let addr = listener.local_addr().expect("addr");
     let ids = Arc::new(AtomicU64::new(0));
+    let seen: Seen = Arc::default();
+    let record = Arc::clone(&seen);
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(tcp) = conn else { continue };
             let id = ids.fetch_add(1, Ordering::Relaxed);
             let config = Arc::clone(&config);
+            let record = Arc::clone(&record);
             std::thread::spawn(move || {
                 let Ok(tls) = rustls::ServerConnection::new(config) else {
                     return;
@@ -37,6 +42,11 @@ fn raw_tls_upstream(config: Arc<rustls::ServerConfig>) -> std::net::SocketAddr {
                     while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                         buf.drain(..end + 4);
+                        let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                        record
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push((id, path));
                         let answer = if head.starts_with("GET /api/raw/r/cl-te ") {
                             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_string()
                         } else {
@@ -58,7 +68,7 @@ fn raw_tls_upstream(config: Arc<rustls::ServerConfig>) -> std::net::SocketAddr {
             });
         }
     });
-    addr
+    (addr, seen)
 }
 
 #[test]
@@ -67,7 +77,7 @@ fn answers_over_tls_are_followed_refused_and_kept_like_plain_ones() {
     let dir = tempfile::tempdir().expect("dir");
     let ca = Ca::new("services CA");
     let ca_file = ca.write(dir.path(), "ca");
-    let raw = raw_tls_upstream(pki::server_config(
+    let (raw, seen) = raw_tls_upstream(pki::server_config(
         &ca.server(&["orders.internal"], dir.path(), "raw"),
         None,
     ));
@@ -87,15 +97,15 @@ fn answers_over_tls_are_followed_refused_and_kept_like_plain_ones() {
     s.upstream_extra = vec![("raw", tls.as_str())];
     let b = s.start();
     let get = |path: &str| common::http_request(b.proxy, "GET", path, None, "");
+    let conns = || -> Vec<(u64, String)> { seen.lock().unwrap_or_else(|e| e.into_inner()).clone() };
 
-    let (code, first) = get("/api/raw/a");
-    assert_eq!(code, 200, "{first}");
-    let (code, again) = get("/api/raw/b");
-    assert_eq!(
-        (code, again.as_str()),
-        (200, first.as_str()),
-        "kept and reused"
-    );
+    // Clean answers: the TLS connection is kept and carries the next requests.
+    for i in 0..5 {
+        let (code, body) = get(&format!("/api/raw/a{i}"));
+        assert_eq!(code, 200, "{body}");
+    }
+    let used: std::collections::BTreeSet<u64> = conns().iter().map(|(c, _)| *c).collect();
+    assert!(used.len() < 5, "connections kept and reused: {:?}", conns());
 
     let (code, body) = get("/api/raw/r/cl-te");
     assert_eq!(code, 502, "refused, not relayed re-chunked: {body}");
@@ -103,16 +113,25 @@ fn answers_over_tls_are_followed_refused_and_kept_like_plain_ones() {
         "banyan_bad_responses_total{reason=\"length_and_encoding\"}",
         1.0,
     );
+    let refused_on = conns()
+        .iter()
+        .find(|(_, p)| p == "/api/raw/r/cl-te")
+        .map(|(c, _)| *c)
+        .expect("the upstream saw it");
 
-    // The refused answer's connection is gone; a new one serves what follows.
-    let (code, after) = get("/api/raw/c");
-    assert_eq!(code, 200, "{after}");
-    assert_ne!(after, first, "a new connection after the refusal");
-    let mut probe = TcpStream::connect(b.proxy).expect("connect");
-    probe
-        .write_all(b"GET /api/raw/d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .expect("write");
-    let mut out = String::new();
-    let _ = probe.read_to_string(&mut out);
-    assert!(out.ends_with(&after), "kept again: {out}");
+    // The refused answer's connection is never used again.
+    for i in 0..5 {
+        let (code, body) = get(&format!("/api/raw/b{i}"));
+        assert_eq!(code, 200, "{body}");
+    }
+    let after: Vec<(u64, String)> = conns()
+        .into_iter()
+        .skip_while(|(_, p)| p != "/api/raw/r/cl-te")
+        .skip(1)
+        .collect();
+    assert_eq!(after.len(), 5, "{after:?}");
+    assert!(
+        after.iter().all(|(c, _)| *c != refused_on),
+        "the refused connection carried another request: {after:?}"
+    );
 }

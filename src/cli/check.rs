@@ -41,6 +41,10 @@ pub fn check(config_path: &Path) -> anyhow::Result<ExitCode> {
         listen.join(", "),
         config.admin.listen
     );
+    println!(
+        "           {}",
+        crate::rlimit::describe(s.limits.max_connections)
+    );
     if let Some(t) = &s.tls {
         println!(
             "tls        {}  {} + {}: {}",

@@ -73,6 +73,9 @@ pub fn run(
 ) -> anyhow::Result<ExitCode> {
     crate::logging::init(log_format);
     ignore_sighup_until_handled();
+    if let Some(limit) = crate::rlimit::raise_open_files() {
+        tracing::debug!("open files: up to {limit}");
+    }
     let (config, report) = match Config::load(config_path, &cwd()) {
         Ok(loaded) => loaded,
         Err(report) => return Err(refuse(&report, "not starting")),
@@ -153,7 +156,7 @@ pub fn run(
     let mut proxy_service = Service::new("banyan proxy".to_string(), app);
     for addr in &config.server.listen {
         proxy_service
-            .add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(client_buffers()));
+            .add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(plain_buffers()));
     }
     if let (Some(tls), Some(resolver)) = (&config.server.tls, &control.certificate) {
         // A resolver, not files: Pingora would panic on unreadable files at start, and
@@ -250,4 +253,11 @@ fn print_demo_banner(config: &Config, demos: &[(String, SocketAddr)]) {
 /// small coalescing buffer.
 fn client_buffers() -> L4BufferSettings {
     L4BufferSettings::default().read(0)
+}
+
+/// Plain connections hold no write buffer either: banyan's own path writes each answer
+/// whole, HTTP/2 (h2c) coalesces its frames itself, and a 1,460-byte buffer per idle
+/// keep-alive client was most of what one costs once its read buffer was gone.
+fn plain_buffers() -> L4BufferSettings {
+    client_buffers().write(0)
 }

@@ -19,6 +19,7 @@ pub mod checked;
 pub mod fast;
 pub mod flow;
 pub mod listener;
+pub mod pending;
 pub mod pingora;
 pub mod strict;
 

@@ -1,0 +1,13 @@
+//! Memory given back to the system. mimalloc (the binary's allocator) purges the pages it
+//! freed only after a delay, and only when something asks it to collect: after a burst of
+//! connections closes, a data-path thread that then idles never asks, and the process
+//! kept its peak resident set for good (10,000 idle clients connected and gone: 230 MiB
+//! resident, for a 16 MiB process). The control loop asks once a second; the purge then
+//! runs for the whole process, whichever thread freed the pages.
+
+/// Purges what mimalloc freed and whose delay has passed. Cheap when there is nothing to
+/// purge; harmless when mimalloc is not the global allocator (its heaps are then empty).
+pub fn give_back() {
+    // SAFETY: `mi_collect` has no preconditions; it only walks mimalloc's own state.
+    unsafe { libmimalloc_sys::mi_collect(false) }
+}

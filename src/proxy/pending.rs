@@ -1,0 +1,212 @@
+//! The bytes of a plain connection's requests not yet served, and the wait for more. An
+//! idle keep-alive connection holds no buffer: the wait borrows one from its thread's
+//! spare buffers for each poll and gives it back when nothing came (the socket only needs
+//! a buffer at the moment it is read, and a poll that finds nothing does not read), so
+//! 10,000 idle clients do not keep 10,000 read buffers resident. A buffer is kept only
+//! while it holds bytes of a request.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::Poll;
+
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::time::Instant;
+
+/// Bytes read at a time while waiting for a request: a request that fits is served by the
+/// fast path from them; otherwise they are put back for Pingora's parser.
+pub const FIRST_READ: usize = 4096;
+
+/// The largest request head read on plain connections (nginx's default allows 32 KiB);
+/// a larger one is answered 431.
+pub const MAX_HEAD: usize = 64 * 1024;
+
+/// Spare read buffers kept per thread: as many as requests being read at once on it,
+/// bounded so that a burst does not stay resident.
+const SPARE: usize = 64;
+
+thread_local! {
+    static SPARES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_spare() -> Vec<u8> {
+    SPARES
+        .with(|s| s.borrow_mut().pop())
+        .unwrap_or_else(|| vec![0; FIRST_READ])
+}
+
+fn give_spare(buf: Vec<u8>) {
+    if buf.len() != FIRST_READ {
+        return;
+    }
+    SPARES.with(|s| {
+        let mut spares = s.borrow_mut();
+        if spares.len() < SPARE {
+            spares.push(buf);
+        }
+    });
+}
+
+/// How a wait for client bytes ended.
+pub enum Read {
+    More,
+    /// Closed, or the service is shutting down: nothing to answer.
+    Gone,
+    TimedOut,
+}
+
+/// Bytes of requests read but not yet served: a pipelined next request, or the start of
+/// one still arriving. Plain zeroed memory read into with `read` (cheaper per request than
+/// a growable buffer's uninitialised tail), grown for a long head, shrunk back after it,
+/// and handed back to the thread's spares when empty. Only `..filled` is ever read: the
+/// rest of a reused buffer is never looked at.
+#[derive(Default)]
+pub struct Pending {
+    bytes: Vec<u8>,
+    filled: usize,
+}
+
+impl Pending {
+    pub fn data(&self) -> &[u8] {
+        &self.bytes[..self.filled]
+    }
+
+    pub fn len(&self) -> usize {
+        self.filled
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.filled == 0
+    }
+
+    /// Room for the next read, growing (up to a head's limit plus a read) when short.
+    fn spare(&mut self) -> &mut [u8] {
+        if self.bytes.is_empty() {
+            self.bytes = take_spare();
+        } else if self.bytes.len() - self.filled < 512 {
+            let grown = (self.bytes.len() * 2).min(MAX_HEAD + FIRST_READ);
+            self.bytes.resize(grown, 0);
+        }
+        &mut self.bytes[self.filled..]
+    }
+
+    /// Drops the first `n` bytes (a served request).
+    pub fn consume(&mut self, n: usize) {
+        self.bytes.copy_within(n..self.filled, 0);
+        self.filled -= n;
+        if self.filled == 0 {
+            self.release();
+        } else if self.bytes.len() > FIRST_READ && self.filled <= FIRST_READ {
+            self.bytes.truncate(FIRST_READ);
+            self.bytes.shrink_to_fit();
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.consume(self.filled);
+    }
+
+    /// Gives the buffer back (empty: nothing of a request is in it).
+    fn release(&mut self) {
+        let mut buf = std::mem::take(&mut self.bytes);
+        if buf.len() > FIRST_READ {
+            buf.truncate(FIRST_READ);
+            buf.shrink_to_fit();
+        }
+        give_spare(buf);
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// One read into `buf`, holding a buffer only while a poll reads: a poll that finds the
+/// socket not ready gives an empty `buf`'s buffer back before waiting.
+async fn read_into(stream: &mut L4Stream, buf: &mut Pending) -> std::io::Result<usize> {
+    poll_fn(|cx| {
+        let idle = buf.bytes.is_empty();
+        let mut rb = ReadBuf::new(buf.spare());
+        match Pin::new(&mut *stream).poll_read(cx, &mut rb) {
+            Poll::Ready(Ok(())) => {
+                let n = rb.filled().len();
+                if n == 0 && idle {
+                    buf.release();
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                if idle {
+                    buf.release();
+                }
+                Poll::Pending
+            }
+        }
+    })
+    .await
+}
+
+/// Reads more bytes of a connection into `buf` until `deadline`.
+pub async fn read_until(
+    stream: &mut L4Stream,
+    buf: &mut Pending,
+    deadline: Instant,
+    shutdown: &ShutdownWatch,
+) -> Read {
+    if *shutdown.borrow() {
+        return Read::Gone;
+    }
+    let mut shutdown = shutdown.clone();
+    let read = tokio::select! {
+        biased;
+        read = tokio::time::timeout_at(deadline, read_into(stream, buf)) => match read {
+            Ok(Ok(n)) if n > 0 => Ok(n),
+            Ok(_) => Err(Read::Gone),
+            Err(_) => Err(Read::TimedOut),
+        },
+        _ = shutdown.changed() => Err(Read::Gone),
+    };
+    match read {
+        Ok(n) => {
+            buf.filled += n;
+            Read::More
+        }
+        Err(r) => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_buffer_goes_back_and_a_request_keeps_one() {
+        SPARES.with(|s| s.borrow_mut().clear());
+        let mut p = Pending::default();
+        assert!(p.bytes.is_empty(), "nothing held before a request");
+        let room = p.spare();
+        room[..5].copy_from_slice(b"GET /");
+        p.filled = 5;
+        assert_eq!(p.data(), b"GET /");
+        p.consume(5);
+        assert!(p.bytes.is_empty(), "given back once served");
+        assert_eq!(SPARES.with(|s| s.borrow().len()), 1);
+        // The next request takes that buffer; a long head grows it, and it is given back
+        // at its usual size.
+        let _ = p.spare();
+        assert_eq!(SPARES.with(|s| s.borrow().len()), 0);
+        p.filled = FIRST_READ - 100;
+        let _ = p.spare();
+        assert!(p.bytes.len() > FIRST_READ);
+        p.clear();
+        assert_eq!(
+            SPARES.with(|s| s.borrow().first().map(Vec::len)),
+            Some(FIRST_READ)
+        );
+    }
+}
