@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 
 use super::chunked;
 use super::follow::{Follower, Sent};
+use super::pieces::{BodyLeft, Fed, HeadSoFar};
 use super::response::{self, BadResponse, Framing};
 
 /// The largest answer head followed: banyan's own client's limit.
@@ -48,8 +49,7 @@ impl Refused {
 enum State {
     /// Waiting for (the rest of) an answer head.
     Head,
-    Length(u64),
-    Chunked(chunked::Decoder),
+    Body(BodyLeft),
     /// The body runs until the upstream closes.
     UntilClose,
     /// Not HTTP/1 any more (a switch the request asked for, a tunnel).
@@ -63,7 +63,7 @@ pub struct Answers {
     /// Requests written whose final answer has not begun, oldest first.
     pending: VecDeque<Sent>,
     state: State,
-    head: Vec<u8>,
+    head: HeadSoFar,
     /// An answer said the upstream closes after it.
     closing: bool,
 }
@@ -74,7 +74,7 @@ impl Default for Answers {
             requests: Follower::default(),
             pending: VecDeque::with_capacity(1),
             state: State::Head,
-            head: Vec::new(),
+            head: HeadSoFar::default(),
             closing: false,
         }
     }
@@ -108,18 +108,10 @@ impl Answers {
         while !buf.is_empty() {
             match &mut self.state {
                 State::Through | State::UntilClose => return Ok(()),
-                State::Length(left) => {
-                    let take = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
-                    *left -= take as u64;
-                    buf = &buf[take..];
-                    if *left == 0 {
-                        self.state = State::Head;
-                    }
-                }
-                State::Chunked(decoder) => {
-                    let used = decoder.feed(buf, |_| {}).map_err(|_| Refused::BadChunk)?;
+                State::Body(body) => {
+                    let (used, ended) = body.take(buf).map_err(|_| Refused::BadChunk)?;
                     buf = &buf[used..];
-                    if decoder.done() {
+                    if ended {
                         self.state = State::Head;
                     }
                 }
@@ -129,45 +121,29 @@ impl Answers {
         Ok(())
     }
 
-    /// Reads `buf` as (more of) an answer head; returns what follows it. Parsed only up
-    /// to the last LF seen (a head ends at one), so the verdict does not depend on how
-    /// the bytes were split into reads, and a trickled head is not parsed per byte.
+    /// Reads `buf` as (more of) an answer head; returns what follows it.
     fn head_bytes<'b>(&mut self, buf: &'b [u8]) -> Result<&'b [u8], Refused> {
         let Some(&asked) = self.pending.front() else {
             return Err(Refused::Unasked);
         };
-        let before = self.head.len();
-        let new = &buf[..(MAX_HEAD + 1).saturating_sub(before).min(buf.len())];
-        let parsed = match new.iter().rposition(|&b| b == b'\n') {
-            None => None,
-            Some(lf) if before == 0 => parse(&buf[..=lf], asked)?,
-            Some(lf) => {
-                self.head.extend_from_slice(&new[..=lf]);
-                let parsed = parse(&self.head, asked);
-                self.head.truncate(before);
-                parsed?
+        match self.head.feed(buf, MAX_HEAD, |bytes| parse(bytes, asked))? {
+            Fed::Whole((next, close), rest) => {
+                self.closing |= close;
+                if let Some(state) = next {
+                    self.pending.pop_front();
+                    self.state = state;
+                }
+                Ok(rest)
             }
-        };
-        let Some((head_len, next, close)) = parsed else {
-            self.head.extend_from_slice(new);
-            if self.head.len() > MAX_HEAD {
-                return Err(Refused::Head(BadResponse::TooLarge(MAX_HEAD)));
-            }
-            return Ok(&[]);
-        };
-        self.head.clear();
-        self.closing |= close;
-        if let Some(state) = next {
-            self.pending.pop_front();
-            self.state = state;
+            Fed::Partial => Ok(&[]),
+            Fed::TooLarge => Err(Refused::Head(BadResponse::TooLarge(MAX_HEAD))),
         }
-        Ok(&buf[(head_len - before).min(buf.len())..])
     }
 }
 
 /// What a whole answer head says: its length, the state after it (`None` for an interim
 /// answer: the final one is still to come), and whether the upstream closes after it.
-type Head = (usize, Option<State>, bool);
+type Head = (usize, (Option<State>, bool));
 
 /// Parses an answer head at the start of `bytes`: `None` while not whole.
 fn parse(bytes: &[u8], asked: Sent) -> Result<Option<Head>, Refused> {
@@ -175,7 +151,7 @@ fn parse(bytes: &[u8], asked: Sent) -> Result<Option<Head>, Refused> {
     if switched && asked.upgrade {
         let mut hs = [httparse::EMPTY_HEADER; response::MAX_HEADERS];
         return match httparse::Response::new(&mut hs).parse(bytes) {
-            Ok(httparse::Status::Complete(n)) => Ok(Some((n, Some(State::Through), true))),
+            Ok(httparse::Status::Complete(n)) => Ok(Some((n, (Some(State::Through), true)))),
             Ok(httparse::Status::Partial) => Ok(None),
             Err(e) => Err(Refused::Head(BadResponse::Invalid(e.to_string()))),
         };
@@ -185,16 +161,16 @@ fn parse(bytes: &[u8], asked: Sent) -> Result<Option<Head>, Refused> {
         return Ok(None);
     };
     if p.informational {
-        return Ok(Some((p.head_len, None, false)));
+        return Ok(Some((p.head_len, (None, false))));
     }
     let state = match p.framing {
         _ if asked.tunnel && (200..300).contains(&p.status) => State::Through,
         Framing::Empty | Framing::Length(0) => State::Head,
-        Framing::Length(n) => State::Length(n),
-        Framing::Chunked => State::Chunked(chunked::Decoder::default()),
+        Framing::Length(n) => State::Body(BodyLeft::Length(n)),
+        Framing::Chunked => State::Body(BodyLeft::Chunked(chunked::Decoder::default())),
         Framing::UntilClose => State::UntilClose,
     };
-    Ok(Some((p.head_len, Some(state), p.close)))
+    Ok(Some((p.head_len, (Some(state), p.close))))
 }
 
 #[cfg(test)]

@@ -11,8 +11,9 @@
 //! `101 Switching Protocols` or a `CONNECT` the bytes are another protocol's and are no
 //! longer followed.
 
-use crate::http1::chunked;
-use crate::http1::framing::{self, Body, Refusal};
+use super::chunked;
+use super::framing::{self, Body, Refusal};
+use super::pieces::{BodyLeft, Fed, HeadSoFar};
 
 /// The largest request head followed: Pingora's own limit (it answers a longer one 400
 /// itself), so that following never refuses a head Pingora would take. The copy lasts only
@@ -35,9 +36,7 @@ pub enum Stop {
 enum State {
     /// Reading a request head (`head` holds the bytes of one that is not whole yet).
     Head,
-    /// Bytes of a body framed by its length still to come.
-    Length(u64),
-    Chunked(chunked::Decoder),
+    Body(BodyLeft),
     /// Not HTTP/1 any more (an upgrade, a tunnel, a head the rules refuse).
     Through,
 }
@@ -57,20 +56,17 @@ pub struct Sent {
 #[derive(Debug)]
 pub struct Follower {
     state: State,
-    head: Vec<u8>,
+    head: HeadSoFar,
     /// A request asked to upgrade, and its answer has not been written yet.
     upgrade_asked: bool,
-    /// The head parsed last, until `feed_noting` hands it on.
-    noted: Option<Sent>,
 }
 
 impl Default for Follower {
     fn default() -> Self {
         Follower {
             state: State::Head,
-            head: Vec::new(),
+            head: HeadSoFar::default(),
             upgrade_asked: false,
-            noted: None,
         }
     }
 }
@@ -108,113 +104,31 @@ impl Follower {
             let clear = bytes.len() - buf.len();
             match &mut self.state {
                 State::Through => return Ok(()),
-                State::Length(left) => {
-                    let take = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
-                    *left -= take as u64;
-                    buf = &buf[take..];
-                    if *left == 0 {
-                        self.state = State::Head;
-                    }
-                }
-                State::Chunked(decoder) => {
-                    let used = decoder
-                        .feed(buf, |_| {})
+                State::Body(body) => {
+                    let (used, ended) = body
+                        .take(buf)
                         .map_err(|_| (clear, Stop::Refused(Refusal::BadChunk)))?;
                     buf = &buf[used..];
-                    if decoder.done() {
+                    if ended {
                         self.state = State::Head;
                     }
                 }
-                State::Head => {
-                    buf = self.head_bytes(buf).map_err(|stop| (clear, stop))?;
-                    if let Some(sent) = self.noted.take() {
-                        on_head(sent);
+                State::Head => match self.head.feed(buf, MAX_HEAD, parse) {
+                    Ok(Fed::Whole(head, rest)) => {
+                        self.upgrade_asked |= head.upgrade;
+                        self.state = head.next;
+                        if let Some(sent) = head.sent {
+                            on_head(sent);
+                        }
+                        buf = rest;
                     }
-                }
+                    Ok(Fed::Partial) => return Ok(()),
+                    Ok(Fed::TooLarge) => return Err((clear, Stop::HeadTooLarge)),
+                    Err(stop) => return Err((clear, stop)),
+                },
             }
         }
         Ok(())
-    }
-
-    /// Reads `buf` as (more of) a request head; returns what follows the head.
-    ///
-    /// A head can only end at a LF, so a head is parsed only up to the last LF seen: the
-    /// verdict is then the same however the bytes were split into reads (a parser that
-    /// fails on a bad byte before the head ends would otherwise fail sooner on one read
-    /// than on several), and a head trickled a byte at a time is not parsed once per byte.
-    /// Only the first `MAX_HEAD + 1` bytes of a head are looked at.
-    fn head_bytes<'b>(&mut self, buf: &'b [u8]) -> Result<&'b [u8], Stop> {
-        let before = self.head.len();
-        let new = &buf[..(MAX_HEAD + 1).saturating_sub(before).min(buf.len())];
-        let verdict = match new.iter().rposition(|&b| b == b'\n') {
-            None => None,
-            // The common case: a whole head in one read, parsed where it lies.
-            Some(lf) if before == 0 => self.parse(&buf[..=lf])?,
-            Some(lf) => {
-                self.head.extend_from_slice(new);
-                let head = std::mem::take(&mut self.head);
-                let verdict = self.parse(&head[..=before + lf]);
-                self.head = head;
-                verdict?
-            }
-        };
-        match verdict {
-            Some(n) => {
-                self.head.clear();
-                return Ok(&buf[n.saturating_sub(before).min(buf.len())..]);
-            }
-            None if !self.following() => {
-                self.head.clear();
-                return Ok(&[]);
-            }
-            None => {}
-        }
-        if self.head.len() == before {
-            self.head.extend_from_slice(new);
-        }
-        if self.head.len() > MAX_HEAD {
-            return Err(Stop::HeadTooLarge);
-        }
-        Ok(&[])
-    }
-
-    /// Parses a head at the start of `bytes`: its length when whole (and the state of
-    /// what follows it set), `None` when it is not whole or the following ended.
-    fn parse(&mut self, bytes: &[u8]) -> Result<Option<usize>, Stop> {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
-        let mut req = httparse::Request::new(&mut fields);
-        let n = match req.parse(bytes) {
-            Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => return Err(Stop::HeadTooLarge),
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(_) => {
-                self.state = State::Through;
-                return Ok(None);
-            }
-        };
-        let minor = req.version.unwrap_or(1);
-        let tunnel = req
-            .method
-            .is_some_and(|m| m.eq_ignore_ascii_case("CONNECT"));
-        let framed = framing::request(minor, req.headers.iter().map(|h| (h.name, h.value)));
-        self.noted = Some(Sent {
-            head: req.method == Some("HEAD"),
-            upgrade: framed.as_ref().is_ok_and(|r| r.upgrade),
-            tunnel,
-        });
-        self.state = match framed {
-            Ok(_) if tunnel => State::Through,
-            Ok(r) => {
-                self.upgrade_asked |= r.upgrade;
-                match r.body {
-                    Body::Length(n) => State::Length(n),
-                    Body::Chunked => State::Chunked(chunked::Decoder::default()),
-                    Body::None | Body::UntilClose => State::Head,
-                }
-            }
-            Err(_) => State::Through,
-        };
-        Ok(Some(n))
     }
 
     /// Takes the start of what banyan writes to the client: after an upgrade was asked for,
@@ -236,6 +150,65 @@ impl Follower {
             _ => self.upgrade_asked = false,
         }
     }
+}
+
+/// What a whole request head sets.
+struct Head {
+    /// What follows the head.
+    next: State,
+    upgrade: bool,
+    /// What its answer depends on; `None` when the bytes were not a request.
+    sent: Option<Sent>,
+}
+
+/// Parses a head at the start of `bytes`: its length and what it sets when whole. Bytes
+/// that are not an HTTP/1 request, a tunnel and a head the rules refuse end the following
+/// (Pingora refuses such a head itself, with a 400 and a closed connection).
+fn parse(bytes: &[u8]) -> Result<Option<(usize, Head)>, Stop> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut req = httparse::Request::new(&mut fields);
+    let n = match req.parse(bytes) {
+        Ok(httparse::Status::Complete(n)) if n > MAX_HEAD => return Err(Stop::HeadTooLarge),
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => {
+            let through = Head {
+                next: State::Through,
+                upgrade: false,
+                sent: None,
+            };
+            return Ok(Some((bytes.len(), through)));
+        }
+    };
+    let minor = req.version.unwrap_or(1);
+    let tunnel = req
+        .method
+        .is_some_and(|m| m.eq_ignore_ascii_case("CONNECT"));
+    let framed = framing::request(minor, req.headers.iter().map(|h| (h.name, h.value)));
+    let upgrade = framed.as_ref().is_ok_and(|r| r.upgrade);
+    let next = match framed {
+        Ok(_) if tunnel => State::Through,
+        Ok(r) => match r.body {
+            Body::Length(n) => State::Body(BodyLeft::Length(n)),
+            Body::Chunked => State::Body(BodyLeft::Chunked(chunked::Decoder::default())),
+            Body::None | Body::UntilClose => State::Head,
+        },
+        Err(_) => State::Through,
+    };
+    let sent = Sent {
+        head: req.method == Some("HEAD"),
+        upgrade,
+        tunnel,
+    };
+    let upgrade = upgrade && !matches!(next, State::Through);
+    Ok(Some((
+        n,
+        Head {
+            next,
+            upgrade,
+            sent: Some(sent),
+        },
+    )))
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod answers;
 pub mod chunked;
 pub mod follow;
 pub mod framing;
+pub mod pieces;
 pub mod request;
 pub mod response;
 

@@ -39,6 +39,12 @@ use crate::tls::UpstreamTls;
 #[error("the upstream's answer was refused: {0}")]
 pub struct AnswerRefused(pub Refused);
 
+impl From<AnswerRefused> for std::io::Error {
+    fn from(why: AnswerRefused) -> Self {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, why)
+    }
+}
+
 /// A kept connection turned out closed before any answer byte came.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("a kept upstream connection was closed")]
@@ -167,11 +173,7 @@ impl AsyncRead for Followed {
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         if let Some(why) = &this.failed {
-            let why = AnswerRefused(why.clone());
-            return Poll::Ready(Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                why,
-            )));
+            return Poll::Ready(Err(AnswerRefused(why.clone()).into()));
         }
         let Some(conn) = this.conn.as_mut() else {
             return Poll::Ready(Err(gone()));
@@ -193,10 +195,7 @@ impl AsyncRead for Followed {
                     // Nothing of the read that brought the doubt reaches Pingora.
                     buf.set_filled(before);
                     this.failed = Some(why.clone());
-                    return Poll::Ready(Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        AnswerRefused(why),
-                    )));
+                    return Poll::Ready(Err(AnswerRefused(why).into()));
                 }
                 Poll::Ready(Ok(()))
             }
