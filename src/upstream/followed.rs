@@ -6,10 +6,14 @@
 //! drops the connection, as banyan's own client does. TLS to such an upstream is spoken
 //! here too (rustls, the upstream's trust from `tls::client`), below the watch.
 //!
-//! Pingora keeps only connections with a file descriptor of their own in its pool, and
-//! these have none it can see, so banyan keeps them: a connection dropped between answers,
-//! with nothing unread and nothing refused, goes back to its peer's pool (`IdlePool`),
-//! and the next connect takes it from there. A read that fails before any answer byte on
+//! Pingora can keep only connections with a file descriptor of their own (it checks the
+//! descriptor's peer before reuse, and its pool's bookkeeping is keyed by it; these all
+//! share the placeholder -1, which corrupts that bookkeeping), so banyan keeps them and
+//! Pingora's pool never holds one: a read while a connection is between exchanges can
+//! only be Pingora testing whether it may keep it, and is answered "closed", so Pingora
+//! drops it. A connection dropped between answers, with nothing unread and nothing
+//! refused, goes back to its peer's pool (`IdlePool`), and the next connect takes it from
+//! there. A read that fails before any answer byte on
 //! such a kept connection is marked `Stale`, for the proxy to retry it as Pingora retries
 //! a stale keep-alive of its own. Connections opened off the data path (shadow copies, on
 //! the shadow worker's runtime) are kept apart from client requests' (as `Lane` does for
@@ -174,6 +178,10 @@ impl AsyncRead for Followed {
         let this = self.get_mut();
         if let Some(why) = &this.failed {
             return Poll::Ready(Err(AnswerRefused(why.clone()).into()));
+        }
+        if this.answers.idle() {
+            // Pingora asking whether it may pool the connection: banyan keeps it instead.
+            return Poll::Ready(Ok(()));
         }
         let Some(conn) = this.conn.as_mut() else {
             return Poll::Ready(Err(gone()));

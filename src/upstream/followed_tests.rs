@@ -38,6 +38,8 @@ async fn a_whole_exchange_is_kept_and_a_refused_one_is_not() {
     let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
     server.write_all(answer).await.expect("answer");
     assert_eq!(read_all(&mut f, answer.len()).await.expect("read"), answer);
+    // Pingora's test before pooling it: "closed", so that Pingora's pool never holds it.
+    assert_eq!(f.read(&mut [0u8; 8]).await.expect("read"), 0);
     drop(f);
     assert_eq!(home.len(), 1, "kept between answers");
     let kept = home.take().expect("still open");
