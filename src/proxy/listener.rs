@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 use super::checked::{self, Checked};
 use super::fast::{plain_answer, Client, Served};
+use super::spared::Spared;
 use super::Proxy;
 use crate::config::ClientLimits;
 use crate::http1::request::Handoff;
@@ -168,8 +169,7 @@ impl ServerApp for PlainOrH2c {
         // A plain connection is served on a task of banyan's own, sized for banyan's own
         // path (Pingora's part is boxed while it runs): Pingora's accept task, whose future
         // is sized for a TLS handshake (about 9 KiB), ends here instead of being held by
-        // every idle keep-alive client. (Boxing the fast path's request too would save
-        // another 3.5 KiB per idle client, at +1,300 instructions per request: not taken.)
+        // every idle keep-alive client.
         let app = Arc::clone(self);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
@@ -205,7 +205,12 @@ impl PlainOrH2c {
         head_deadline: Instant,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let preface = tokio::time::timeout_at(head_deadline, opens_with_preface(&mut stream));
+        // Boxed, as every rare stage is: the connection's task is sized for its largest
+        // stage, and the one an idle client spends its time in should be that one.
+        let preface = Box::pin(tokio::time::timeout_at(
+            head_deadline,
+            opens_with_preface(&mut stream),
+        ));
         match preface.await {
             Ok(Some(true)) => return self.h2c.process_new(stream, shutdown).await,
             Ok(Some(false)) => {}
@@ -239,7 +244,8 @@ impl PlainOrH2c {
         // Bytes of requests not yet served: a pipelined next request, or the start of one
         // still arriving.
         let mut buf = Pending::default();
-        let mut settings: Option<HttpPersistentSettings> = None;
+        // Boxed: only a connection Pingora has served has them.
+        let mut settings: Option<Box<HttpPersistentSettings>> = None;
         let mut deadline = Some(first_deadline);
         let mut conn = Conn::Own(l4);
         loop {
@@ -255,26 +261,13 @@ impl PlainOrH2c {
                     Box::new(Checked::new(l4, self.checked.clone(), deadline))
                 }
             };
-            let mut session = ServerSession::new_http1(checked);
-            match settings.take() {
-                Some(s) => s.apply_to_session(&mut session),
-                None => {
-                    session.set_keepalive(
-                        (!*shutdown.borrow()).then(|| seconds(self.limits.keepalive_timeout)),
-                    );
-                    // Bytes a client pipelined behind this request are kept for the next
-                    // one instead of closing the connection unanswered.
-                    session.set_pipelining_enabled(true);
-                }
-            }
-            session.set_write_timeout(Some(self.limits.send_timeout));
-            // Boxed: an idle connection's task is not sized for Pingora's request future.
-            let reused = Box::pin(self.h1.process_new_http(session, shutdown)).await?;
-            let (stream, kept) = reused.consume();
-            let checked: Box<Checked> = stream.into_any().downcast().ok()?;
+            // Boxed: an idle connection's task is not sized for Pingora's session and
+            // request future.
+            let (checked, kept) =
+                Box::pin(self.pingora_round(checked, settings.take(), shutdown)).await?;
             let pingora_goes_on =
                 kept.as_ref().is_some_and(holds_next_request) || !checked.between_requests();
-            settings = kept;
+            settings = kept.map(Box::new);
             conn = if pingora_goes_on {
                 Conn::Pingora(checked)
             } else {
@@ -282,6 +275,31 @@ impl PlainOrH2c {
                 Conn::Own(checked.into_inner().into_any().downcast().ok()?)
             };
         }
+    }
+
+    /// Pingora serves one request (it may be reading the next one's bytes when it ends).
+    async fn pingora_round(
+        &self,
+        checked: Box<Checked>,
+        settings: Option<Box<HttpPersistentSettings>>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<(Box<Checked>, Option<HttpPersistentSettings>)> {
+        let mut session = ServerSession::new_http1(checked);
+        match settings {
+            Some(s) => s.apply_to_session(&mut session),
+            None => {
+                session.set_keepalive(
+                    (!*shutdown.borrow()).then(|| seconds(self.limits.keepalive_timeout)),
+                );
+                // Bytes a client pipelined behind this request are kept for the next
+                // one instead of closing the connection unanswered.
+                session.set_pipelining_enabled(true);
+            }
+        }
+        session.set_write_timeout(Some(self.limits.send_timeout));
+        let reused = self.h1.process_new_http(session, shutdown).await?;
+        let (stream, kept) = reused.consume();
+        Some((stream.into_any().downcast().ok()?, kept))
     }
 
     /// Serves requests on banyan's own path until one is Pingora's (`Some`: its bytes are
@@ -294,7 +312,7 @@ impl PlainOrH2c {
         deadline: &mut Option<Instant>,
         shutdown: &ShutdownWatch,
     ) -> Option<()> {
-        let limits = self.limits;
+        let limits = &self.limits;
         loop {
             if buf.is_empty() {
                 // Waiting for the next request: the keep-alive timeout, then the head's.
@@ -321,17 +339,22 @@ impl PlainOrH2c {
                 ip,
                 closing: *shutdown.borrow(),
             };
-            // Boxed: the request's future lives only while the request does, so that the
-            // connection's task, waiting for the next request, is not sized for it.
-            match self.proxy.serve_fast(client, buf.data()).await {
+            // In a spare block: the request's future lives only while the request does,
+            // so that the connection's task, waiting for the next request, is not sized
+            // for it.
+            let data = buf.data();
+            match Spared::new(|| self.proxy.serve_fast(client, data)).await {
                 Ok((Served::KeepAlive, used)) => {
                     buf.consume(used);
                     *deadline = None;
                 }
                 Ok((Served::Close, _)) => return None,
                 Err(Handoff::Refused(why)) => {
-                    Box::pin(self.proxy.refuse(l4, why)).await;
-                    linger(l4).await;
+                    Box::pin(async {
+                        self.proxy.refuse(l4, why).await;
+                        linger(l4).await;
+                    })
+                    .await;
                     return None;
                 }
                 Err(Handoff::PartialHead) => {
@@ -341,8 +364,11 @@ impl PlainOrH2c {
                             "Request Header Fields Too Large",
                             "the request head is larger than 64 KiB",
                         );
-                        super::fast::write(l4, &out, limits.send_timeout).await;
-                        linger(l4).await;
+                        Box::pin(async {
+                            super::fast::write(l4, &out, limits.send_timeout).await;
+                            linger(l4).await;
+                        })
+                        .await;
                         return None;
                     }
                     let head_by = *deadline.get_or_insert_with(|| Instant::now() + header_timeout);
@@ -356,7 +382,7 @@ impl PlainOrH2c {
                                 "Request Timeout",
                                 "the request head did not arrive within client_header_timeout",
                             );
-                            super::fast::write(l4, &out, limits.send_timeout).await;
+                            Box::pin(super::fast::write(l4, &out, limits.send_timeout)).await;
                             return None;
                         }
                     }

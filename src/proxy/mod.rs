@@ -21,6 +21,7 @@ pub mod flow;
 pub mod listener;
 pub mod pending;
 pub mod pingora;
+pub mod spared;
 pub mod strict;
 
 use std::sync::Arc;
