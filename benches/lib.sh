@@ -72,18 +72,20 @@ steal_ticks() { awk '/^cpu / {print $9}' /proc/stat; }
 # host's steal measured around it. Appends "rps p50 p99 cpu_us_per_req steal_ms" to
 # $WORK/<name>.rounds.
 # Needs DURATION and CONNS (WARMUP, default 2 s, the unmeasured run before); extra
-# arguments go to wrk (a script, say). With COUNT set,
+# arguments go to wrk (a script, say). WRK_CPUS (default 1) and WRK_THREADS (default 1)
+# place wrk elsewhere. With COUNT set,
 # also appends to $WORK/<name>.counted how much COUNT's number grew per request.
 run() { # name url pid [wrk args...]
   local name=$1 url=$2 pid=$3 before after out reqs
   shift 3
   # Warm the proxy's connection pools first.
-  taskset -c 1 wrk -t1 -c"$CONNS" -d"${WARMUP:-2}s" "$@" "$url" >/dev/null
+  local wrk=(taskset -c "${WRK_CPUS:-1}" wrk -t"${WRK_THREADS:-1}" -c"$CONNS")
+  "${wrk[@]}" -d"${WARMUP:-2}s" "$@" "$url" >/dev/null
   local counted=${COUNT:+$($COUNT)}
   before=$(cpu_ticks "$pid")
   local stolen
   stolen=$(steal_ticks)
-  out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$@" "$url")
+  out=$("${wrk[@]}" -d"${DURATION}s" --latency "$@" "$url")
   after=$(cpu_ticks "$pid")
   stolen=$(($(steal_ticks) - stolen))
   # COUNT names a command printing a counter; its growth per request is kept beside.

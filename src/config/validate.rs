@@ -271,7 +271,7 @@ pub(super) fn validate_server(
         fast_path: raw.fast_path.unwrap_or(true),
         grace_period: grace_period?,
         shutdown_timeout: shutdown_timeout?,
-        work_stealing: raw.work_stealing.unwrap_or(true),
+        work_stealing: raw.work_stealing.unwrap_or(false),
         reload_debounce: reload_debounce?,
         tls,
     })

@@ -42,7 +42,7 @@ pub(super) fn config() -> Config {
             fast_path: true,
             grace_period: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(1),
-            work_stealing: true,
+            work_stealing: false,
             reload_debounce: Duration::from_millis(100),
             tls: None,
             limits: Default::default(),

@@ -1,12 +1,18 @@
 //! Kept-alive connections, per peer (the fast path's, and those under Pingora's HTTP/1
-//! client, `followed.rs`): a bounded lock-free queue, so that
+//! client, `followed.rs`): bounded lock-free queues, so that
 //! taking and returning a connection costs no lock and no system call. A connection is
-//! checked when taken (the upstream may have closed it while it waited: the runtime
+//! kept by the thread that used it and handed out only on that thread, as each nginx
+//! worker keeps its own: each data-path thread runs its own runtime, whose reactor is
+//! the one told when the connection is readable, so a connection used from another
+//! thread costs a cross-thread wake-up (a system call each way) on every read. A
+//! connection is checked when taken (the upstream may have closed it while it waited: the runtime
 //! already knows, from the readiness it saw) and is dropped once idle past the upstream's
 //! `idle_timeout`. The control loop sweeps every second, so connections of a route that
 //! went quiet do not linger.
 
 use std::io::ErrorKind;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
@@ -14,8 +20,21 @@ use tokio::net::TcpStream;
 
 use crate::clock::now_ms;
 
-/// Idle connections kept per peer (Pingora's pool keeps 128 as well).
+/// Idle connections kept per peer and thread (Pingora's pool keeps 128 as well).
 pub const PER_PEER: usize = 128;
+
+/// Threads with queues of their own; more threads than this share them.
+const SHARDS: usize = 8;
+
+/// This thread's queue: threads are numbered as they first use a pool (the data-path
+/// threads and the shadow worker, in practice; the control loop's sweep takes no number).
+fn shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.try_with(|s| *s).unwrap_or(0)
+}
 
 /// A kept connection that can tell, without waiting, whether it is still open and quiet.
 pub trait Probe {
@@ -38,22 +57,28 @@ struct Idle<S> {
 }
 
 pub struct IdlePool<S = TcpStream> {
-    queue: ArrayQueue<Idle<S>>,
+    /// One queue per thread, made when the thread first keeps a connection here.
+    shards: [OnceLock<Box<ArrayQueue<Idle<S>>>>; SHARDS],
     idle_ms: u64,
 }
 
 impl<S: Probe> IdlePool<S> {
     pub fn new(idle_timeout: Duration) -> Self {
         IdlePool {
-            queue: ArrayQueue::new(PER_PEER),
+            shards: std::array::from_fn(|_| OnceLock::new()),
             idle_ms: u64::try_from(idle_timeout.as_millis()).unwrap_or(u64::MAX),
         }
     }
 
-    /// A kept connection that is still open, if there is one.
+    fn queues(&self) -> impl Iterator<Item = &ArrayQueue<Idle<S>>> {
+        self.shards.iter().filter_map(|q| q.get().map(|q| &**q))
+    }
+
+    /// A kept connection this thread kept that is still open, if there is one.
     pub fn take(&self) -> Option<S> {
+        let queue = self.shards[shard()].get()?;
         let now = now_ms();
-        while let Some(mut idle) = self.queue.pop() {
+        while let Some(mut idle) = queue.pop() {
             if self.usable(&mut idle, now) {
                 return Some(idle.stream);
             }
@@ -63,7 +88,8 @@ impl<S: Probe> IdlePool<S> {
 
     /// Keeps a connection whose last exchange ended cleanly; beyond the bound it closes.
     pub fn put(&self, stream: S) {
-        let _ = self.queue.push(Idle {
+        let queue = self.shards[shard()].get_or_init(|| Box::new(ArrayQueue::new(PER_PEER)));
+        let _ = queue.push(Idle {
             stream,
             since_ms: now_ms(),
         });
@@ -72,22 +98,24 @@ impl<S: Probe> IdlePool<S> {
     /// Closes what the upstream closed or what idled too long.
     pub fn sweep(&self) {
         let now = now_ms();
-        for _ in 0..self.queue.len() {
-            let Some(mut idle) = self.queue.pop() else {
-                break;
-            };
-            if self.usable(&mut idle, now) {
-                let _ = self.queue.push(idle);
+        for queue in self.queues() {
+            for _ in 0..queue.len() {
+                let Some(mut idle) = queue.pop() else {
+                    break;
+                };
+                if self.usable(&mut idle, now) {
+                    let _ = queue.push(idle);
+                }
             }
         }
     }
 
     pub fn len(&self) -> usize {
-        self.queue.len()
+        self.queues().map(ArrayQueue::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.queue.is_empty()
+        self.queues().all(ArrayQueue::is_empty)
     }
 
     fn usable(&self, idle: &mut Idle<S>, now: u64) -> bool {
@@ -106,6 +134,34 @@ mod tests {
         let client = TcpStream::connect(addr).await.expect("connect");
         let (server, _) = listener.accept().await.expect("accept");
         (client, server)
+    }
+
+    struct Fake;
+    impl Probe for Fake {
+        fn open_and_quiet(&mut self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn a_connection_is_handed_out_on_the_thread_that_kept_it() {
+        let pool = IdlePool::<Fake>::new(Duration::from_secs(60));
+        pool.put(Fake);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                assert!(pool.take().is_none(), "not another thread's");
+                pool.put(Fake);
+            });
+        });
+        assert_eq!(pool.len(), 2, "each thread keeps its own");
+        assert!(pool.take().is_some());
+        assert!(pool.take().is_none(), "the other one is the other thread's");
+        pool.sweep();
+        assert_eq!(
+            pool.len(),
+            1,
+            "a sweep keeps what is usable, on every thread"
+        );
     }
 
     #[tokio::test]
