@@ -271,7 +271,8 @@ pub(super) fn validate_server(
         fast_path: raw.fast_path.unwrap_or(true),
         grace_period: grace_period?,
         shutdown_timeout: shutdown_timeout?,
-        work_stealing: raw.work_stealing.unwrap_or(false),
+        // Off with one thread, on with several: see `ServerConfig::work_stealing`.
+        work_stealing: raw.work_stealing.unwrap_or(threads > 1),
         reload_debounce: reload_debounce?,
         tls,
     })

@@ -154,6 +154,7 @@ impl ServerApp for PlainOrH2c {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let slot = self.admit()?;
+        super::tidy::this_thread();
         let accepted = Instant::now();
         let head_deadline = accepted + self.limits.header_timeout;
         if stream.get_ssl_digest().is_some() {

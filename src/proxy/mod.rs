@@ -23,6 +23,7 @@ pub mod pending;
 pub mod pingora;
 pub mod spared;
 pub mod strict;
+pub mod tidy;
 
 use std::sync::Arc;
 

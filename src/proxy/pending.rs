@@ -27,14 +27,37 @@ pub const MAX_HEAD: usize = 64 * 1024;
 /// bounded so that a burst does not stay resident.
 const SPARE: usize = 64;
 
+/// Spare read buffers a thread keeps once a second has passed without needing more.
+const SPARE_QUIET: usize = 4;
+
 thread_local! {
     static SPARES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    /// The fewest spares the thread had since the last trim: what it did not need.
+    static LOW: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 fn take_spare() -> Vec<u8> {
     SPARES
-        .with(|s| s.borrow_mut().pop())
+        .with(|s| {
+            let mut s = s.borrow_mut();
+            let buf = s.pop();
+            LOW.with(|low| low.set(low.get().min(s.len())));
+            buf
+        })
         .unwrap_or_else(|| vec![0; FIRST_READ])
+}
+
+/// Lets go of the spare buffers this thread did not need since the last call (keeping a
+/// few): a burst's buffers do not stay resident after it.
+pub fn trim_spares() {
+    SPARES.with(|s| {
+        let mut s = s.borrow_mut();
+        let unused = LOW.with(|low| low.get());
+        let keep = s.len().saturating_sub(unused).max(SPARE_QUIET).min(s.len());
+        s.truncate(keep);
+        s.shrink_to_fit();
+        LOW.with(|low| low.set(s.len()));
+    });
 }
 
 fn give_spare(buf: Vec<u8>) {
@@ -183,6 +206,21 @@ pub async fn read_until(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spare_buffers_not_needed_for_a_second_are_let_go() {
+        let taken: Vec<_> = (0..10).map(|_| take_spare()).collect();
+        taken.into_iter().for_each(give_spare);
+        trim_spares();
+        assert_eq!(
+            SPARES.with(|s| s.borrow().len()),
+            10,
+            "a burst's spares stay a while"
+        );
+        give_spare(take_spare());
+        trim_spares();
+        assert_eq!(SPARES.with(|s| s.borrow().len()), SPARE_QUIET);
+    }
 
     #[test]
     fn an_empty_buffer_goes_back_and_a_request_keeps_one() {

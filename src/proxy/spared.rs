@@ -22,6 +22,32 @@ const SPARE: usize = 64;
 struct Blocks {
     layout: Option<Layout>,
     free: Vec<NonNull<u8>>,
+    /// The fewest free blocks since the last trim: what the thread did not need.
+    low: usize,
+}
+
+/// Blocks a thread keeps once a second has passed without needing more.
+const SPARE_QUIET: usize = 4;
+
+impl Blocks {
+    fn trim(&mut self) {
+        let keep = (self.free.len().saturating_sub(self.low))
+            .max(SPARE_QUIET)
+            .min(self.free.len());
+        if let Some(layout) = self.layout {
+            for block in self.free.drain(keep..) {
+                // SAFETY: every block in `free` was allocated with `layout` and is unused.
+                unsafe { alloc::dealloc(block.as_ptr(), layout) };
+            }
+        }
+        self.free.shrink_to_fit();
+        self.low = self.free.len();
+    }
+}
+
+/// Lets go of the blocks this thread did not need since the last call (keeping a few).
+pub fn trim_spares() {
+    BLOCKS.with(|b| b.borrow_mut().trim());
 }
 
 impl Drop for Blocks {
@@ -37,7 +63,7 @@ impl Drop for Blocks {
 
 thread_local! {
     static BLOCKS: RefCell<Blocks> = const {
-        RefCell::new(Blocks { layout: None, free: Vec::new() })
+        RefCell::new(Blocks { layout: None, free: Vec::new(), low: 0 })
     };
 }
 
@@ -51,7 +77,11 @@ fn take(layout: Layout) -> NonNull<u8> {
     let spare = BLOCKS.with(|b| {
         let mut b = b.borrow_mut();
         match b.layout {
-            Some(l) if l == layout => b.free.pop(),
+            Some(l) if l == layout => {
+                let block = b.free.pop();
+                b.low = b.low.min(b.free.len());
+                block
+            }
             Some(_) => None,
             None => {
                 b.layout = Some(layout);
@@ -175,6 +205,27 @@ mod tests {
         assert_eq!(Rc::strong_count(&witness), 2);
         drop(pending);
         assert_eq!(Rc::strong_count(&witness), 1);
+    }
+
+    #[test]
+    fn blocks_not_needed_for_a_second_are_let_go() {
+        let layout = Layout::from_size_align(256, 8).expect("layout");
+        BLOCKS.with(|b| {
+            let mut b = b.borrow_mut();
+            b.trim();
+            b.layout = None;
+        });
+        let taken: Vec<_> = (0..10).map(|_| take(layout)).collect();
+        taken.into_iter().for_each(|block| give(block, layout));
+        assert_eq!(free_blocks(), 10);
+        // The burst's blocks were all in use at once: the first trim keeps them...
+        trim_spares();
+        assert_eq!(free_blocks(), 10);
+        // ... and the next lets go of those not needed since, down to a few.
+        let one = take(layout);
+        give(one, layout);
+        trim_spares();
+        assert_eq!(free_blocks(), 1.max(SPARE_QUIET));
     }
 
     #[tokio::test(flavor = "current_thread")]
