@@ -228,6 +228,26 @@ mod tests {
         assert_eq!(free_blocks(), 1.max(SPARE_QUIET));
     }
 
+    async fn hop(n: usize, big: [u8; 2000]) -> usize {
+        for _ in 0..n {
+            tokio::task::yield_now().await;
+        }
+        big.iter().map(|&b| usize::from(b)).sum()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blocks_move_between_threads_with_their_tasks() {
+        // Tasks that migrate between workers finish, and drop their futures, on a thread
+        // other than the one that took the block: it goes to that thread's spares (or is
+        // freed), never twice.
+        let tasks: Vec<_> = (0..200)
+            .map(|i| tokio::spawn(Spared::new(move || hop(i % 7, [1; 2000]))))
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.expect("task"), 2000);
+        }
+    }
+
     #[tokio::test(flavor = "current_thread")]
     async fn a_zero_sized_future_needs_no_block() {
         let before = free_blocks();
