@@ -33,6 +33,24 @@ http {
 NGINX
 }
 
+nginx_split_proxy() { # port monolith_port orders_port: nginx as the proxy, with the forwarding headers banyan sends and S2's 20 % split; its server block is left open for more locations
+  cat <<NGINX
+  upstream monolith { server 127.0.0.1:$2;   keepalive 64; }
+  upstream orders   { server 127.0.0.1:$3; keepalive 64; }
+  split_clients "\${http_x_user_id}" \$backend { 20% orders; * monolith; }
+  server {
+    listen 127.0.0.1:$1;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_set_header Host \$host;
+    proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    proxy_set_header X-Forwarded-Proto \$scheme;
+    proxy_set_header X-Forwarded-Host \$host;
+    location / { proxy_pass http://monolith; }
+    location /api/orders { proxy_pass http://\$backend; }
+NGINX
+}
+
 wait_http() { # url: until it answers, at most 10 s
   for _ in $(seq 1 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
   echo "nothing answers at $1" >&2; exit 1

@@ -51,20 +51,7 @@ many_locations() {
     printf '    location /svc%04d { proxy_pass http://monolith; }\n' "$i"
   done
 }
-{ nginx_head "$WORK/px"; cat <<EOF
-  upstream monolith { server 127.0.0.1:$UP_MONO;   keepalive 64; }
-  upstream orders   { server 127.0.0.1:$UP_ORDERS; keepalive 64; }
-  split_clients "\${http_x_user_id}" \$backend { 20% orders; * monolith; }
-  server {
-    listen 127.0.0.1:$NGINX;
-    proxy_http_version 1.1;
-    proxy_set_header Connection "";
-    proxy_set_header Host \$host;
-    proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-    proxy_set_header X-Forwarded-Proto \$scheme;
-    proxy_set_header X-Forwarded-Host \$host;
-    location / { proxy_pass http://monolith; }
-    location /api/orders { proxy_pass http://\$backend; }
+{ nginx_head "$WORK/px"; nginx_split_proxy "$NGINX" "$UP_MONO" "$UP_ORDERS"; cat <<EOF
     location /mirrored { mirror /_mirror; proxy_pass http://monolith; }
     location = /_mirror { internal; proxy_pass http://orders\$request_uri; }
 $(many_locations)

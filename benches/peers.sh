@@ -40,22 +40,9 @@ users_script "$WORK/users.lua"
 start_proxies() { # threads cpus: the three proxies, each with that many threads, on those cores
   local threads=$1 cpus=$2 dir="$WORK/t$1"
   mkdir -p "$dir/px" "$dir/banyan/config" "$dir/banyan/routes"
-  { nginx_head "$dir/px" | sed "s/^worker_processes 1;/worker_processes $threads;/"; cat <<EOF
-  upstream monolith { server 127.0.0.1:$UP_MONO;   keepalive 64; }
-  upstream orders   { server 127.0.0.1:$UP_ORDERS; keepalive 64; }
-  split_clients "\${http_x_user_id}" \$backend { 20% orders; * monolith; }
-  server {
-    listen 127.0.0.1:$NGINX;
-    proxy_http_version 1.1;
-    proxy_set_header Connection "";
-    proxy_set_header Host \$host;
-    proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-    proxy_set_header X-Forwarded-Proto \$scheme;
-    location / { proxy_pass http://monolith; }
-    location /api/orders { proxy_pass http://\$backend; }
-  }
-}
-EOF
+  { nginx_head "$dir/px" | sed "s/^worker_processes 1;/worker_processes $threads;/"
+    nginx_split_proxy "$NGINX" "$UP_MONO" "$UP_ORDERS"
+    printf '  }\n}\n'
   } > "$dir/px/nginx.conf"
   cat > "$dir/haproxy.cfg" <<EOF
 global

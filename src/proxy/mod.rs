@@ -22,6 +22,7 @@ pub mod listener;
 pub mod pending;
 pub mod pingora;
 pub mod spared;
+pub mod spares;
 pub mod strict;
 pub mod tidy;
 

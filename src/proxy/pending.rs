@@ -15,6 +15,8 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Instant;
 
+use super::spares::Spares;
+
 /// Bytes read at a time while waiting for a request: a request that fits is served by the
 /// fast path from them; otherwise they are put back for Pingora's parser.
 pub const FIRST_READ: usize = 4096;
@@ -23,53 +25,25 @@ pub const FIRST_READ: usize = 4096;
 /// a larger one is answered 431.
 pub const MAX_HEAD: usize = 64 * 1024;
 
-/// Spare read buffers kept per thread: as many as requests being read at once on it,
-/// bounded so that a burst does not stay resident.
-const SPARE: usize = 64;
-
-/// Spare read buffers a thread keeps once a second has passed without needing more.
-const SPARE_QUIET: usize = 4;
-
 thread_local! {
-    static SPARES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
-    /// The fewest spares the thread had since the last trim: what it did not need.
-    static LOW: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    static SPARES: RefCell<Spares<Vec<u8>>> = const { RefCell::new(Spares::new()) };
 }
 
 fn take_spare() -> Vec<u8> {
     SPARES
-        .with(|s| {
-            let mut s = s.borrow_mut();
-            let buf = s.pop();
-            LOW.with(|low| low.set(low.get().min(s.len())));
-            buf
-        })
+        .with(|s| s.borrow_mut().take())
         .unwrap_or_else(|| vec![0; FIRST_READ])
 }
 
-/// Lets go of the spare buffers this thread did not need since the last call (keeping a
-/// few): a burst's buffers do not stay resident after it.
+/// Lets go of the spare buffers this thread did not need since the last call.
 pub fn trim_spares() {
-    SPARES.with(|s| {
-        let mut s = s.borrow_mut();
-        let unused = LOW.with(|low| low.get());
-        let keep = s.len().saturating_sub(unused).max(SPARE_QUIET).min(s.len());
-        s.truncate(keep);
-        s.shrink_to_fit();
-        LOW.with(|low| low.set(s.len()));
-    });
+    drop(SPARES.with(|s| s.borrow_mut().trim()));
 }
 
 fn give_spare(buf: Vec<u8>) {
-    if buf.len() != FIRST_READ {
-        return;
+    if buf.len() == FIRST_READ {
+        let _ = SPARES.with(|s| s.borrow_mut().give(buf));
     }
-    SPARES.with(|s| {
-        let mut spares = s.borrow_mut();
-        if spares.len() < SPARE {
-            spares.push(buf);
-        }
-    });
 }
 
 /// How a wait for client bytes ended.
@@ -219,12 +193,15 @@ mod tests {
         );
         give_spare(take_spare());
         trim_spares();
-        assert_eq!(SPARES.with(|s| s.borrow().len()), SPARE_QUIET);
+        assert_eq!(
+            SPARES.with(|s| s.borrow().len()),
+            super::super::spares::QUIET
+        );
     }
 
     #[test]
     fn an_empty_buffer_goes_back_and_a_request_keeps_one() {
-        SPARES.with(|s| s.borrow_mut().clear());
+        drop(SPARES.with(|s| s.borrow_mut().all()));
         let mut p = Pending::default();
         assert!(p.bytes.is_empty(), "nothing held before a request");
         let room = p.spare();
@@ -243,7 +220,7 @@ mod tests {
         assert!(p.bytes.len() > FIRST_READ);
         p.clear();
         assert_eq!(
-            SPARES.with(|s| s.borrow().first().map(Vec::len)),
+            SPARES.with(|s| s.borrow_mut().take().map(|b| b.len())),
             Some(FIRST_READ)
         );
     }

@@ -13,57 +13,46 @@ use std::pin::Pin;
 use std::ptr::NonNull;
 use std::task::{Context, Poll};
 
-/// Blocks kept per thread: as many as requests in flight on it, bounded so that a burst
-/// does not stay resident.
-const SPARE: usize = 64;
+use super::spares::Spares;
 
 /// One size of block per thread (the first future placed decides it; the fast path places
 /// one type only). A future of another size gets a block of its own, freed after it.
 struct Blocks {
     layout: Option<Layout>,
-    free: Vec<NonNull<u8>>,
-    /// The fewest free blocks since the last trim: what the thread did not need.
-    low: usize,
+    free: Spares<NonNull<u8>>,
 }
 
-/// Blocks a thread keeps once a second has passed without needing more.
-const SPARE_QUIET: usize = 4;
-
 impl Blocks {
-    fn trim(&mut self) {
-        let keep = (self.free.len().saturating_sub(self.low))
-            .max(SPARE_QUIET)
-            .min(self.free.len());
+    /// Frees blocks taken out of `free`.
+    fn dealloc(&self, blocks: Vec<NonNull<u8>>) {
         if let Some(layout) = self.layout {
-            for block in self.free.drain(keep..) {
+            for block in blocks {
                 // SAFETY: every block in `free` was allocated with `layout` and is unused.
                 unsafe { alloc::dealloc(block.as_ptr(), layout) };
             }
         }
-        self.free.shrink_to_fit();
-        self.low = self.free.len();
     }
 }
 
-/// Lets go of the blocks this thread did not need since the last call (keeping a few).
+/// Lets go of the blocks this thread did not need since the last call.
 pub fn trim_spares() {
-    BLOCKS.with(|b| b.borrow_mut().trim());
+    BLOCKS.with(|b| {
+        let mut b = b.borrow_mut();
+        let surplus = b.free.trim();
+        b.dealloc(surplus);
+    });
 }
 
 impl Drop for Blocks {
     fn drop(&mut self) {
-        if let Some(layout) = self.layout {
-            for block in self.free.drain(..) {
-                // SAFETY: every block in `free` was allocated with `layout` and is unused.
-                unsafe { alloc::dealloc(block.as_ptr(), layout) };
-            }
-        }
+        let all = self.free.all();
+        self.dealloc(all);
     }
 }
 
 thread_local! {
     static BLOCKS: RefCell<Blocks> = const {
-        RefCell::new(Blocks { layout: None, free: Vec::new(), low: 0 })
+        RefCell::new(Blocks { layout: None, free: Spares::new() })
     };
 }
 
@@ -77,11 +66,7 @@ fn take(layout: Layout) -> NonNull<u8> {
     let spare = BLOCKS.with(|b| {
         let mut b = b.borrow_mut();
         match b.layout {
-            Some(l) if l == layout => {
-                let block = b.free.pop();
-                b.low = b.low.min(b.free.len());
-                block
-            }
+            Some(l) if l == layout => b.free.take(),
             Some(_) => None,
             None => {
                 b.layout = Some(layout);
@@ -104,12 +89,7 @@ fn give(block: NonNull<u8>, layout: Layout) {
     let kept = BLOCKS
         .try_with(|b| {
             let mut b = b.borrow_mut();
-            if b.layout == Some(layout) && b.free.len() < SPARE {
-                b.free.push(block);
-                true
-            } else {
-                false
-            }
+            b.layout == Some(layout) && b.free.give(block).is_ok()
         })
         .unwrap_or(false);
     if !kept {
@@ -212,7 +192,8 @@ mod tests {
         let layout = Layout::from_size_align(256, 8).expect("layout");
         BLOCKS.with(|b| {
             let mut b = b.borrow_mut();
-            b.trim();
+            let all = b.free.all();
+            b.dealloc(all);
             b.layout = None;
         });
         let taken: Vec<_> = (0..10).map(|_| take(layout)).collect();
@@ -225,7 +206,7 @@ mod tests {
         let one = take(layout);
         give(one, layout);
         trim_spares();
-        assert_eq!(free_blocks(), 1.max(SPARE_QUIET));
+        assert_eq!(free_blocks(), 1.max(super::super::spares::QUIET));
     }
 
     async fn hop(n: usize, big: [u8; 2000]) -> usize {

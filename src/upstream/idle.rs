@@ -1,14 +1,14 @@
 //! Kept-alive connections, per peer (the fast path's, and those under Pingora's HTTP/1
-//! client, `followed.rs`): bounded lock-free queues, so that
-//! taking and returning a connection costs no lock and no system call. A connection is
-//! kept by the thread that used it and handed out only on that thread, as each nginx
-//! worker keeps its own: each data-path thread runs its own runtime, whose reactor is
-//! the one told when the connection is readable, so a connection used from another
-//! thread costs a cross-thread wake-up (a system call each way) on every read. A
-//! connection is checked when taken (the upstream may have closed it while it waited: the runtime
-//! already knows, from the readiness it saw) and is dropped once idle past the upstream's
-//! `idle_timeout`. The control loop sweeps every second, so connections of a route that
-//! went quiet do not linger.
+//! client, `followed.rs`): bounded lock-free queues, so that taking and returning a
+//! connection costs no lock and no system call. A connection is kept by the thread that
+//! used it and handed out only on that thread, as each nginx worker keeps its own:
+//! without work stealing each data-path thread runs its own runtime, whose reactor is the
+//! one told when the connection is readable, and a connection used from another thread
+//! costs a cross-thread wake-up on every read. A connection is checked when taken (the
+//! upstream may have closed it while it waited: the runtime already knows, from the
+//! readiness it saw) and is dropped once idle past the upstream's `idle_timeout`. The
+//! control loop sweeps every second, so connections of a route that went quiet do not
+//! linger.
 
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicUsize, Ordering};
