@@ -27,6 +27,7 @@ use crate::control::service::ControlService;
 use crate::control::Control;
 use crate::demo::DemoUpstream;
 use crate::metrics::Metrics;
+use crate::proxy::accept::PlainListeners;
 use crate::proxy::access_log::AccessLog;
 use crate::proxy::listener::PlainOrH2c;
 use crate::proxy::Proxy;
@@ -91,9 +92,13 @@ pub fn run(
     let control = Arc::new(control);
     let tokens = crate::admin::tokens::Tokens::new(config.admin_tokens()?);
 
-    for addr in &config.server.listen {
-        ensure_bindable(*addr, "proxy")?;
-    }
+    // Plain listeners are bound here, so that a taken port stops the start.
+    let plain = config
+        .server
+        .listen
+        .iter()
+        .map(|addr| crate::proxy::accept::bind(*addr, "proxy"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     if let Some(tls) = &config.server.tls {
         ensure_bindable(tls.listen, "HTTPS proxy listener")?;
     }
@@ -146,19 +151,21 @@ pub fn run(
         config.server.fast_path,
     );
     // Plain listeners take HTTP/1.1 and h2c with prior knowledge on the same port.
-    let app = PlainOrH2c::new(
+    let app = Arc::new(PlainOrH2c::new(
         proxy.clone(),
         pingora::proxy::http_proxy(&server.configuration, proxy.clone()),
         pingora::proxy::http_proxy(&server.configuration, proxy),
         config.server.limits,
         Arc::clone(&metrics),
-    );
-    let mut proxy_service = Service::new("banyan proxy".to_string(), app);
-    for addr in &config.server.listen {
-        proxy_service
-            .add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(plain_buffers()));
-    }
+    ));
+    // Plain listeners are accepted by banyan's own threads; the TLS listener by Pingora's.
+    server.add_service(PlainListeners::new(
+        Arc::clone(&app),
+        plain,
+        config.server.threads,
+    ));
     if let (Some(tls), Some(resolver)) = (&config.server.tls, &control.certificate) {
+        let mut proxy_service = Service::new("banyan proxy".to_string(), (*app).clone());
         // A resolver, not files: Pingora would panic on unreadable files at start, and
         // the resolver takes a renewed certificate without a restart.
         let mut settings = TlsSettings::intermediate("", "")
@@ -171,8 +178,8 @@ pub fn run(
                 .tls(settings)
                 .l4_buffer(client_buffers()),
         );
+        server.add_service(proxy_service);
     }
-    server.add_service(proxy_service);
 
     let admin = AdminApp::new(
         Arc::clone(&control),
@@ -253,11 +260,4 @@ fn print_demo_banner(config: &Config, demos: &[(String, SocketAddr)]) {
 /// small coalescing buffer.
 fn client_buffers() -> L4BufferSettings {
     L4BufferSettings::default().read(0)
-}
-
-/// Plain connections hold no write buffer either: banyan's own path writes each answer
-/// whole, HTTP/2 (h2c) coalesces its frames itself, and a 1,460-byte buffer per idle
-/// keep-alive client was most of what one costs once its read buffer was gone.
-fn plain_buffers() -> L4BufferSettings {
-    client_buffers().write(0)
 }

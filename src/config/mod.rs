@@ -66,13 +66,12 @@ pub struct Server {
     pub grace_period: Duration,
     /// After the grace period: how long runtimes get to wind down.
     pub shutdown_timeout: Duration,
-    /// Tokio work stealing between data-path threads. Off, each thread runs a runtime of
-    /// its own: 4.6 % fewer instructions per request with one thread, about 20 % less CPU
-    /// per request with two. The default is off with one thread and on with several:
-    /// with several, Pingora 0.9's runtimes without stealing can hang a SIGINT shutdown
-    /// (its accept loop spins on the error of a listener whose runtime already stopped),
-    /// and they hand each connection to a random thread, away from the one whose reactor
-    /// watches its socket (docs/benchmarks.md).
+    /// Tokio work stealing between the HTTPS listener's threads (plain listeners are
+    /// served by banyan's own threads, one runtime each: `proxy/accept.rs`). Off, each
+    /// thread runs a runtime of its own. The default is off with one thread and on with
+    /// several: with several, Pingora 0.9's runtimes without stealing can hang a SIGINT
+    /// shutdown (its accept loop spins on the error of a listener whose runtime already
+    /// stopped; docs/benchmarks.md).
     pub work_stealing: bool,
     /// Quiet time after a change in the routes folder before it is reloaded, so an
     /// editor's or a ConfigMap's several writes become one reload.

@@ -1,13 +1,11 @@
 //! Client connections, plain and TLS: the connection cap, the deadlines a client must
 //! keep (whole head, keep-alive, sending), and the protocol choice on plain listeners:
-//! HTTP/2 with prior knowledge (h2c) beside HTTP/1.1 on one port. Pingora can choose
-//! itself, but it waits for 24 bytes (the length of the HTTP/2 preface) before deciding, so
-//! a shorter HTTP/1.0 request (`OPTIONS / HTTP/1.0\r\n\r\n` from a load balancer's health
-//! check, say) would hang. Here the preface is compared byte by byte as bytes arrive, and
-//! the first byte that differs (the first one, for every HTTP/1 method but `PRI`) settles
-//! it. Both sides are the same proxy; TLS connections go to the HTTP/1 side, which takes
-//! HTTP/2 by ALPN. Whatever HTTP/1 bytes Pingora reads (a TLS connection, a request the
-//! fast path hands over) pass through `checked::Checked` first.
+//! HTTP/2 with prior knowledge (h2c, `preface.rs`) beside HTTP/1.1 on one port. A plain
+//! connection (accepted in `accept.rs`) is banyan's `Sock` between requests; each request
+//! is offered to the fast path, and what it does not take is handed to Pingora with its
+//! bytes put back. Both sides are the same proxy; TLS connections (Pingora's listener) go
+//! to the HTTP/1 side, which takes HTTP/2 by ALPN. Whatever HTTP/1 bytes Pingora reads (a
+//! TLS connection, a request the fast path hands over) pass through `checked::Checked`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,26 +13,29 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ServerApp};
 use pingora::protocols::http::ServerSession;
-use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::{GetSocketDigest, Stream, ALPN};
+use pingora::protocols::{Stream, ALPN};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
+use std::net::SocketAddr;
 use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::accept::Live;
 use super::checked::{self, Checked};
 use super::fast::{plain_answer, Client, Served};
+use super::sock::Sock;
 use super::spared::Spared;
 use super::Proxy;
 use crate::config::ClientLimits;
 use crate::http1::request::Handoff;
 use crate::metrics::Metrics;
 
-const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
 pub use super::pending::MAX_HEAD;
 use super::pending::{read_until, Pending, Read, FIRST_READ};
+use super::preface::opens_with_preface;
 
+#[derive(Clone)]
 pub struct PlainOrH2c {
     /// The fast path's proxy; the same one `h1` and `h2c` wrap.
     proxy: Proxy,
@@ -95,22 +96,6 @@ impl Drop for Slot {
     }
 }
 
-/// Whether the connection opens with the HTTP/2 preface; `None` when it closed first.
-/// Reads nothing away: each peek is put back.
-async fn opens_with_preface(stream: &mut Stream) -> Option<bool> {
-    let mut buf = [0u8; 24];
-    for k in 1..=buf.len() {
-        if !stream.try_peek(&mut buf[..k]).await.ok()? {
-            // A stream that cannot peek is never h2c.
-            return Some(false);
-        }
-        if buf[k - 1] != H2_PREFACE[k - 1] {
-            return Some(false);
-        }
-    }
-    Some(true)
-}
-
 /// Whether Pingora, having served a request, holds bytes of the next one (a client that
 /// pipelined behind a body Pingora read): then Pingora must parse it. Pingora hands such
 /// bytes only to its next session and has no getter for them; its settings' `Debug` text is
@@ -122,7 +107,7 @@ fn holds_next_request(settings: &HttpPersistentSettings) -> bool {
 /// After a refusal, what the client still sends is read and dropped for a moment before the
 /// connection closes (nginx's lingering close): closing a socket with unread bytes resets
 /// it, and the reset can destroy the refusal before the client reads it.
-async fn linger(stream: &mut L4Stream) {
+async fn linger(stream: &mut Sock) {
     use tokio::io::AsyncWriteExt;
     const LINGER: Duration = Duration::from_secs(2);
     const MAX_DRAIN: usize = 1 << 20;
@@ -148,40 +133,24 @@ pub fn seconds(d: Duration) -> u64 {
 
 #[async_trait]
 impl ServerApp for PlainOrH2c {
+    /// Connections from Pingora's listeners: the TLS listener's.
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let slot = self.admit()?;
+        let _slot = self.admit()?;
         super::tidy::this_thread();
-        let accepted = Instant::now();
-        let head_deadline = accepted + self.limits.header_timeout;
-        if stream.get_ssl_digest().is_some() {
-            let _slot = slot;
-            // TLS: Pingora serves it (HTTP/2 if ALPN chose it); HTTP/1.1 is read through
-            // banyan's rules, with the head's deadline counted from the handshake's end.
-            if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-                return self.h1.process_new(stream, shutdown).await;
-            }
-            let checked = Checked::new(stream, self.checked.clone(), Some(head_deadline));
-            return self.h1.process_new(Box::new(checked), shutdown).await;
+        let head_deadline = Instant::now() + self.limits.header_timeout;
+        // Pingora serves it (HTTP/2 if ALPN chose it); HTTP/1.1 is read through banyan's
+        // rules, with the head's deadline counted from the handshake's end.
+        if stream.get_ssl_digest().is_none()
+            || matches!(stream.selected_alpn_proto(), Some(ALPN::H2))
+        {
+            return self.h1.process_new(stream, shutdown).await;
         }
-        // A plain connection is served on a task of banyan's own, sized for banyan's own
-        // path (Pingora's part is boxed while it runs): Pingora's accept task, whose future
-        // is sized for a TLS handshake (about 9 KiB), ends here instead of being held by
-        // every idle keep-alive client.
-        let app = Arc::clone(self);
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
-            let (mut stream, mut deadline) = (stream, head_deadline);
-            while let Some(next) = app.serve_plain_or_h2c(stream, deadline, &shutdown).await {
-                stream = next;
-                deadline = Instant::now() + app.limits.header_timeout;
-            }
-        });
-        None
+        let checked = Checked::new(stream, self.checked.clone(), Some(head_deadline));
+        self.h1.process_new(Box::new(checked), shutdown).await
     }
 
     async fn cleanup(&self) {
@@ -193,32 +162,60 @@ impl ServerApp for PlainOrH2c {
 /// Where a plain connection's next request is served.
 enum Conn {
     /// Read by the listener, served by the fast path when it can.
-    Own(Box<L4Stream>),
+    Own(Sock),
     /// Pingora holds bytes of the next request (or has begun reading one).
     Pingora(Box<Checked>),
 }
 
 impl PlainOrH2c {
+    /// A connection a plain listener accepted (`accept.rs`), served on a task of this
+    /// thread's.
+    pub fn serve_accepted(
+        self: &Arc<Self>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        shutdown: &ShutdownWatch,
+    ) {
+        let Some(slot) = self.admit() else {
+            return;
+        };
+        // Small answers go out at once, as Pingora's listener sets it.
+        let _ = tcp.set_nodelay(true);
+        super::tidy::this_thread();
+        let head_deadline = Instant::now() + self.limits.header_timeout;
+        let app = Arc::clone(self);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _live = Live::count();
+            app.serve_plain_or_h2c(Sock::new(tcp, Some(peer)), head_deadline, &shutdown)
+                .await;
+        });
+    }
+
     /// A plain connection: HTTP/2 with prior knowledge, or HTTP/1.
     async fn serve_plain_or_h2c(
         &self,
-        mut stream: Stream,
+        mut sock: Sock,
         head_deadline: Instant,
         shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
+    ) {
         // Boxed, as every rare stage is: the connection's task is sized for its largest
         // stage, and the one an idle client spends its time in should be that one.
         let preface = Box::pin(tokio::time::timeout_at(
             head_deadline,
-            opens_with_preface(&mut stream),
+            opens_with_preface(&mut sock),
         ));
         match preface.await {
-            Ok(Some(true)) => return self.h2c.process_new(stream, shutdown).await,
+            Ok(Some(true)) => {
+                Box::pin(self.h2c.process_new(Box::new(sock), shutdown)).await;
+                return;
+            }
             Ok(Some(false)) => {}
-            Ok(None) => return None,
+            Ok(None) => return,
             Err(_) => {
                 self.checked.header_timeouts.inc();
-                return None;
+                return;
             }
         }
         // Plain HTTP/1: one request at a time, so that between requests the connection
@@ -226,40 +223,33 @@ impl PlainOrH2c {
         // its request future, which is sized for the proxy's busiest stage: tens of KiB for
         // every idle keep-alive connection). Each request is offered to the fast path
         // first; what it does not take goes to Pingora with its bytes put back.
-        if !stream.as_any().is::<L4Stream>() {
-            return self.h1.process_new(stream, shutdown).await;
-        }
-        let l4: Box<L4Stream> = stream.into_any().downcast().ok()?;
-        self.serve_plain(l4, head_deadline, shutdown).await
+        self.serve_plain(sock, head_deadline, shutdown).await;
     }
 
     async fn serve_plain(
         &self,
-        l4: Box<L4Stream>,
+        sock: Sock,
         first_deadline: Instant,
         shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let ip = l4
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+    ) -> Option<()> {
         // Bytes of requests not yet served: a pipelined next request, or the start of one
         // still arriving.
         let mut buf = Pending::default();
         // Boxed: only a connection Pingora has served has them.
         let mut settings: Option<Box<HttpPersistentSettings>> = None;
         let mut deadline = Some(first_deadline);
-        let mut conn = Conn::Own(l4);
+        let mut conn = Conn::Own(sock);
         loop {
             let checked = match conn {
                 Conn::Pingora(checked) => checked,
-                Conn::Own(mut l4) => {
-                    self.serve_own(&mut l4, ip, &mut buf, &mut deadline, shutdown)
+                Conn::Own(mut sock) => {
+                    self.serve_own(&mut sock, &mut buf, &mut deadline, shutdown)
                         .await?;
                     // Pingora reads the request from the start, as if nothing had been
                     // read, through the same rules.
-                    l4.rewind(buf.data());
+                    sock.rewind(buf.data());
                     buf.clear();
-                    Box::new(Checked::new(l4, self.checked.clone(), deadline))
+                    Box::new(Checked::new(Box::new(sock), self.checked.clone(), deadline))
                 }
             };
             // Boxed: an idle connection's task is not sized for Pingora's session and
@@ -273,7 +263,9 @@ impl PlainOrH2c {
                 Conn::Pingora(checked)
             } else {
                 deadline = None;
-                Conn::Own(checked.into_inner().into_any().downcast().ok()?)
+                let mut sock: Box<Sock> = checked.into_inner().into_any().downcast().ok()?;
+                sock.back_from_pingora();
+                Conn::Own(*sock)
             };
         }
     }
@@ -307,8 +299,7 @@ impl PlainOrH2c {
     /// in `buf`) or the connection ends (`None`).
     async fn serve_own(
         &self,
-        l4: &mut Box<L4Stream>,
-        ip: Option<std::net::IpAddr>,
+        sock: &mut Sock,
         buf: &mut Pending,
         deadline: &mut Option<Instant>,
         shutdown: &ShutdownWatch,
@@ -318,7 +309,7 @@ impl PlainOrH2c {
             if buf.is_empty() {
                 // Waiting for the next request: the keep-alive timeout, then the head's.
                 let wait = deadline.unwrap_or_else(|| Instant::now() + limits.keepalive_timeout);
-                match read_until(l4, buf, wait, shutdown).await {
+                match read_until(sock, buf, wait, shutdown).await {
                     Read::More => {}
                     Read::Gone => return None,
                     Read::TimedOut if deadline.is_some() => {
@@ -335,8 +326,9 @@ impl PlainOrH2c {
             // The head's deadline counts from the request's first byte, which the read
             // just returned; it is only needed (a clock read) if the head is not whole.
             let header_timeout = limits.header_timeout;
+            let ip = sock.peer_ip();
             let client = Client {
-                stream: &mut *l4,
+                stream: &mut *sock,
                 ip,
                 closing: *shutdown.borrow(),
             };
@@ -352,8 +344,8 @@ impl PlainOrH2c {
                 Ok((Served::Close, _)) => return None,
                 Err(Handoff::Refused(why)) => {
                     Box::pin(async {
-                        self.proxy.refuse(l4, why).await;
-                        linger(l4).await;
+                        self.proxy.refuse(sock, why).await;
+                        linger(sock).await;
                     })
                     .await;
                     return None;
@@ -366,14 +358,14 @@ impl PlainOrH2c {
                             "the request head is larger than 64 KiB",
                         );
                         Box::pin(async {
-                            super::fast::write(l4, &out, limits.send_timeout).await;
-                            linger(l4).await;
+                            super::fast::write(sock, &out, limits.send_timeout).await;
+                            linger(sock).await;
                         })
                         .await;
                         return None;
                     }
                     let head_by = *deadline.get_or_insert_with(|| Instant::now() + header_timeout);
-                    match read_until(l4, buf, head_by, shutdown).await {
+                    match read_until(sock, buf, head_by, shutdown).await {
                         Read::More => {}
                         Read::Gone => return None,
                         Read::TimedOut => {
@@ -383,7 +375,7 @@ impl PlainOrH2c {
                                 "Request Timeout",
                                 "the request head did not arrive within client_header_timeout",
                             );
-                            Box::pin(super::fast::write(l4, &out, limits.send_timeout)).await;
+                            Box::pin(super::fast::write(sock, &out, limits.send_timeout)).await;
                             return None;
                         }
                     }
@@ -392,7 +384,7 @@ impl PlainOrH2c {
                 // past it, or a larger body, Pingora streams it.
                 Err(Handoff::PartialBody) if buf.len() < FIRST_READ => {
                     let head_by = *deadline.get_or_insert_with(|| Instant::now() + header_timeout);
-                    match read_until(l4, buf, head_by, shutdown).await {
+                    match read_until(sock, buf, head_by, shutdown).await {
                         Read::More => {}
                         Read::Gone => return None,
                         Read::TimedOut => return Some(()),
@@ -416,7 +408,9 @@ mod tests {
         let addr = listener.local_addr().expect("addr");
         let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let (server, _) = listener.accept().await.expect("accept");
-        let session = ServerSession::new_http1(Box::new(L4Stream::from(server)));
+        let session = ServerSession::new_http1(Box::new(
+            pingora::protocols::l4::stream::Stream::from(server),
+        ));
         let mut settings = HttpPersistentSettings::for_session(&session);
         assert!(!holds_next_request(&settings));
         settings.set_pipelined_prefix(bytes::BytesMut::from(&b"GET / HTTP/1.1\r\n"[..]));

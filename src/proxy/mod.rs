@@ -14,6 +14,7 @@
 //!   upstream::client (banyan's HTTP/1.1) or Pingora's connector ──► legacy / target
 //! ```
 
+pub mod accept;
 pub mod access_log;
 pub mod checked;
 pub mod fast;
@@ -21,6 +22,8 @@ pub mod flow;
 pub mod listener;
 pub mod pending;
 pub mod pingora;
+pub mod preface;
+pub mod sock;
 pub mod spared;
 pub mod spares;
 pub mod strict;

@@ -10,7 +10,7 @@ use std::future::poll_fn;
 use std::pin::Pin;
 use std::task::Poll;
 
-use pingora::protocols::l4::stream::Stream as L4Stream;
+use super::sock::Sock;
 use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::time::Instant;
@@ -124,7 +124,7 @@ impl Drop for Pending {
 
 /// One read into `buf`, holding a buffer only while a poll reads: a poll that finds the
 /// socket not ready gives an empty `buf`'s buffer back before waiting.
-async fn read_into(stream: &mut L4Stream, buf: &mut Pending) -> std::io::Result<usize> {
+async fn read_into(stream: &mut Sock, buf: &mut Pending) -> std::io::Result<usize> {
     poll_fn(|cx| {
         let idle = buf.bytes.is_empty();
         let mut rb = ReadBuf::new(buf.spare());
@@ -150,7 +150,7 @@ async fn read_into(stream: &mut L4Stream, buf: &mut Pending) -> std::io::Result<
 
 /// Reads more bytes of a connection into `buf` until `deadline`.
 pub async fn read_until(
-    stream: &mut L4Stream,
+    stream: &mut Sock,
     buf: &mut Pending,
     deadline: Instant,
     shutdown: &ShutdownWatch,

@@ -16,10 +16,10 @@ use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::proxy::sock::Sock;
 use bytes::Bytes;
 use http::header::HOST;
 use http::Method;
-use pingora::protocols::l4::stream::Stream as L4Stream;
 use tokio::io::AsyncWriteExt;
 
 use super::flow::attempt::{Failed, Next};
@@ -51,7 +51,7 @@ pub enum Served {
 
 /// The client side of one request.
 pub struct Client<'a> {
-    pub stream: &'a mut L4Stream,
+    pub stream: &'a mut Sock,
     pub ip: Option<IpAddr>,
     /// The connection closes after this request (shutdown has begun).
     pub closing: bool,
@@ -333,7 +333,7 @@ impl Proxy {
 
     /// A write to the client within `server.send_timeout`, counted when it runs out: the
     /// exchange then ends, and its upstream connection is closed, not kept.
-    async fn write(&self, stream: &mut L4Stream, bytes: &[u8]) -> bool {
+    async fn write(&self, stream: &mut Sock, bytes: &[u8]) -> bool {
         match write(stream, bytes, self.limits.send_timeout).await {
             Sent::Done => true,
             Sent::Gone => false,
@@ -350,7 +350,7 @@ impl Proxy {
     /// Answers a request refused for its framing (400, or 501 for an unknown coding) and
     /// counts it; nothing was forwarded, and the connection closes, since where the next
     /// request would start is what is in doubt.
-    pub async fn refuse(&self, stream: &mut L4Stream, why: Refusal) {
+    pub async fn refuse(&self, stream: &mut Sock, why: Refusal) {
         self.metrics
             .bad_requests_total
             .with_label_values(&[why.as_str()])
@@ -403,7 +403,7 @@ pub enum Sent {
 /// Writes everything and flushes within `limit` (`server.send_timeout`). The timer is
 /// set only when the socket cannot take the bytes at once: most answers fit its buffer,
 /// and a timer costs a clock read.
-pub async fn write(stream: &mut L4Stream, bytes: &[u8], limit: Duration) -> Sent {
+pub async fn write(stream: &mut Sock, bytes: &[u8], limit: Duration) -> Sent {
     let all = async { stream.write_all(bytes).await.is_ok() && stream.flush().await.is_ok() };
     let mut all = std::pin::pin!(all);
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(all.as_mut().poll(cx))).await;

@@ -1,0 +1,202 @@
+//! Plain listeners, accepted by banyan's own data-path threads, as nginx's workers do: each
+//! thread runs a single-threaded runtime and accepts on its own copy of every plain
+//! listening socket, so a connection is served, start to end, on the thread that accepted
+//! it and whose reactor holds its socket. Pingora's listener accepts on one thread and
+//! sends each connection to a random one, wraps it in its own stream type (about 900 bytes
+//! an idle client holds), and, without work stealing, can spin in its accept loop when a
+//! shutdown begins. TLS listeners stay Pingora's.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use pingora::server::{ListenFds, ShutdownWatch};
+use tokio::net::TcpListener;
+
+use super::listener::PlainOrH2c;
+
+/// The accept queue asked for, as Pingora and nginx ask (the kernel caps it at somaxconn).
+const BACKLOG: libc::c_int = 65535;
+
+/// Binds a plain listener now, so that a taken port fails `banyan run` before anything
+/// starts.
+pub fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<std::net::TcpListener> {
+    // std sets SO_REUSEADDR, as Pingora does: a restart binds while old connections linger
+    // in TIME_WAIT.
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("cannot listen on {addr} for the {what}"))?;
+    // std listens with a short queue; listening again on Linux only changes its length.
+    // SAFETY: the descriptor is the listener's own and open; listen(2) reads no memory.
+    if unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot set the accept queue of {addr}"));
+    }
+    listener
+        .set_nonblocking(true)
+        .with_context(|| format!("cannot make {addr} non-blocking"))?;
+    Ok(listener)
+}
+
+/// The plain listeners as a Pingora service: it starts the threads, and Pingora's
+/// shutdown watch stops them.
+pub struct PlainListeners {
+    app: Arc<PlainOrH2c>,
+    listeners: Vec<std::net::TcpListener>,
+    threads: usize,
+}
+
+impl PlainListeners {
+    pub fn new(
+        app: Arc<PlainOrH2c>,
+        listeners: Vec<std::net::TcpListener>,
+        threads: usize,
+    ) -> Self {
+        PlainListeners {
+            app,
+            listeners,
+            threads: threads.max(1),
+        }
+    }
+}
+
+#[async_trait]
+impl pingora::services::Service for PlainListeners {
+    async fn start_service(
+        &mut self,
+        _fds: Option<ListenFds>,
+        shutdown: ShutdownWatch,
+        _listeners_per_fd: usize,
+    ) {
+        let mut ended = Vec::with_capacity(self.threads);
+        for i in 0..self.threads {
+            let mut copies = Vec::with_capacity(self.listeners.len());
+            for l in &self.listeners {
+                match l.try_clone() {
+                    Ok(copy) => copies.push(copy),
+                    Err(e) => tracing::error!("data-path thread {i}: cannot copy a listener: {e}"),
+                }
+            }
+            let (app, shutdown) = (Arc::clone(&self.app), shutdown.clone());
+            let (done, end) = tokio::sync::oneshot::channel::<()>();
+            let spawned = std::thread::Builder::new()
+                .name(format!("banyan-proxy-{i}"))
+                .spawn(move || {
+                    run_thread(app, copies, shutdown);
+                    let _ = done.send(());
+                });
+            match spawned {
+                Ok(_) => ended.push(end),
+                Err(e) => tracing::error!("cannot start data-path thread {i}: {e}"),
+            }
+        }
+        // Each thread holds its own copies; the sockets close when the last copy does.
+        self.listeners.clear();
+        for end in ended {
+            let _ = end.await;
+        }
+    }
+
+    fn name(&self) -> &str {
+        "banyan plain listeners"
+    }
+
+    /// The service's own runtime only waits for the threads.
+    fn threads(&self) -> Option<usize> {
+        Some(1)
+    }
+}
+
+thread_local! {
+    /// Connections this thread serves, waited for when a shutdown stops the accepting.
+    static LIVE: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Counts a connection on this thread while it lives.
+pub struct Live(());
+
+impl Live {
+    pub fn count() -> Self {
+        LIVE.with(|n| n.set(n.get() + 1));
+        Live(())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        LIVE.with(|n| n.set(n.get().saturating_sub(1)));
+    }
+}
+
+fn run_thread(
+    app: Arc<PlainOrH2c>,
+    listeners: Vec<std::net::TcpListener>,
+    shutdown: ShutdownWatch,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start a data-path runtime: {e}");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let mut loops = Vec::with_capacity(listeners.len());
+        for l in listeners {
+            match TcpListener::from_std(l) {
+                Ok(l) => loops.push(tokio::spawn(accept(l, Arc::clone(&app), shutdown.clone()))),
+                Err(e) => tracing::error!("cannot register a listener: {e}"),
+            }
+        }
+        for l in loops {
+            let _ = l.await;
+        }
+        // Accepting has stopped; the connections still open end as their requests do
+        // (an idle one at once). The process exits after Pingora's grace period anyway.
+        while LIVE.with(Cell::get) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+}
+
+async fn accept(listener: TcpListener, app: Arc<PlainOrH2c>, mut shutdown: ShutdownWatch) {
+    let mut last_warned: Option<tokio::time::Instant> = None;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let accepted = tokio::select! {
+            biased;
+            changed = shutdown.changed() => match changed {
+                Ok(()) => continue,
+                Err(_) => return,
+            },
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => app.serve_accepted(tcp, peer, &shutdown),
+            // A connection reset before it was accepted concerns only itself.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted | std::io::ErrorKind::ConnectionReset
+                ) => {}
+            Err(e) => {
+                // Out of descriptors or memory: the queue waits a moment rather than the
+                // thread spinning on the same error.
+                let now = tokio::time::Instant::now();
+                if last_warned.is_none_or(|t| now >= t + Duration::from_secs(5)) {
+                    tracing::warn!("accepting a client connection failed: {e}");
+                    last_warned = Some(now);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
