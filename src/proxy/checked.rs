@@ -266,21 +266,15 @@ pub fn refusal_in(e: &pingora::Error) -> Option<Stop> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pingora::protocols::l4::stream::Stream as L4Stream;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     async fn pair(head_by: Option<Instant>, timeout: Duration) -> (Checked, tokio::net::TcpStream) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (server, _) = listener.accept().await.expect("accept");
+        let (server, client) = crate::proxy::sock::Sock::loopback().await;
         let limits = Limits {
             header_timeout: timeout,
             header_timeouts: IntCounter::new("t", "t").expect("counter"),
         };
-        let inner: Stream = Box::new(L4Stream::from(server));
+        let inner: Stream = Box::new(server);
         (Checked::new(inner, limits, head_by), client)
     }
 

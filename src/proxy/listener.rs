@@ -402,15 +402,8 @@ mod tests {
 
     #[tokio::test]
     async fn pingora_settings_show_whether_they_hold_the_next_request() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (server, _) = listener.accept().await.expect("accept");
-        let session = ServerSession::new_http1(Box::new(
-            pingora::protocols::l4::stream::Stream::from(server),
-        ));
+        let (sock, _client) = Sock::loopback().await;
+        let session = ServerSession::new_http1(Box::new(sock));
         let mut settings = HttpPersistentSettings::for_session(&session);
         assert!(!holds_next_request(&settings));
         settings.set_pipelined_prefix(bytes::BytesMut::from(&b"GET / HTTP/1.1\r\n"[..]));

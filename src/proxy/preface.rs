@@ -49,16 +49,6 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    async fn pair() -> (Sock, tokio::net::TcpStream) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let client = tokio::net::TcpStream::connect(addr).await.expect("connect");
-        let (server, peer) = listener.accept().await.expect("accept");
-        (Sock::new(server, Some(peer)), client)
-    }
-
     /// The preface check decides from the bytes there are, waits (without spinning) on a
     /// beginning of the preface, and leaves every byte for the request's reader.
     #[tokio::test]
@@ -70,7 +60,7 @@ mod tests {
             (b"PRI * HT", b"TP/2.0\r\n\r\nSM\r\n\r\nframes", true),
             (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", b"", true),
         ] {
-            let (mut sock, mut client) = pair().await;
+            let (mut sock, mut client) = Sock::loopback().await;
             client.write_all(first).await.expect("write");
             let check = tokio::spawn(async move {
                 let verdict = opens_with_preface(&mut sock).await;
@@ -85,7 +75,7 @@ mod tests {
             sock.read_to_end(&mut all).await.expect("read");
             assert_eq!(all, [first, later].concat(), "{first:?}");
         }
-        let (mut sock, client) = pair().await;
+        let (mut sock, client) = Sock::loopback().await;
         drop(client);
         assert_eq!(opens_with_preface(&mut sock).await, None);
     }

@@ -64,6 +64,18 @@ impl Sock {
         self.rewound = Some(Box::new(Rewound { bytes, at: 0 }));
     }
 
+    /// A connection over loopback: the server's end, and the client's.
+    #[cfg(test)]
+    pub async fn loopback() -> (Sock, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = TcpStream::connect(addr).await.expect("connect");
+        let (server, peer) = listener.accept().await.expect("accept");
+        (Sock::new(server, Some(peer)), client)
+    }
+
     /// Lets go of what only a request Pingora served needed.
     pub fn back_from_pingora(&mut self) {
         self.digest = OnceLock::new();
@@ -198,19 +210,9 @@ mod tests {
     use super::*;
     use tokio::io::AsyncReadExt;
 
-    async fn pair() -> (Sock, TcpStream) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let client = TcpStream::connect(addr).await.expect("connect");
-        let (server, peer) = listener.accept().await.expect("accept");
-        (Sock::new(server, Some(peer)), client)
-    }
-
     #[tokio::test]
     async fn rewound_bytes_are_read_first_then_the_socket() {
-        let (mut sock, mut client) = pair().await;
+        let (mut sock, mut client) = Sock::loopback().await;
         client.write_all(b"rest").await.expect("write");
         sock.rewind(b"two ");
         sock.rewind(b"one ");
@@ -225,7 +227,7 @@ mod tests {
 
     #[tokio::test]
     async fn pingora_sees_the_client_address_without_asking_the_kernel() {
-        let (mut sock, client) = pair().await;
+        let (mut sock, client) = Sock::loopback().await;
         let local = client.local_addr().expect("addr");
         let digest = sock.get_socket_digest().expect("digest");
         let peer = digest.peer_addr().and_then(|a| a.as_inet().copied());
