@@ -1,9 +1,11 @@
 //! A process-wide monotonic clock in milliseconds, for state kept in atomics (peer
 //! back-off, circuit cool-downs, the guard's window): a `u64` fits in an `AtomicU64`
-//! where an `Instant` does not.
+//! where an `Instant` does not. And time limits that read the clock only when needed.
 
+use std::future::Future;
 use std::sync::LazyLock;
-use std::time::{Instant, SystemTime};
+use std::task::Poll;
+use std::time::{Duration, Instant, SystemTime};
 
 static START: LazyLock<Instant> = LazyLock::new(Instant::now);
 
@@ -16,4 +18,32 @@ pub fn now_ms() -> u64 {
 /// audit log and the diff log.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// `step` within `limit` (`None`: it ran out of time), with the timer set only if the
+/// first poll finds `step` not done: a write the socket takes at once, or a read whose
+/// bytes are there, costs no clock read and no timer.
+pub async fn within<F: Future>(limit: Duration, step: F) -> Option<F::Output> {
+    let mut step = std::pin::pin!(step);
+    match std::future::poll_fn(|cx| Poll::Ready(step.as_mut().poll(cx))).await {
+        Poll::Ready(out) => Some(out),
+        Poll::Pending => tokio::time::timeout(limit, step).await.ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_step_done_at_once_needs_no_timer_and_a_stuck_one_runs_out() {
+        assert_eq!(within(Duration::ZERO, async { 7 }).await, Some(7));
+        let stuck = std::future::pending::<()>();
+        assert_eq!(within(Duration::from_millis(10), stuck).await, None);
+        let later = async {
+            tokio::task::yield_now().await;
+            8
+        };
+        assert_eq!(within(Duration::from_secs(60), later).await, Some(8));
+    }
 }

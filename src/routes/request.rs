@@ -82,10 +82,37 @@ pub struct IpText {
 impl IpText {
     pub fn new(ip: IpAddr) -> Self {
         let mut buf = [0u8; 48];
-        let mut cursor = std::io::Cursor::new(&mut buf[..]);
-        // An IPv6 address is at most 45 characters; the buffer always fits it.
-        let _ = write!(cursor, "{ip}");
-        let len = cursor.position() as usize;
+        let len = match ip {
+            // Every request to a plain upstream formats its client's address (the
+            // forwarding header), so IPv4 is written by hand: `fmt` took about 1,000
+            // instructions of the request's 27,000.
+            IpAddr::V4(v4) => {
+                let mut len = 0;
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        buf[len] = b'.';
+                        len += 1;
+                    }
+                    if octet >= 100 {
+                        buf[len] = b'0' + octet / 100;
+                        len += 1;
+                    }
+                    if octet >= 10 {
+                        buf[len] = b'0' + octet / 10 % 10;
+                        len += 1;
+                    }
+                    buf[len] = b'0' + octet % 10;
+                    len += 1;
+                }
+                len
+            }
+            IpAddr::V6(_) => {
+                let mut cursor = std::io::Cursor::new(&mut buf[..]);
+                // An IPv6 address is at most 45 characters; the buffer always fits it.
+                let _ = write!(cursor, "{ip}");
+                cursor.position() as usize
+            }
+        };
         IpText { buf, len }
     }
 
@@ -170,6 +197,20 @@ mod tests {
         assert_eq!(key(Sticky::Cookie("uid".into())), Some(b"c-9".to_vec()));
         assert_eq!(key(Sticky::Ip), Some(b"2001:db8::1".to_vec()));
         assert_eq!(key(Sticky::None), None);
+    }
+
+    #[test]
+    fn ipv4_text_is_what_display_writes() {
+        for o in 0..=255u8 {
+            for ip in [
+                std::net::Ipv4Addr::new(o, 0, 255, o),
+                std::net::Ipv4Addr::new(10, o, 9, 100),
+                std::net::Ipv4Addr::new(127, 0, o, 1),
+            ] {
+                let ip = IpAddr::V4(ip);
+                assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
+            }
+        }
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub struct Answered {
 /// when it ran out of time.
 async fn within<F: std::future::Future>(limit: Option<Duration>, step: F) -> Option<F::Output> {
     match limit {
-        Some(t) => tokio::time::timeout(t, step).await.ok(),
+        Some(t) => crate::clock::within(t, step).await,
         None => Some(step.await),
     }
 }

@@ -12,7 +12,6 @@
 
 pub mod response;
 
-use std::future::Future;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -405,13 +404,7 @@ pub enum Sent {
 /// and a timer costs a clock read.
 pub async fn write(stream: &mut Sock, bytes: &[u8], limit: Duration) -> Sent {
     let all = async { stream.write_all(bytes).await.is_ok() && stream.flush().await.is_ok() };
-    let mut all = std::pin::pin!(all);
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(all.as_mut().poll(cx))).await;
-    let done = match first {
-        std::task::Poll::Ready(ok) => Some(ok),
-        std::task::Poll::Pending => tokio::time::timeout(limit, all).await.ok(),
-    };
-    match done {
+    match crate::clock::within(limit, all).await {
         Some(true) => Sent::Done,
         Some(false) => Sent::Gone,
         None => Sent::TimedOut,
