@@ -12,6 +12,7 @@ use banyan::metrics::Metrics;
 use banyan::proxy::access_log::Line;
 use banyan::ratelimit::Limiter;
 use banyan::routes::def::{RateKey, RateLimitDef};
+use banyan::routes::request::Headers;
 use banyan::routes::Backend;
 use banyan::upstream::circuit::Breaker;
 use banyan::upstream::forward as headers;
@@ -52,7 +53,7 @@ fn bench(c: &mut Criterion) {
     let client = Some(IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)));
     let empty = HeaderMap::new();
     c.bench_function("rate limit: key and check a client", |b| {
-        b.iter(|| limiter.check(limiter.key(black_box(&empty), black_box(client))))
+        b.iter(|| limiter.check(limiter.key(black_box(Headers::Map(&empty)), black_box(client))))
     });
 
     c.bench_function("request id: generate", |b| {

@@ -3,9 +3,6 @@
 //! chunked body still arriving), parsed in place. Everything else goes to Pingora
 //! unchanged. The request sent upstream is written by `upstream::forward`.
 
-use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue};
-
 use super::chunked;
 use super::framing::{self, Body, Refusal};
 
@@ -83,28 +80,6 @@ impl<'b> Head<'b> {
     /// Every field as (name, value), in order and case as they came.
     pub fn fields(&self) -> impl Iterator<Item = (&'b str, &'b [u8])> + Clone + '_ {
         self.headers.iter().map(|h| (h.name, h.value))
-    }
-
-    /// The headers as a `HeaderMap` for routing. `raw` is the buffer the head was parsed
-    /// from and `head` a copy of it, which the values share. Names and values that are not
-    /// valid are skipped: no route can match them, and they are forwarded as they came.
-    pub fn header_map(&self, head: &Bytes, raw: &[u8]) -> HeaderMap {
-        let mut map = HeaderMap::with_capacity(self.headers.len());
-        let base = raw.as_ptr() as usize;
-        for h in self.headers {
-            let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
-                continue;
-            };
-            let start = (h.value.as_ptr() as usize).wrapping_sub(base);
-            let end = start.wrapping_add(h.value.len());
-            if start > end || end > head.len() {
-                continue;
-            }
-            if let Ok(value) = HeaderValue::from_maybe_shared(head.slice(start..end)) {
-                map.append(name, value);
-            }
-        }
-        map
     }
 }
 
@@ -261,7 +236,7 @@ mod tests {
     }
 
     #[test]
-    fn the_routing_map_shares_the_head() {
+    fn a_name_httparse_refuses_goes_to_pingora() {
         let raw =
             b"GET / HTTP/1.1\r\nHost: a\r\nCookie: uid=1\r\nCookie: t=2\r\nBad Name: x\r\n\r\n";
         let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -273,9 +248,7 @@ mod tests {
         let raw = b"GET / HTTP/1.1\r\nHost: a\r\nCookie: uid=1\r\nCookie: t=2\r\n\r\n";
         let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let h = parse(raw, &mut hs).expect("fast");
-        let bytes = Bytes::copy_from_slice(&raw[..h.head_len]);
-        let map = h.header_map(&bytes, raw);
-        assert_eq!(map["host"], "a");
-        assert_eq!(map.get_all("cookie").iter().count(), 2);
+        assert_eq!(h.header("host"), Some(&b"a"[..]));
+        assert_eq!(h.headers.len(), 3);
     }
 }

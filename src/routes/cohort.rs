@@ -9,7 +9,6 @@ use ipnet::IpNet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::request::cookie_value;
 use super::spec::{Text, TextList};
 use super::{Backend, RequestView};
 use crate::diag::SourceFile;
@@ -65,10 +64,11 @@ impl CohortDef {
         match &self.member {
             Member::Header(name, values) => req
                 .headers
-                .get_all(name)
-                .iter()
-                .any(|h| values.iter().any(|v| v.as_bytes() == h.as_bytes())),
-            Member::Cookie(name, values) => cookie_value(req.headers, name)
+                .all(name)
+                .any(|h| values.iter().any(|v| v.as_bytes() == h)),
+            Member::Cookie(name, values) => req
+                .headers
+                .cookie(name)
                 .is_some_and(|c| values.iter().any(|v| v.as_bytes() == c)),
             Member::Cidr(nets) => req
                 .client_ip
@@ -211,7 +211,7 @@ mod tests {
             method: "GET",
             path: "/",
             host: None,
-            headers,
+            headers: crate::routes::request::Headers::Map(headers),
             client_ip: ip.parse().ok(),
         }
     }

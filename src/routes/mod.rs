@@ -5,6 +5,7 @@
 pub mod cohort;
 pub mod def;
 pub mod descriptors;
+pub mod headers;
 pub mod load;
 pub mod ramp;
 pub mod request;

@@ -4,10 +4,11 @@
 use std::io::Write as _;
 use std::net::IpAddr;
 
-use http::header::{COOKIE, HOST};
+use http::header::HOST;
 use http::{HeaderMap, Method, Uri};
 
 use super::def::Sticky;
+pub use super::headers::Headers;
 
 #[derive(Debug, Clone, Copy)]
 pub struct RequestView<'a> {
@@ -15,7 +16,7 @@ pub struct RequestView<'a> {
     pub path: &'a str,
     /// The request's host without its port; compared case-insensitively.
     pub host: Option<&'a str>,
-    pub headers: &'a HeaderMap,
+    pub headers: Headers<'a>,
     pub client_ip: Option<IpAddr>,
 }
 
@@ -35,7 +36,7 @@ impl<'a> RequestView<'a> {
             method: method.as_str(),
             path: uri.path(),
             host,
-            headers,
+            headers: Headers::Map(headers),
             client_ip,
         }
     }
@@ -50,27 +51,6 @@ pub fn strip_port(host: &str) -> &str {
         Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
         _ => host,
     }
-}
-
-/// The value of cookie `name` in the request's `Cookie` headers.
-pub fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h [u8]> {
-    for header in headers.get_all(COOKIE) {
-        for pair in header.as_bytes().split(|&b| b == b';') {
-            let pair = pair.trim_ascii();
-            let Some(eq) = pair.iter().position(|&b| b == b'=') else {
-                continue;
-            };
-            if pair[..eq].trim_ascii() == name.as_bytes() {
-                let value = pair[eq + 1..].trim_ascii();
-                let value = value
-                    .strip_prefix(b"\"")
-                    .and_then(|v| v.strip_suffix(b"\""))
-                    .unwrap_or(value);
-                return Some(value);
-            }
-        }
-    }
-    None
 }
 
 /// A client IP as text ("203.0.113.7", "2001:db8::1"), formatted without allocating.
@@ -145,8 +125,8 @@ pub fn sticky_key<'a>(sticky: &Sticky, req: &RequestView<'a>) -> StickyKey<'a> {
         _ => StickyKey::Missing,
     };
     match sticky {
-        Sticky::Header(name) => borrowed(req.headers.get(name).map(|v| v.as_bytes())),
-        Sticky::Cookie(name) => borrowed(cookie_value(req.headers, name)),
+        Sticky::Header(name) => borrowed(req.headers.get(name)),
+        Sticky::Cookie(name) => borrowed(req.headers.cookie(name)),
         Sticky::Ip => req
             .client_ip
             .map_or(StickyKey::Missing, |ip| StickyKey::Ip(IpText::new(ip))),
@@ -157,6 +137,7 @@ pub fn sticky_key<'a>(sticky: &Sticky, req: &RequestView<'a>) -> StickyKey<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::COOKIE;
     use http::HeaderValue;
 
     #[test]
@@ -172,10 +153,11 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(COOKIE, HeaderValue::from_static("theme=dark; uid=abc123"));
         h.append(COOKIE, HeaderValue::from_static("session=\"q1\""));
-        assert_eq!(cookie_value(&h, "uid"), Some(&b"abc123"[..]));
-        assert_eq!(cookie_value(&h, "session"), Some(&b"q1"[..]));
-        assert_eq!(cookie_value(&h, "id"), None);
-        assert_eq!(cookie_value(&h, "theme"), Some(&b"dark"[..]));
+        let h = Headers::Map(&h);
+        assert_eq!(h.cookie("uid"), Some(&b"abc123"[..]));
+        assert_eq!(h.cookie("session"), Some(&b"q1"[..]));
+        assert_eq!(h.cookie("id"), None);
+        assert_eq!(h.cookie("theme"), Some(&b"dark"[..]));
     }
 
     #[test]

@@ -57,12 +57,9 @@ impl Conditions {
                 return false;
             }
         }
-        self.headers.iter().all(|(name, value)| {
-            req.headers
-                .get_all(name)
-                .iter()
-                .any(|v| v.as_bytes() == value.as_bytes())
-        })
+        self.headers
+            .iter()
+            .all(|(name, value)| req.headers.all(name).any(|v| v == value.as_bytes()))
     }
 }
 

@@ -31,7 +31,7 @@ use crate::http1::framing::Refusal;
 use crate::http1::request::{self as head, Handoff, Head, MAX_HEADERS};
 use crate::http1::response::Framing;
 use crate::http1::{format_len, push_header};
-use crate::routes::request::strip_port;
+use crate::routes::request::{strip_port, Headers};
 use crate::routes::RequestView;
 use crate::shadow::copy::{Original, Raw};
 use crate::shadow::ShadowCtx;
@@ -70,15 +70,13 @@ impl Proxy {
         let used = head.wire_len();
         let req = &req[..used];
         let method = Method::from_bytes(head.method.as_bytes()).map_err(|_| Handoff::Unusual)?;
-        // The whole request: the routing map's values and a shadow copy share it.
-        let req_bytes = Bytes::copy_from_slice(req);
-        let map = head.header_map(&req_bytes, req);
+        let headers = Headers::Parsed(head.headers);
         let snap = self.shared.load_full();
         let view = RequestView {
             method: head.method,
             path: head.path(),
-            host: map.get(HOST).and_then(|h| h.to_str().ok()).map(strip_port),
-            headers: &map,
+            host: headers.get(&HOST).and_then(visible_text).map(strip_port),
+            headers,
             client_ip: client.ip,
         };
         let pingora = |i: Option<usize>| i.is_some_and(|i| snap.upstream(i).via_pingora());
@@ -89,11 +87,13 @@ impl Proxy {
         }
         let mut ctx = Ctx::new(Some(self.shadower.busy()));
         ctx.client = client.ip;
-        ctx.request_id = forward::request_id(map.get(forward::X_REQUEST_ID));
+        ctx.request_id = forward::request_id(headers.get(&forward::X_REQUEST_ID));
         let body = head.body(req);
-        match self.admit(&mut ctx, snap.clone(), decision, &view, &map) {
+        match self.admit(&mut ctx, snap.clone(), decision, &view) {
             Admission::Proceed { mirror, .. } => {
                 if mirror {
+                    // The whole request, for the copy; shared by its head and body.
+                    let req_bytes = Bytes::copy_from_slice(req);
                     ctx.shadow = self.sample_shadow_fast(&ctx, &view, &head, &method, &req_bytes);
                 }
             }
@@ -365,7 +365,7 @@ impl Proxy {
     }
 
     /// The fast path's `sample_shadow`: the copy will be written from the request's bytes,
-    /// already copied for the routing map, and its body is already whole.
+    /// and its body is already whole.
     fn sample_shadow_fast(
         &self,
         ctx: &Ctx,
@@ -387,6 +387,15 @@ impl Proxy {
         }
         Some(sh)
     }
+}
+
+/// A header's value as text, when it is visible ASCII (as `HeaderValue::to_str` takes it).
+fn visible_text(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
 }
 
 /// How a write to a client ended.

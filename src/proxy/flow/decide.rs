@@ -7,8 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderMap;
-
 use super::Ctx;
 use crate::compare::SkipReason;
 use crate::metrics::FallbackReason;
@@ -124,7 +122,6 @@ impl Proxy {
         snap: Arc<Snapshot>,
         decision: Decision,
         view: &RequestView,
-        headers: &HeaderMap,
     ) -> Admission {
         let route = snap.route(decision.route);
         ctx.route = decision.route;
@@ -133,7 +130,7 @@ impl Proxy {
         let limited = route
             .limiter
             .as_ref()
-            .and_then(|l| l.check(l.key(headers, view.client_ip)).err());
+            .and_then(|l| l.check(l.key(view.headers, view.client_ip)).err());
         let (admission, _) = judge(&snap, route, &decision, limited, UpstreamPool::admit);
         match admission {
             Admission::Limited { .. } => ctx.limited = true,

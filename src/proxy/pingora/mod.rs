@@ -87,7 +87,8 @@ impl ProxyHttp for Proxy {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let req = session.req_header();
-        ctx.request_id = headers::request_id(req.headers.get(headers::X_REQUEST_ID));
+        ctx.request_id =
+            headers::request_id(req.headers.get(headers::X_REQUEST_ID).map(|v| v.as_bytes()));
         ctx.client = client;
         ctx.grpc = grpc::is_call(&req.headers);
         if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
@@ -100,7 +101,7 @@ impl ProxyHttp for Proxy {
         }
         let view = RequestView::new(&req.method, &req.uri, &req.headers, client);
         let decision = snap.table.decide(&view);
-        match self.admit(ctx, snap, decision, &view, &req.headers) {
+        match self.admit(ctx, snap, decision, &view) {
             Admission::Proceed { mirror, .. } => {
                 if ctx.grpc {
                     ctx.grpc_retry = ctx
