@@ -65,6 +65,7 @@ tree_sum() { # pid file awk-program: a /proc/<pid>/file figure summed over the p
   echo "$total"
 }
 cpu_ticks() { tree_sum "$1" stat '{print $14 + $15}'; }  # utime+stime, in clock ticks
+user_ticks() { tree_sum "$1" stat '{print $14}'; }       # utime alone
 rss_kib() { tree_sum "$1" status '/^VmRSS/ {print $2}'; } # resident set, KiB
 
 json_upstreams() { # folder port body [port body]...: one nginx on core 1 answering each body as JSON
@@ -87,8 +88,8 @@ TICKS=$(getconf CLK_TCK)
 steal_ticks() { awk '/^cpu / {print $9}' /proc/stat; }
 
 # One round: wrk on core 1 against url, the proxy's CPU (pid and its children) and the
-# host's steal measured around it. Appends "rps p50 p99 cpu_us_per_req steal_ms" to
-# $WORK/<name>.rounds.
+# host's steal measured around it. Appends "rps p50 p99 cpu_us_per_req steal_ms
+# user_us_per_req" to $WORK/<name>.rounds (the last: the user-space share of the CPU).
 # Needs DURATION and CONNS (WARMUP, default 2 s, the unmeasured run before); extra
 # arguments go to wrk (a script, say). WRK_CPUS (default 1) and WRK_THREADS (default 1)
 # place wrk elsewhere. With COUNT set,
@@ -101,10 +102,13 @@ run() { # name url pid [wrk args...]
   "${wrk[@]}" -d"${WARMUP:-2}s" "$@" "$url" >/dev/null
   local counted=${COUNT:+$($COUNT)}
   before=$(cpu_ticks "$pid")
+  local user_before user_after
+  user_before=$(user_ticks "$pid")
   local stolen
   stolen=$(steal_ticks)
   out=$("${wrk[@]}" -d"${DURATION}s" --latency "$@" "$url")
   after=$(cpu_ticks "$pid")
+  user_after=$(user_ticks "$pid")
   stolen=$(($(steal_ticks) - stolen))
   # COUNT names a command printing a counter; its growth per request is kept beside.
   if [ -n "${COUNT:-}" ]; then
@@ -116,7 +120,8 @@ run() { # name url pid [wrk args...]
   {
     echo "$out" | awk '/Requests\/sec/ {printf "%.0f ", $2}'
     echo "$out" | awk '$1=="50%" || $1=="99%" {v=$2; if (v ~ /us$/) v=v/1000; else if (v ~ /ms$/) v=v+0; else if (v ~ /s$/) v=v*1000; printf "%.3f ", v}'
-    awk -v t=$((after - before)) -v hz="$TICKS" -v n="$reqs" -v st="$stolen" 'BEGIN { printf "%.1f %d\n", t / hz * 1e6 / n, st / hz * 1000 }'
+    awk -v t=$((after - before)) -v u=$((user_after - user_before)) -v hz="$TICKS" -v n="$reqs" -v st="$stolen" \
+      'BEGIN { printf "%.1f %d %.2f\n", t / hz * 1e6 / n, st / hz * 1000, u / hz * 1e6 / n }'
   } >> "$WORK/$name.rounds"
 }
 

@@ -133,6 +133,12 @@ m() { median "$WORK/$1.rounds" "$2"; }
         printf "- %s, %s thread(s): banyan / nginx CPU per request %.2f× (target ≤ 0.95), banyan / HAProxy %.2f× (target ≤ 1.0)\n", s, t, b / n, b / h }'
     done
   done
+  for t in 1 2; do
+    for s in S1 S2; do
+      awk -v s="$s" -v t="$t" -v bu="$(m "$s-banyan-$t" 6)" -v b="$(m "$s-banyan-$t" 4)" -v nu="$(m "$s-nginx-$t" 6)" -v n="$(m "$s-nginx-$t" 4)" -v hu="$(m "$s-haproxy-$t" 6)" -v h="$(m "$s-haproxy-$t" 4)" 'BEGIN {
+        printf "- %s, %s thread(s), user / system µs per request: nginx %.2f / %.2f, HAProxy %.2f / %.2f, banyan %.2f / %.2f\n", s, t, nu, n - nu, hu, h - hu, bu, b - bu }'
+    done
+  done
   for p in nginx haproxy banyan; do
     awk -v p="$p" -v one="$(m "S1-$p-1" 1)" -v two="$(m "S1-$p-2" 1)" 'BEGIN {
       printf "- S1 %s: two threads / one, throughput %.2f× (wrk and the upstream share the two cores)\n", p, two / one }'
