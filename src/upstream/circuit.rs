@@ -64,6 +64,11 @@ impl Breaker {
         Admit::Probe
     }
 
+    /// Closed: every request goes; the common case, answered without reading the clock.
+    pub fn closed(&self) -> bool {
+        self.open_until.load(Ordering::Relaxed) == 0
+    }
+
     pub fn admit(&self, now_ms: u64) -> Admit {
         let until = self.open_until.load(Ordering::Relaxed);
         if until == 0 {
@@ -89,8 +94,14 @@ impl Breaker {
     /// The outcome of one request to the upstream.
     pub fn record(&self, ok: bool, now_ms: u64) -> Option<Transition> {
         if ok {
-            self.failures.store(0, Ordering::Relaxed);
-            if self.open_until.swap(0, Ordering::AcqRel) != 0 {
+            // Read before written: every request to the upstream, from every thread, ends
+            // here, and a write each time would pass the line between the cores.
+            if self.failures.load(Ordering::Relaxed) != 0 {
+                self.failures.store(0, Ordering::Relaxed);
+            }
+            if self.open_until.load(Ordering::Relaxed) != 0
+                && self.open_until.swap(0, Ordering::AcqRel) != 0
+            {
                 self.probe_at.store(0, Ordering::Relaxed);
                 self.gauge.set(0);
                 return Some(Transition::Closed);

@@ -142,12 +142,15 @@ pub fn write_request<'h, F, I>(
         push_header(out, b"Content-Length", format_len(&mut digits, body.len()));
     }
     if let Some(ip) = fwd.client {
-        let prev = previous_xff.and_then(|v| HeaderValue::from_bytes(v).ok());
-        push_header(
-            out,
-            b"X-Forwarded-For",
-            forwarded_for(prev.as_ref(), ip).as_bytes(),
-        );
+        // Written in place, as `forwarded_for` makes it: no value built on the heap.
+        let ip = IpText::new(ip);
+        out.extend_from_slice(b"X-Forwarded-For: ");
+        if let Some(prev) = previous_xff.filter(|p| !p.is_empty()) {
+            out.extend_from_slice(prev);
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(ip.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
     push_header(out, b"X-Forwarded-Proto", fwd.scheme.as_bytes());
     if let Some(h) = host {

@@ -244,9 +244,13 @@ impl UpstreamPool {
 
     /// What the circuit breaker allows for one request now.
     pub fn admit(&self) -> Admit {
-        self.breaker
-            .as_ref()
-            .map_or(Admit::Closed, |b| b.admit(now_ms()))
+        self.breaker.as_ref().map_or(Admit::Closed, |b| {
+            if b.closed() {
+                Admit::Closed
+            } else {
+                b.admit(now_ms())
+            }
+        })
     }
 
     /// What the circuit breaker would allow now, taking nothing (`Breaker::peek`).
