@@ -3,8 +3,10 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use banyan::routes::split;
@@ -253,6 +255,62 @@ fn stop_within(sig: &str, limit: Duration) {
         "exit status {status}"
     );
     eprintln!("SIG{sig}: stopped in {took:?}");
+}
+
+/// An upstream that answers one request only when told to: it says when the request has
+/// arrived, and answers `done` when `release` is sent.
+fn gated_upstream() -> (SocketAddr, mpsc::Receiver<()>, mpsc::Sender<()>) {
+    let listener = common::bind_loopback();
+    let addr = listener.local_addr().expect("addr");
+    let (arrived, arrival) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else {
+            return;
+        };
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf) {
+                Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => return,
+            }
+        }
+        let _ = arrived.send(());
+        if released.recv().is_ok() {
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone");
+        }
+    });
+    (addr, arrival, release)
+}
+
+/// SIGTERM: the plain listener stops taking connections at once, and a request in flight
+/// is still answered during the grace period, on both transports.
+#[test]
+fn sigterm_answers_the_request_in_flight_and_takes_no_new_connection() {
+    for transport in common::Transport::BOTH {
+        let (up, arrival, release) = gated_upstream();
+        let mut setup = Setup::new(vec![("monolith", vec![up])], "monolith").via(transport);
+        setup.server_extra = "grace_period = \"30s\"";
+        let b = setup.start();
+        let proxy = b.proxy;
+        let client = std::thread::spawn(move || common::http_get(proxy, "/slow"));
+        arrival
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the request reached the upstream");
+        b.signal("TERM");
+        common::wait_until("the listener to close", || {
+            std::net::TcpStream::connect(proxy).is_err()
+        });
+        release.send(()).expect("release");
+        let answer = client.join().expect("client");
+        assert_eq!(
+            answer,
+            Some((200, "done".to_string())),
+            "{}",
+            transport.name()
+        );
+    }
 }
 
 #[test]
