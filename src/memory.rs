@@ -9,8 +9,11 @@
 
 /// Purges what mimalloc freed and whose delay has passed, and hands the calling thread's
 /// empty pages back. Cheap when there is nothing to purge; harmless when mimalloc is not
-/// the global allocator (its heaps are then empty).
-pub fn give_back() {
+/// the global allocator (its heaps are then empty). `thorough`, after most of a thread's
+/// connections closed at once: everything free is given back now, the thread's caches
+/// too (without it, one run in two of 19,000 clients closing kept 4 MiB, 30 % over idle,
+/// for good); not done every second under load, where the pages freed are reused.
+pub fn give_back(thorough: bool) {
     // SAFETY: `mi_collect` has no preconditions; it only walks mimalloc's own state.
-    unsafe { libmimalloc_sys::mi_collect(false) }
+    unsafe { libmimalloc_sys::mi_collect(thorough) }
 }

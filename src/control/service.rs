@@ -279,7 +279,7 @@ impl BackgroundService for ControlService {
                     control.rates.sample(&snapshot);
                     snapshot.upstreams.iter().for_each(|u| u.sweep_idle());
                     control.release_retired();
-                    crate::memory::give_back();
+                    crate::memory::give_back(false);
                     ticks += 1;
                     if snapshot.routes.iter().any(|r| r.def.as_ref().is_some_and(|d| d.ramp.is_some())) {
                         let c = Arc::clone(control);

@@ -113,6 +113,8 @@ impl pingora::services::Service for PlainListeners {
 thread_local! {
     /// Connections this thread serves, waited for when a shutdown stops the accepting.
     static LIVE: Cell<usize> = const { Cell::new(0) };
+    /// The most it served at once since `drained` last answered yes.
+    static PEAK: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Counts a connection on this thread while it lives.
@@ -120,9 +122,29 @@ pub struct Live(());
 
 impl Live {
     pub fn count() -> Self {
-        LIVE.with(|n| n.set(n.get() + 1));
+        let n = LIVE.with(|n| {
+            n.set(n.get() + 1);
+            n.get()
+        });
+        PEAK.with(|p| p.set(p.get().max(n)));
         Live(())
     }
+}
+
+/// Whether most of a crowd of connections on this thread (1,000 or more) has closed since
+/// the last time it said so: then its memory is worth a thorough give-back.
+pub fn drained() -> bool {
+    const CROWD: usize = 1000;
+    let live = LIVE.with(Cell::get);
+    PEAK.with(|p| {
+        let peak = p.get();
+        if peak >= CROWD && live <= peak / 2 {
+            p.set(live);
+            true
+        } else {
+            false
+        }
+    })
 }
 
 impl Drop for Live {
@@ -198,5 +220,25 @@ async fn accept(listener: TcpListener, app: Arc<PlainOrH2c>, mut shutdown: Shutd
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crowd_that_left_is_drained_once() {
+        let mut crowd: Vec<Live> = (0..1200).map(|_| Live::count()).collect();
+        assert!(!drained(), "all still open");
+        crowd.truncate(700);
+        assert!(!drained(), "fewer than half closed");
+        crowd.truncate(100);
+        assert!(drained(), "most of them closed");
+        assert!(!drained(), "said once");
+        drop(crowd);
+        let few: Vec<Live> = (0..500).map(|_| Live::count()).collect();
+        drop(few);
+        assert!(!drained(), "not a crowd");
     }
 }

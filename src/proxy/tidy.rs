@@ -22,7 +22,7 @@ pub fn this_thread() {
             tick.tick().await;
             super::pending::trim_spares();
             super::spared::trim_spares();
-            crate::memory::give_back();
+            crate::memory::give_back(super::accept::drained());
         }
     });
 }
