@@ -169,6 +169,7 @@ fn run_thread(
         }
     };
     runtime.block_on(async move {
+        super::tidy::this_thread();
         let mut loops = Vec::with_capacity(listeners.len());
         for l in listeners {
             match TcpListener::from_std(l) {

@@ -181,14 +181,13 @@ impl PlainOrH2c {
         };
         // Small answers go out at once, as Pingora's listener sets it.
         let _ = tcp.set_nodelay(true);
-        super::tidy::this_thread();
         let head_deadline = Instant::now() + self.limits.header_timeout;
         let app = Arc::clone(self);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let _live = Live::count();
-            app.serve_plain_or_h2c(Sock::new(tcp, Some(peer)), head_deadline, &shutdown)
+            app.serve_plain_or_h2c(Sock::new(tcp, peer), head_deadline, &shutdown)
                 .await;
         });
     }
@@ -326,7 +325,7 @@ impl PlainOrH2c {
             // The head's deadline counts from the request's first byte, which the read
             // just returned; it is only needed (a clock read) if the head is not whole.
             let header_timeout = limits.header_timeout;
-            let ip = sock.peer_ip();
+            let ip = Some(sock.peer_ip());
             let client = Client {
                 stream: &mut *sock,
                 ip,

@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 
 pub struct Sock {
     tcp: TcpStream,
-    peer: Option<SocketAddr>,
+    peer: SocketAddr,
     /// Bytes already read that the next reads give again (a request banyan read, then
     /// handed to Pingora). Rare, so boxed; empty once read.
     rewound: Option<Box<Rewound>>,
@@ -38,7 +38,7 @@ struct Rewound {
 }
 
 impl Sock {
-    pub fn new(tcp: TcpStream, peer: Option<SocketAddr>) -> Self {
+    pub fn new(tcp: TcpStream, peer: SocketAddr) -> Self {
         Sock {
             tcp,
             peer,
@@ -47,8 +47,8 @@ impl Sock {
         }
     }
 
-    pub fn peer_ip(&self) -> Option<IpAddr> {
-        self.peer.map(|a| a.ip())
+    pub fn peer_ip(&self) -> IpAddr {
+        self.peer.ip()
     }
 
     /// The next reads give `data` before anything from the socket.
@@ -73,7 +73,7 @@ impl Sock {
         let addr = listener.local_addr().expect("addr");
         let client = TcpStream::connect(addr).await.expect("connect");
         let (server, peer) = listener.accept().await.expect("accept");
-        (Sock::new(server, Some(peer)), client)
+        (Sock::new(server, peer), client)
     }
 
     /// Lets go of what only a request Pingora served needed.
@@ -185,9 +185,7 @@ impl GetSocketDigest for Sock {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
         let digest = self.digest.get_or_init(|| {
             let d = SocketDigest::from_raw_fd(self.tcp.as_raw_fd());
-            if let Some(peer) = self.peer {
-                let _ = d.peer_addr.set(Some(PingoraAddr::Inet(peer)));
-            }
+            let _ = d.peer_addr.set(Some(PingoraAddr::Inet(self.peer)));
             Arc::new(d)
         });
         Some(Arc::clone(digest))
@@ -232,7 +230,7 @@ mod tests {
         let digest = sock.get_socket_digest().expect("digest");
         let peer = digest.peer_addr().and_then(|a| a.as_inet().copied());
         assert_eq!(peer, Some(local));
-        assert_eq!(sock.peer_ip(), Some(local.ip()));
+        assert_eq!(sock.peer_ip(), local.ip());
         sock.back_from_pingora();
         assert!(sock.digest.get().is_none());
         assert!(format!("{sock:?}").contains("Sock"));

@@ -4,7 +4,7 @@
 //! instructions of the request's 26,000; a request has few headers, so a scan of the
 //! parsed ones is cheaper than the map's hashing.
 
-use http::header::COOKIE;
+use http::header::{COOKIE, HOST};
 use http::{HeaderMap, HeaderName};
 
 #[derive(Clone, Copy, Debug)]
@@ -27,6 +27,16 @@ impl<'a> Headers<'a> {
             Headers::Map(map) => All::Map(map.get_all(name).iter()),
             Headers::Parsed(fields) => All::Parsed(fields.iter(), name.as_str()),
         }
+    }
+
+    /// The `Host` header as text, when it is visible ASCII (as `HeaderValue::to_str`
+    /// takes it); port included.
+    pub fn host(self) -> Option<&'a str> {
+        let value = self.get(&HOST)?;
+        let visible = value
+            .iter()
+            .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
+        visible.then(|| std::str::from_utf8(value).ok()).flatten()
     }
 
     /// The value of cookie `name` in the request's `Cookie` headers.
@@ -106,6 +116,7 @@ mod tests {
             assert_eq!(headers.cookie("session"), Some(&b"q1"[..]));
             assert_eq!(headers.cookie("theme"), Some(&b"dark"[..]));
             assert_eq!(headers.cookie("none"), None);
+            assert_eq!(headers.host(), Some("a"));
         }
     }
 }

@@ -4,7 +4,6 @@
 use std::io::Write as _;
 use std::net::IpAddr;
 
-use http::header::HOST;
 use http::{HeaderMap, Method, Uri};
 
 use super::def::Sticky;
@@ -27,16 +26,13 @@ impl<'a> RequestView<'a> {
         headers: &'a HeaderMap,
         client_ip: Option<IpAddr>,
     ) -> Self {
-        let host = headers
-            .get(HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| uri.host())
-            .map(strip_port);
+        let headers = Headers::Map(headers);
+        let host = headers.host().or_else(|| uri.host()).map(strip_port);
         RequestView {
             method: method.as_str(),
             path: uri.path(),
             host,
-            headers: Headers::Map(headers),
+            headers,
             client_ip,
         }
     }

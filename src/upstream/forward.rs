@@ -142,14 +142,9 @@ pub fn write_request<'h, F, I>(
         push_header(out, b"Content-Length", format_len(&mut digits, body.len()));
     }
     if let Some(ip) = fwd.client {
-        // Written in place, as `forwarded_for` makes it: no value built on the heap.
-        let ip = IpText::new(ip);
+        // Written in place: no value built on the heap.
         out.extend_from_slice(b"X-Forwarded-For: ");
-        if let Some(prev) = previous_xff.filter(|p| !p.is_empty()) {
-            out.extend_from_slice(prev);
-            out.extend_from_slice(b", ");
-        }
-        out.extend_from_slice(ip.as_bytes());
+        push_forwarded_for(out, previous_xff, ip);
         out.extend_from_slice(b"\r\n");
     }
     push_header(out, b"X-Forwarded-Proto", fwd.scheme.as_bytes());
@@ -188,15 +183,18 @@ pub fn new_request_id() -> HeaderValue {
 
 /// `X-Forwarded-For` with the client appended to what earlier proxies wrote.
 pub fn forwarded_for(existing: Option<&HeaderValue>, client: IpAddr) -> HeaderValue {
-    let ip = IpText::new(client);
-    let ip = ip.as_bytes();
-    let mut value = Vec::with_capacity(existing.map_or(0, |v| v.len() + 2) + ip.len());
-    if let Some(prev) = existing.filter(|p| !p.is_empty()) {
-        value.extend_from_slice(prev.as_bytes());
-        value.extend_from_slice(b", ");
-    }
-    value.extend_from_slice(ip);
+    let mut value = Vec::with_capacity(existing.map_or(0, |v| v.len() + 2) + 45);
+    push_forwarded_for(&mut value, existing.map(HeaderValue::as_bytes), client);
     HeaderValue::from_bytes(&value).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// `X-Forwarded-For`'s value, written at the end of `out`.
+fn push_forwarded_for(out: &mut Vec<u8>, existing: Option<&[u8]>, client: IpAddr) {
+    if let Some(prev) = existing.filter(|p| !p.is_empty()) {
+        out.extend_from_slice(prev);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(IpText::new(client).as_bytes());
 }
 
 /// Sets the forwarding headers on a request bound upstream. `host` is the client's Host

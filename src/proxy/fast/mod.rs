@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use crate::proxy::sock::Sock;
 use bytes::Bytes;
-use http::header::HOST;
 use http::Method;
 use tokio::io::AsyncWriteExt;
 
@@ -75,7 +74,7 @@ impl Proxy {
         let view = RequestView {
             method: head.method,
             path: head.path(),
-            host: headers.get(&HOST).and_then(visible_text).map(strip_port),
+            host: headers.host().map(strip_port),
             headers,
             client_ip: client.ip,
         };
@@ -387,15 +386,6 @@ impl Proxy {
         }
         Some(sh)
     }
-}
-
-/// A header's value as text, when it is visible ASCII (as `HeaderValue::to_str` takes it).
-fn visible_text(value: &[u8]) -> Option<&str> {
-    value
-        .iter()
-        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
-        .then(|| std::str::from_utf8(value).ok())
-        .flatten()
 }
 
 /// How a write to a client ended.
