@@ -3,9 +3,12 @@
 //! where an `Instant` does not. And time limits that read the clock only when needed.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::LazyLock;
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
+
+use tokio::time::Sleep;
 
 static START: LazyLock<Instant> = LazyLock::new(Instant::now);
 
@@ -31,9 +34,53 @@ pub async fn within<F: Future>(limit: Duration, step: F) -> Option<F::Output> {
     }
 }
 
+/// `step` within `limit`, as `within`, on a timer the caller keeps (a connection's):
+/// moved to the step's deadline instead of a timer made and taken out of tokio's wheel
+/// for each step. Moving a timer to a later deadline is one atomic store.
+pub async fn within_on<F: Future>(
+    mut timer: Pin<&mut Sleep>,
+    limit: Duration,
+    step: F,
+) -> Option<F::Output> {
+    let mut step = std::pin::pin!(step);
+    if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(step.as_mut().poll(cx))).await {
+        return Some(out);
+    }
+    timer.as_mut().reset(tokio::time::Instant::now() + limit);
+    tokio::select! {
+        biased;
+        out = step => Some(out),
+        () = timer => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_kept_timer_bounds_each_step_it_is_lent_to() {
+        let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(far));
+        let done = within_on(timer.as_mut(), Duration::ZERO, async { 7 }).await;
+        assert_eq!(done, Some(7));
+        assert_eq!(
+            timer.deadline(),
+            far,
+            "a step done at once leaves the timer be"
+        );
+        let stuck = std::future::pending::<()>();
+        assert_eq!(
+            within_on(timer.as_mut(), Duration::from_millis(10), stuck).await,
+            None
+        );
+        let later = async {
+            tokio::task::yield_now().await;
+            8
+        };
+        let bounded = within_on(timer.as_mut(), Duration::from_secs(60), later).await;
+        assert_eq!(bounded, Some(8), "a timer that fired is set again");
+    }
 
     #[tokio::test]
     async fn a_step_done_at_once_needs_no_timer_and_a_stuck_one_runs_out() {

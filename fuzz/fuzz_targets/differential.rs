@@ -4,14 +4,14 @@
 //! read as exactly that one request.
 #![no_main]
 
-use banyan::http1::request::{self as head, MAX_HEADERS};
+use banyan::http1::request as head;
 use banyan::upstream::forward::{self, Forwarding};
 use banyan_fuzz::{frame_request, Framed};
 use http::HeaderValue;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut hs = head::slots();
     let Ok(h) = head::parse(data, &mut hs) else {
         return;
     };

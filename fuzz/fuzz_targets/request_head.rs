@@ -12,7 +12,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let strict_verdict = strict::check_raw_request(data);
-    let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut hs = head::slots();
     let parsed = head::parse(data, &mut hs);
     if let Err(Handoff::Refused(why)) = &parsed {
         // What the fast path refuses for its head, Pingora's path refuses too. (A chunked

@@ -1,5 +1,6 @@
-//! Upstream response heads: parsed without panic, and the head banyan writes for the client
-//! parses again to the same status and framing.
+//! Upstream response heads: parsed without panic, the fields the parse noted are the ones
+//! httparse reads, and the head banyan writes for the client parses again to the same
+//! status and framing.
 #![no_main]
 
 use banyan::http1::response::{self, Framing};
@@ -19,6 +20,17 @@ fuzz_target!(|input: &[u8]| {
     if p.informational {
         return;
     }
+    let head = &data[..p.head_len];
+    let mut hs = [httparse::EMPTY_HEADER; response::MAX_HEADERS];
+    let mut first = httparse::Response::new(&mut hs);
+    assert!(first.parse(head).is_ok());
+    if let Some(spans) = &p.spans {
+        let noted: Vec<(&[u8], &[u8])> = spans.fields(head).collect();
+        let read: Vec<(&[u8], &[u8])> =
+            first.headers.iter().map(|h| (h.name.as_bytes(), h.value)).collect();
+        assert_eq!(noted, read);
+    }
+    assert_eq!(head.get(p.reason.clone()), first.reason.map(str::as_bytes).or(Some(&b""[..])));
     let id = HeaderValue::from_static("fuzz");
     let mut out = Vec::new();
     let add = Additions {

@@ -423,8 +423,8 @@ pub fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// Fields a `Connection` header may never take away: the framing banyan writes itself and
 /// the target host. (nginx ignores such nominations too; honouring one let a request
 /// keep its body but lose the length that delimits it.)
-pub fn protected(name: &str) -> bool {
-    ["content-length", "transfer-encoding", "host"]
+pub fn protected(name: &[u8]) -> bool {
+    [&b"content-length"[..], b"transfer-encoding", b"host"]
         .iter()
         .any(|p| name.eq_ignore_ascii_case(p))
 }
@@ -432,22 +432,24 @@ pub fn protected(name: &str) -> bool {
 /// Whether a field is hop-by-hop: the fixed names, and those its message's `Connection`
 /// headers nominate, unless protected. Framing fields are hop-by-hop on the wire but
 /// written by banyan, so callers handle them before asking.
-pub fn hop_by_hop(name: &str, nominated: &[&[u8]]) -> bool {
-    const FIXED: [&str; 8] = [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "http2-settings",
+pub fn hop_by_hop(name: &[u8], nominated: &[&[u8]]) -> bool {
+    always_hop_by_hop(name)
+        || (nominated.iter().any(|t| t.eq_ignore_ascii_case(name)) && !protected(name))
+}
+
+/// The fields that are hop-by-hop whatever `Connection` says.
+pub fn always_hop_by_hop(name: &[u8]) -> bool {
+    const FIXED: [&[u8]; 8] = [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"http2-settings",
     ];
     FIXED.iter().any(|f| name.eq_ignore_ascii_case(f))
-        || (nominated
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
-            && !protected(name))
 }
 
 #[cfg(test)]

@@ -23,12 +23,20 @@ pub struct Line<'h> {
     pub authority: Option<&'h [u8]>,
 }
 
-/// Every token the message's `Connection` fields carry.
-pub fn connection_tokens<'h>(fields: impl Iterator<Item = (&'h str, &'h [u8])>) -> Vec<&'h [u8]> {
-    fields
-        .filter(|(name, _)| name.eq_ignore_ascii_case("connection"))
-        .flat_map(|(_, value)| framing::tokens(value))
-        .collect()
+/// The tokens the message's `Connection` fields carry that nominate more than
+/// `framing::hop_by_hop` drops anyway (`Connection: keep-alive` needs no list: nothing
+/// allocated for the usual message).
+pub fn connection_tokens<'h, N: AsRef<[u8]>>(
+    fields: impl Iterator<Item = (N, &'h [u8])>,
+) -> Vec<&'h [u8]> {
+    let mut nominated = Vec::new();
+    for (name, value) in fields {
+        if name.as_ref().eq_ignore_ascii_case(b"connection") {
+            let tokens = framing::tokens(value).filter(|t| !framing::always_hop_by_hop(t));
+            nominated.extend(tokens);
+        }
+    }
+    nominated
 }
 
 /// `n` in decimal, written at the end of `buf`.

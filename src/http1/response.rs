@@ -2,6 +2,9 @@
 //! (`framing::response`), whether the connection stays open, and the headers a shadow
 //! comparison reads, taken in the same pass.
 
+use std::mem::MaybeUninit;
+use std::ops::Range;
+
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::framing::{self, BadFraming, Body};
@@ -36,6 +39,11 @@ pub enum BadResponse {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parsed {
     pub status: u16,
+    /// Where the reason phrase is in the head (empty when it had none, or one httparse
+    /// would not read as text).
+    pub reason: Range<usize>,
+    /// Where its fields are, when there are few enough to note.
+    pub spans: Option<FieldSpans>,
     pub head_len: usize,
     pub framing: Framing,
     /// The upstream will not take another request on this connection.
@@ -58,9 +66,13 @@ pub fn parse(
     limit: usize,
     keep: Option<&Rules>,
 ) -> Result<Option<Parsed>, BadResponse> {
-    let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut hs);
-    let head_len = match resp.parse(buf) {
+    // Left uninitialised: httparse writes the fields it finds (filling 128 empty ones
+    // first cost more than parsing a typical head).
+    let mut hs = [MaybeUninit::<httparse::Header>::uninit(); MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, &mut hs);
+    let head_len = match parsed {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() >= limit => {
             return Err(BadResponse::TooLarge(limit))
@@ -100,6 +112,8 @@ pub fn parse(
     };
     Ok(Some(Parsed {
         status,
+        reason: resp.reason.map_or(0..0, |r| span(buf, r.as_bytes())),
+        spans: FieldSpans::of(buf, resp.headers),
         head_len,
         framing,
         close: framed.close,
@@ -107,6 +121,60 @@ pub fn parse(
         coded: framed.coded,
         kept,
     }))
+}
+
+/// Where `part` lies in `buf`, when it was taken from it.
+fn span(buf: &[u8], part: &[u8]) -> Range<usize> {
+    let start = (part.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+    match start.checked_add(part.len()) {
+        Some(end) if end <= buf.len() => start..end,
+        _ => 0..0,
+    }
+}
+
+/// Fields whose place `parse` notes; a head with more is parsed again when written.
+const SPANS: usize = 24;
+
+/// Where each field of a head lies in it (name start and end, value start and end), noted
+/// by the parse that accepted it: the client's head is written from these, so that an
+/// answer's head is parsed once. Heads over 64 KiB or with more than 24 fields have none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldSpans {
+    len: u8,
+    at: [[u16; 4]; SPANS],
+}
+
+impl FieldSpans {
+    fn of(buf: &[u8], headers: &[httparse::Header]) -> Option<FieldSpans> {
+        if headers.len() > SPANS {
+            return None;
+        }
+        let mut at = [[0u16; 4]; SPANS];
+        for (slot, h) in at.iter_mut().zip(headers) {
+            let (name, value) = (span(buf, h.name.as_bytes()), span(buf, h.value));
+            let ends = [name.start, name.end, value.start, value.end];
+            for (to, from) in slot.iter_mut().zip(ends) {
+                *to = u16::try_from(from).ok()?;
+            }
+        }
+        let len = u8::try_from(headers.len()).ok()?;
+        Some(FieldSpans { len, at })
+    }
+
+    /// The fields as `parse` read them from `head`: (name, value) in order. A name is a
+    /// token httparse checked: ASCII.
+    pub fn fields<'h>(
+        &'h self,
+        head: &'h [u8],
+    ) -> impl Iterator<Item = (&'h [u8], &'h [u8])> + Clone + 'h {
+        self.at[..usize::from(self.len)]
+            .iter()
+            .filter_map(move |&[ns, ne, vs, ve]| {
+                let name = head.get(usize::from(ns)..usize::from(ne))?;
+                let value = head.get(usize::from(vs)..usize::from(ve))?;
+                Some((name, value))
+            })
+    }
 }
 
 #[cfg(test)]
@@ -244,5 +312,48 @@ mod tests {
             .expect("valid")
             .expect("whole");
         assert!(unkept.kept.is_empty(), "nothing kept unless asked");
+    }
+
+    #[test]
+    fn noted_fields_are_httparse_s() {
+        let many: Vec<u8> = (0..SPANS + 1)
+            .flat_map(|i| format!("X-{i}: {i}\r\n").into_bytes())
+            .collect();
+        let many = [&b"HTTP/1.1 200 OK\r\n"[..], &many, b"\r\n"].concat();
+        let heads: [&[u8]; 7] = [
+            b"HTTP/1.1 200 OK\r\nServer: nginx\r\nX-Empty:\r\nX-Blank: \t \r\n\r\n",
+            b"HTTP/1.1 200 OK\nX-Bare: lf \t\nContent-Length: 0\n\n",
+            b"HTTP/1.1 404 Not  Found\r\nX-A:  a b \r\nx-a:\tc\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.1 204\r\n\r\n",
+            b"HTTP/1.0 200 \xe9t\xe9\r\nX-Obs: \xff\xfe\r\n\r\n",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-After: 1\r\n\r\n",
+            &many,
+        ];
+        for raw in heads {
+            let p = framing(raw, false).expect("valid").expect("whole");
+            let head = &raw[..p.head_len];
+            let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut want = httparse::Response::new(&mut hs);
+            assert!(want.parse(head).is_ok());
+            let want_fields: Vec<(&[u8], &[u8])> = want
+                .headers
+                .iter()
+                .map(|h| (h.name.as_bytes(), h.value))
+                .collect();
+            match &p.spans {
+                Some(spans) => {
+                    assert_eq!(
+                        spans.fields(head).collect::<Vec<_>>(),
+                        want_fields,
+                        "{raw:?}"
+                    )
+                }
+                None => assert!(want_fields.len() > SPANS, "{raw:?}"),
+            }
+            assert_eq!(
+                &head[p.reason.clone()],
+                want.reason.unwrap_or("").as_bytes()
+            );
+        }
     }
 }

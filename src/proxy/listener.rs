@@ -7,6 +7,7 @@
 //! to the HTTP/1 side, which takes HTTP/2 by ALPN. Whatever HTTP/1 bytes Pingora reads (a
 //! TLS connection, a request the fast path hands over) pass through `checked::Checked`.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +33,7 @@ use crate::http1::request::Handoff;
 use crate::metrics::Metrics;
 
 pub use super::pending::MAX_HEAD;
-use super::pending::{read_until, Pending, Read, FIRST_READ};
+use super::pending::{read_until, Pending, Read, Waits, FIRST_READ};
 use super::preface::opens_with_preface;
 
 #[derive(Clone)]
@@ -237,12 +238,16 @@ impl PlainOrH2c {
         // Boxed: only a connection Pingora has served has them.
         let mut settings: Option<Box<HttpPersistentSettings>> = None;
         let mut deadline = Some(first_deadline);
+        let timer = std::pin::pin!(tokio::time::sleep_until(first_deadline));
+        let mut stop_watch = shutdown.clone();
+        let stop = std::pin::pin!(stop_watch.changed());
+        let mut waits = Waits::new(timer, stop, *shutdown.borrow());
         let mut conn = Conn::Own(sock);
         loop {
             let checked = match conn {
                 Conn::Pingora(checked) => checked,
                 Conn::Own(mut sock) => {
-                    self.serve_own(&mut sock, &mut buf, &mut deadline, shutdown)
+                    self.serve_own(&mut sock, &mut buf, &mut deadline, &mut waits, shutdown)
                         .await?;
                     // Pingora reads the request from the start, as if nothing had been
                     // read, through the same rules.
@@ -296,11 +301,12 @@ impl PlainOrH2c {
 
     /// Serves requests on banyan's own path until one is Pingora's (`Some`: its bytes are
     /// in `buf`) or the connection ends (`None`).
-    async fn serve_own(
+    async fn serve_own<S: Future>(
         &self,
         sock: &mut Sock,
         buf: &mut Pending,
         deadline: &mut Option<Instant>,
+        waits: &mut Waits<'_, S>,
         shutdown: &ShutdownWatch,
     ) -> Option<()> {
         let limits = &self.limits;
@@ -308,7 +314,7 @@ impl PlainOrH2c {
             if buf.is_empty() {
                 // Waiting for the next request: the keep-alive timeout, then the head's.
                 let wait = deadline.unwrap_or_else(|| Instant::now() + limits.keepalive_timeout);
-                match read_until(sock, buf, wait, shutdown).await {
+                match read_until(sock, buf, wait, waits).await {
                     Read::More => {}
                     Read::Gone => return None,
                     Read::TimedOut if deadline.is_some() => {
@@ -330,6 +336,7 @@ impl PlainOrH2c {
                 stream: &mut *sock,
                 ip,
                 closing: *shutdown.borrow(),
+                timer: waits.timer(),
             };
             // In a spare block: the request's future lives only while the request does,
             // so that the connection's task, waiting for the next request, is not sized
@@ -364,7 +371,7 @@ impl PlainOrH2c {
                         return None;
                     }
                     let head_by = *deadline.get_or_insert_with(|| Instant::now() + header_timeout);
-                    match read_until(sock, buf, head_by, shutdown).await {
+                    match read_until(sock, buf, head_by, waits).await {
                         Read::More => {}
                         Read::Gone => return None,
                         Read::TimedOut => {
@@ -383,7 +390,7 @@ impl PlainOrH2c {
                 // past it, or a larger body, Pingora streams it.
                 Err(Handoff::PartialBody) if buf.len() < FIRST_READ => {
                     let head_by = *deadline.get_or_insert_with(|| Instant::now() + header_timeout);
-                    match read_until(sock, buf, head_by, shutdown).await {
+                    match read_until(sock, buf, head_by, waits).await {
                         Read::More => {}
                         Read::Gone => return None,
                         Read::TimedOut => return Some(()),

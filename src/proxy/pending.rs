@@ -10,10 +10,11 @@ use std::future::poll_fn;
 use std::pin::Pin;
 use std::task::Poll;
 
+use std::future::Future;
+
 use super::sock::Sock;
-use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::spares::Spares;
 
@@ -148,25 +149,69 @@ async fn read_into(stream: &mut Sock, buf: &mut Pending) -> std::io::Result<usiz
     .await
 }
 
+/// What a plain connection's reads wait on besides its bytes, made once for the
+/// connection rather than per wait: its timer, moved to each wait's deadline (a later
+/// deadline is one atomic store in tokio's timer wheel, where a timer made per wait was
+/// registered and taken out again for every request), and its registration for the
+/// server's shutdown.
+pub struct Waits<'a, S> {
+    timer: Pin<&'a mut Sleep>,
+    stop: Pin<&'a mut S>,
+    stopped: bool,
+}
+
+impl<'a, S: Future> Waits<'a, S> {
+    /// The timer, lent to a request's steps between waits.
+    pub fn timer(&mut self) -> Pin<&mut Sleep> {
+        self.timer.as_mut()
+    }
+
+    /// `stop` completes when the server shuts down after it was made; `stopped` says
+    /// whether it had already (read after `stop`'s watch was made, so none is missed).
+    pub fn new(timer: Pin<&'a mut Sleep>, stop: Pin<&'a mut S>, stopped: bool) -> Self {
+        Waits {
+            timer,
+            stop,
+            stopped,
+        }
+    }
+}
+
 /// Reads more bytes of a connection into `buf` until `deadline`.
-pub async fn read_until(
+pub async fn read_until<S: Future>(
     stream: &mut Sock,
     buf: &mut Pending,
     deadline: Instant,
-    shutdown: &ShutdownWatch,
+    waits: &mut Waits<'_, S>,
 ) -> Read {
-    if *shutdown.borrow() {
+    if waits.stopped {
         return Read::Gone;
     }
-    let mut shutdown = shutdown.clone();
-    let read = tokio::select! {
-        biased;
-        read = tokio::time::timeout_at(deadline, read_into(stream, buf)) => match read {
-            Ok(Ok(n)) if n > 0 => Ok(n),
-            Ok(_) => Err(Read::Gone),
-            Err(_) => Err(Read::TimedOut),
-        },
-        _ = shutdown.changed() => Err(Read::Gone),
+    // The timer is only moved forward by a wait (a move back takes it out of tokio's
+    // wheel and puts it in again): one set earlier, by the last request's upstream read,
+    // fires early and is then set to `deadline`.
+    if waits.timer.deadline() > deadline || waits.timer.is_elapsed() {
+        waits.timer.as_mut().reset(deadline);
+    }
+    let read = loop {
+        break tokio::select! {
+            biased;
+            read = read_into(stream, buf) => match read {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(Read::Gone),
+            },
+            () = waits.timer.as_mut() => {
+                if Instant::now() < deadline {
+                    waits.timer.as_mut().reset(deadline);
+                    continue;
+                }
+                Err(Read::TimedOut)
+            }
+            _ = waits.stop.as_mut() => {
+                waits.stopped = true;
+                Err(Read::Gone)
+            }
+        };
     };
     match read {
         Ok(n) => {

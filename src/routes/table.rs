@@ -65,8 +65,10 @@ impl Conditions {
 
 #[derive(Debug, Default)]
 pub struct Matcher {
-    exact: HashMap<Box<str>, Vec<u32>>,
-    prefix: HashMap<Box<str>, Vec<u32>>,
+    // The keys are the configured paths: a request's path only chooses where to look, so
+    // a fast hash is safe here (nothing a client sends is inserted).
+    exact: HashMap<Box<str>, Vec<u32>, foldhash::fast::RandomState>,
+    prefix: HashMap<Box<str>, Vec<u32>, foldhash::fast::RandomState>,
     /// Each distinct pattern (in file order) and the routes that use it.
     regex: Vec<(String, Vec<u32>)>,
     /// One by one, only when the set is too large to compile as one automaton.

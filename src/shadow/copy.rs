@@ -77,7 +77,7 @@ impl Original {
                 Some(out)
             }
             Original::Raw(raw) => {
-                let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut hs = request::slots();
                 let h = request::parse(&raw.bytes, &mut hs).ok()?;
                 let mut out = Vec::with_capacity(raw.bytes.len() + 192);
                 forward::write_request(&mut out, h.line(), || h.fields(), body, copy);
@@ -136,7 +136,7 @@ mod tests {
     }
 
     fn both(raw: &'static [u8]) -> (Original, Original) {
-        let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut hs = request::slots();
         let h = request::parse(raw, &mut hs).expect("accepted");
         let method = Method::from_bytes(h.method.as_bytes()).expect("method");
         // A copy, as the fast path makes one of the bytes it read.

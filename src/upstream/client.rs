@@ -4,11 +4,13 @@
 //! the response head read, and the body followed by its framing, either relayed as it
 //! comes (client requests) or collected up to a cap (shadow copies).
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 use crate::compare::{Answer, Rules};
 use crate::http1::chunked::{self, BadChunk, Decoder};
@@ -53,13 +55,21 @@ pub struct Answered {
     pub rest: BytesMut,
 }
 
-/// Runs `step` within `limit`, or unbounded when the caller bounds the whole exchange
-/// (shadow copies: one timer for the exchange instead of one per read and write); `None`
-/// when it ran out of time.
-async fn within<F: std::future::Future>(limit: Option<Duration>, step: F) -> Option<F::Output> {
-    match limit {
-        Some(t) => crate::clock::within(t, step).await,
-        None => Some(step.await),
+/// A client connection's timer, lent to the steps of its request's exchange.
+pub type Timer<'t> = Option<Pin<&'t mut Sleep>>;
+
+/// Runs `step` within `limit` (on `timer` when lent one), or unbounded when the caller
+/// bounds the whole exchange (shadow copies: one timer for the exchange instead of one per
+/// read and write); `None` when it ran out of time.
+async fn within<F: std::future::Future>(
+    limit: Option<Duration>,
+    timer: Timer<'_>,
+    step: F,
+) -> Option<F::Output> {
+    match (limit, timer) {
+        (Some(t), Some(timer)) => crate::clock::within_on(timer, t, step).await,
+        (Some(t), None) => crate::clock::within(t, step).await,
+        (None, _) => Some(step.await),
     }
 }
 
@@ -86,6 +96,7 @@ pub async fn attempt(
     peer: usize,
     request: &[u8],
     how: Exchange<'_>,
+    mut timer: Timer<'_>,
 ) -> Result<Answered, Failure> {
     let Some((addr, idle)) = pool.peer_addr(peer, how.lane) else {
         return Err(Failure::Connect { timed_out: false });
@@ -97,7 +108,7 @@ pub async fn attempt(
             Some(s) => s,
             None => connect(addr, pool.config.connect_timeout).await?,
         };
-        match exchange(stream, request, how).await {
+        match exchange(stream, request, how, timer.as_mut().map(|t| t.as_mut())).await {
             Err(Failure::Exchange {
                 timed_out: false,
                 answered: false,
@@ -124,9 +135,17 @@ async fn exchange(
     mut stream: TcpStream,
     request: &[u8],
     how: Exchange<'_>,
+    mut timer: Timer<'_>,
 ) -> Result<Answered, Failure> {
     let lost = Failure::lost;
-    match within(how.step_timeout, stream.write_all(request)).await {
+    let step = how.step_timeout;
+    match within(
+        step,
+        timer.as_mut().map(|t| t.as_mut()),
+        stream.write_all(request),
+    )
+    .await
+    {
         Some(Ok(())) => {}
         Some(Err(_)) => return Err(lost(false, false)),
         None => return Err(lost(true, false)),
@@ -137,7 +156,8 @@ async fn exchange(
             buf.reserve(READ_SIZE);
         }
         let answered = !buf.is_empty();
-        match within(how.step_timeout, stream.read_buf(&mut buf)).await {
+        let timer = timer.as_mut().map(|t| t.as_mut());
+        match within(step, timer, stream.read_buf(&mut buf)).await {
             Some(Ok(n)) if n > 0 => {}
             Some(_) => return Err(lost(false, answered)),
             None => return Err(lost(true, answered)),
@@ -207,10 +227,11 @@ impl BodyRelay {
         stream: &mut TcpStream,
         rest: &mut BytesMut,
         timeout: Option<Duration>,
+        timer: Timer<'_>,
     ) -> Result<bool, Failure> {
         rest.clear();
         rest.reserve(READ_SIZE);
-        match within(timeout, stream.read_buf(rest)).await {
+        match within(timeout, timer, stream.read_buf(rest)).await {
             Some(Ok(0)) if self.until_close() => {
                 self.closed();
                 Ok(false)
@@ -314,13 +335,13 @@ pub async fn fetch(
         parsed,
         mut rest,
         ..
-    } = attempt(pool, peer, request, how).await?;
+    } = attempt(pool, peer, request, how, None).await?;
     let mut body = BodyRelay::new(parsed.framing);
     let mut capture = BodyCapture::new(cap);
     body.feed(&mut rest, None, Some(&mut capture))
         .map_err(|_| Failure::lost(false, true))?;
     while !body.done() && !capture.overflowed() {
-        if body.read(&mut stream, &mut rest, None).await? {
+        if body.read(&mut stream, &mut rest, None, None).await? {
             body.feed(&mut rest, None, Some(&mut capture))
                 .map_err(|_| Failure::lost(false, true))?;
         }

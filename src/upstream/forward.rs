@@ -125,7 +125,9 @@ pub fn write_request<'h, F, I>(
                 continue;
             }
         }
-        if hop_by_hop(name, &connection) || OWN.iter().any(|o| name.eq_ignore_ascii_case(o)) {
+        if hop_by_hop(name.as_bytes(), &connection)
+            || OWN.iter().any(|o| name.eq_ignore_ascii_case(o))
+        {
             continue;
         }
         push_header(out, name.as_bytes(), value);
@@ -264,17 +266,17 @@ pub fn connection_nominated(headers: &HeaderMap) -> Vec<HeaderName> {
                 && !t.eq_ignore_ascii_case(b"upgrade")
         })
         .filter_map(|t| HeaderName::from_bytes(t).ok())
-        .filter(|n| !protected(n.as_str()))
+        .filter(|n| !protected(n.as_str().as_bytes()))
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http1::request::{parse, Handoff, Head, MAX_HEADERS};
+    use crate::http1::request::{parse, slots, Handoff, Head};
 
     fn parsed<T>(raw: &[u8], f: impl FnOnce(Result<Head, Handoff>) -> T) -> T {
-        let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut hs = slots();
         f(parse(raw, &mut hs))
     }
 
@@ -407,7 +409,7 @@ mod tests {
                 shadow: false,
             };
             write_upstream_request(&mut out, &h, &raw[h.head_len..], &fwd);
-            let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut hs = slots();
             let sent = parse(&out, &mut hs).expect("the upstream parses one request");
             assert_eq!(
                 sent.wire_len(),

@@ -13,12 +13,14 @@
 pub mod response;
 
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 use crate::proxy::sock::Sock;
 use bytes::Bytes;
 use http::Method;
 use tokio::io::AsyncWriteExt;
+use tokio::time::Sleep;
 
 use super::flow::attempt::{Failed, Next};
 use super::flow::decide::Admission;
@@ -27,7 +29,7 @@ use super::flow::Ctx;
 use super::Proxy;
 use crate::compare::Answer;
 use crate::http1::framing::Refusal;
-use crate::http1::request::{self as head, Handoff, Head, MAX_HEADERS};
+use crate::http1::request::{self as head, Handoff, Head};
 use crate::http1::response::Framing;
 use crate::http1::{format_len, push_header};
 use crate::routes::request::{strip_port, Headers};
@@ -53,6 +55,8 @@ pub struct Client<'a> {
     pub ip: Option<IpAddr>,
     /// The connection closes after this request (shutdown has begun).
     pub closing: bool,
+    /// The connection's timer, lent to the upstream exchange's reads and writes.
+    pub timer: Pin<&'a mut Sleep>,
 }
 
 impl Proxy {
@@ -64,7 +68,7 @@ impl Proxy {
         client: Client<'_>,
         req: &[u8],
     ) -> Result<(Served, usize), Handoff> {
-        let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut hs = head::slots();
         let head = head::parse(req, &mut hs)?;
         let used = head.wire_len();
         let req = &req[..used];
@@ -125,7 +129,7 @@ impl Proxy {
     /// The attempts (fallbacks and retries included) and the relay of the answer.
     async fn forward(
         &self,
-        client: Client<'_>,
+        mut client: Client<'_>,
         ctx: &mut Ctx,
         snap: &Snapshot,
         head: &Head<'_>,
@@ -159,7 +163,8 @@ impl Proxy {
                     .map(|plan| &plan.rules),
                 lane: Lane::Client,
             };
-            let failure = match client::attempt(pool, peer, &out, how).await {
+            let timer = Some(client.timer.as_mut());
+            let failure = match client::attempt(pool, peer, &out, how, timer).await {
                 Ok(a) => {
                     let status = a.parsed.status;
                     ctx.upstream_answered();
@@ -203,7 +208,7 @@ impl Proxy {
     /// Sends the answer to the client as it streams and does the bookkeeping.
     async fn relay(
         &self,
-        client: Client<'_>,
+        mut client: Client<'_>,
         ctx: &mut Ctx,
         snap: &Snapshot,
         head: &Head<'_>,
@@ -266,7 +271,8 @@ impl Proxy {
                 upstream_ok = false;
                 break;
             }
-            match body.read(&mut stream, &mut rest, timeout).await {
+            let timer = Some(client.timer.as_mut());
+            match body.read(&mut stream, &mut rest, timeout, timer).await {
                 Ok(true) => {
                     out.clear();
                     body_bad = body

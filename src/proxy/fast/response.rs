@@ -2,11 +2,11 @@
 //! with banyan's own framing fields. Bodies are relayed as they come, never held whole;
 //! chunked ones re-chunked.
 
-use std::fmt::Write as _;
-
 use http::HeaderValue;
 
 use crate::http1::framing::hop_by_hop;
+use std::mem::MaybeUninit;
+
 use crate::http1::response::{Framing, Parsed, MAX_HEADERS};
 use crate::http1::{connection_tokens, format_len, push_header};
 
@@ -23,35 +23,54 @@ pub struct Additions<'a> {
 /// fields (framing fields stay: the body is relayed as framed), `X-Request-Id` when the
 /// upstream set none, debug headers, and `Connection: close` when closing.
 pub fn write_client_head(out: &mut Vec<u8>, head: &[u8], parsed: &Parsed, add: &Additions) {
-    let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut hs);
-    // `head` parsed before; a failure here would leave only what banyan adds.
-    let _ = resp.parse(head);
-    let reason = resp.reason.unwrap_or("");
-    let mut line = String::with_capacity(32);
-    let _ = write!(line, "HTTP/1.1 {} {}\r\n", parsed.status, reason);
-    out.extend_from_slice(line.as_bytes());
-    let connection = connection_tokens(resp.headers.iter().map(|h| (h.name, h.value)));
+    match &parsed.spans {
+        // Where `response::parse` found the fields: the head is not parsed again.
+        Some(spans) => write_head(out, head, parsed, add, spans.fields(head)),
+        None => {
+            let mut hs = [MaybeUninit::uninit(); MAX_HEADERS];
+            let mut resp = httparse::Response::new(&mut []);
+            // `head` parsed before; a failure here would leave only what banyan adds.
+            let _ = httparse::ParserConfig::default()
+                .parse_response_with_uninit_headers(&mut resp, head, &mut hs);
+            let fields = resp.headers.iter().map(|h| (h.name.as_bytes(), h.value));
+            write_head(out, head, parsed, add, fields)
+        }
+    }
+}
+
+fn write_head<'h>(
+    out: &mut Vec<u8>,
+    head: &[u8],
+    parsed: &Parsed,
+    add: &Additions,
+    fields: impl Iterator<Item = (&'h [u8], &'h [u8])> + Clone,
+) {
+    out.reserve(head.len() + 64);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let mut digits = [0u8; 20];
+    out.extend_from_slice(format_len(&mut digits, usize::from(parsed.status)));
+    out.push(b' ');
+    out.extend_from_slice(head.get(parsed.reason.clone()).unwrap_or_default());
+    out.extend_from_slice(b"\r\n");
+    let connection = connection_tokens(fields.clone());
     let mut has_id = false;
-    for h in resp.headers.iter() {
-        let name = h.name;
-        let framing_field = name.eq_ignore_ascii_case("content-length")
-            || name.eq_ignore_ascii_case("transfer-encoding");
+    for (name, value) in fields {
+        let framing_field = name.eq_ignore_ascii_case(b"content-length")
+            || name.eq_ignore_ascii_case(b"transfer-encoding");
         // A bodiless answer's length describes the resource (HEAD, 304): passed on as it
         // was validated. Every other framing field is banyan's own, written below.
         let pass_length =
-            parsed.framing == Framing::Empty && name.eq_ignore_ascii_case("content-length");
+            parsed.framing == Framing::Empty && name.eq_ignore_ascii_case(b"content-length");
         if pass_length || (!framing_field && !hop_by_hop(name, &connection)) {
-            has_id |= name.eq_ignore_ascii_case("x-request-id");
-            push_header(out, name.as_bytes(), h.value);
+            has_id |= name.eq_ignore_ascii_case(b"x-request-id");
+            push_header(out, name, value);
         }
-        if parsed.coded && name.eq_ignore_ascii_case("transfer-encoding") {
-            push_header(out, b"Transfer-Encoding", h.value);
+        if parsed.coded && name.eq_ignore_ascii_case(b"transfer-encoding") {
+            push_header(out, b"Transfer-Encoding", value);
         }
     }
     match parsed.framing {
         Framing::Length(n) => {
-            let mut digits = [0u8; 20];
             let n = usize::try_from(n).unwrap_or(usize::MAX);
             push_header(out, b"Content-Length", format_len(&mut digits, n));
         }
