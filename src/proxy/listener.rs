@@ -163,7 +163,7 @@ impl ServerApp for PlainOrH2c {
 /// Where a plain connection's next request is served.
 enum Conn {
     /// Read by the listener, served by the fast path when it can.
-    Own(Sock),
+    Own(Box<Sock>),
     /// Pingora holds bytes of the next request (or has begun reading one).
     Pingora(Box<Checked>),
 }
@@ -185,18 +185,21 @@ impl PlainOrH2c {
         let head_deadline = Instant::now() + self.limits.header_timeout;
         let app = Arc::clone(self);
         let shutdown = shutdown.clone();
+        // Boxed once: the connection's futures pass it on and keep their arguments for
+        // their whole life, so a socket moved by value was held five times over in every
+        // idle connection's task.
+        let sock = Box::new(Sock::new(tcp, peer));
         tokio::spawn(async move {
             let _slot = slot;
             let _live = Live::count();
-            app.serve_plain_or_h2c(Sock::new(tcp, peer), head_deadline, &shutdown)
-                .await;
+            app.serve_plain_or_h2c(sock, head_deadline, &shutdown).await;
         });
     }
 
     /// A plain connection: HTTP/2 with prior knowledge, or HTTP/1.
     async fn serve_plain_or_h2c(
         &self,
-        mut sock: Sock,
+        mut sock: Box<Sock>,
         head_deadline: Instant,
         shutdown: &ShutdownWatch,
     ) {
@@ -208,7 +211,7 @@ impl PlainOrH2c {
         ));
         match preface.await {
             Ok(Some(true)) => {
-                Box::pin(self.h2c.process_new(Box::new(sock), shutdown)).await;
+                Box::pin(self.h2c.process_new(sock, shutdown)).await;
                 return;
             }
             Ok(Some(false)) => {}
@@ -228,7 +231,7 @@ impl PlainOrH2c {
 
     async fn serve_plain(
         &self,
-        sock: Sock,
+        sock: Box<Sock>,
         first_deadline: Instant,
         shutdown: &ShutdownWatch,
     ) -> Option<()> {
@@ -253,7 +256,7 @@ impl PlainOrH2c {
                     // read, through the same rules.
                     sock.rewind(buf.data());
                     buf.clear();
-                    Box::new(Checked::new(Box::new(sock), self.checked.clone(), deadline))
+                    Box::new(Checked::new(sock, self.checked.clone(), deadline))
                 }
             };
             // Boxed: an idle connection's task is not sized for Pingora's session and
@@ -269,7 +272,7 @@ impl PlainOrH2c {
                 deadline = None;
                 let mut sock: Box<Sock> = checked.into_inner().into_any().downcast().ok()?;
                 sock.back_from_pingora();
-                Conn::Own(*sock)
+                Conn::Own(sock)
             };
         }
     }
