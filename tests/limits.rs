@@ -195,6 +195,35 @@ fn an_idle_kept_alive_connection_is_closed_at_keepalive_timeout() {
     }
 }
 
+/// A plain connection has one timer: the upstream read last set it to its own shorter
+/// limit, so while the client idles the timer fires early. That must not end the
+/// connection before `keepalive_timeout`.
+#[test]
+fn an_idle_connection_outlives_its_last_upstream_read_timeout() {
+    let up = Upstream::start("legacy");
+    let mut s = Setup::new(vec![("legacy", vec![up.addr])], "legacy");
+    s.server_extra = "keepalive_timeout = \"4s\"";
+    s.upstream_extra = vec![("legacy", "read_timeout = \"1s\"")];
+    let b = s.start();
+    let mut conn = connect(&b);
+    for round in 0..2 {
+        if round == 1 {
+            // Past the read timeout twice over, well within the keep-alive timeout.
+            std::thread::sleep(Duration::from_millis(2500));
+        }
+        write!(conn, "GET /again HTTP/1.1\r\nHost: shop\r\n\r\n").expect("write");
+        let (head, _) = common::read_response(&mut conn).expect("an answer");
+        assert!(head.starts_with("HTTP/1.1 200"), "round {round}: {head}");
+    }
+    let idle_from = Instant::now();
+    assert_eq!(read_to_close(&mut conn), "", "closed without a word");
+    assert!(
+        idle_from.elapsed() >= Duration::from_secs(3),
+        "closed after {:?}, before keepalive_timeout",
+        idle_from.elapsed()
+    );
+}
+
 #[test]
 fn a_client_that_stops_reading_is_cut_at_send_timeout() {
     let (_up, b) = start("send_timeout = \"300ms\"");
