@@ -7,7 +7,7 @@
 use std::pin::Pin;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
@@ -47,12 +47,12 @@ impl Failure {
     }
 }
 
-/// An upstream's answer, head parsed, with the bytes read past the head.
+/// An upstream's answer, head parsed: `read` holds its head (`parsed.head_len` bytes) and
+/// the bytes read past it (one buffer: splitting the head off cost an allocation).
 pub struct Answered {
     pub stream: TcpStream,
     pub parsed: Parsed,
-    pub head: Bytes,
-    pub rest: BytesMut,
+    pub read: BytesMut,
 }
 
 /// A client connection's timer, lent to the steps of its request's exchange.
@@ -170,12 +170,10 @@ async fn exchange(
                     buf.advance(parsed.head_len);
                 }
                 Ok(Some(parsed)) => {
-                    let head = buf.split_to(parsed.head_len).freeze();
                     return Ok(Answered {
                         stream,
                         parsed,
-                        head,
-                        rest: buf,
+                        read: buf,
                     });
                 }
                 Err(BadResponse::Framing(bad)) => return Err(Failure::BadAnswer(bad.as_str())),
@@ -333,9 +331,9 @@ pub async fn fetch(
     let Answered {
         mut stream,
         parsed,
-        mut rest,
-        ..
+        read: mut rest,
     } = attempt(pool, peer, request, how, None).await?;
+    rest.advance(parsed.head_len.min(rest.len()));
     let mut body = BodyRelay::new(parsed.framing);
     let mut capture = BodyCapture::new(cap);
     body.feed(&mut rest, None, Some(&mut capture))

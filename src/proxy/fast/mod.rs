@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use crate::proxy::sock::Sock;
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http::Method;
 use tokio::io::AsyncWriteExt;
 use tokio::time::Sleep;
@@ -218,18 +218,17 @@ impl Proxy {
         let Answered {
             mut stream,
             mut parsed,
-            head: response_head,
-            mut rest,
+            read: mut rest,
         } = answered;
         let pool = snap.upstream(ctx.upstream);
         let close = client.closing || head.close || parsed.framing == Framing::UntilClose;
         let fields = self.debug_fields(ctx);
         let debug: Vec<(&'static str, &[u8])> =
             fields.iter().map(|(n, v)| (*n, v.as_bytes())).collect();
-        let mut out = Vec::with_capacity(response_head.len() + 128 + rest.len());
+        let mut out = Vec::with_capacity(rest.len() + 128);
         response::write_client_head(
             &mut out,
-            &response_head,
+            rest.get(..parsed.head_len).unwrap_or_default(),
             &parsed,
             &Additions {
                 request_id: &ctx.request_id,
@@ -237,6 +236,7 @@ impl Proxy {
                 close,
             },
         );
+        rest.advance(parsed.head_len.min(rest.len()));
         if let Some(sh) = ctx.shadow.as_mut() {
             sh.response = Some(Answer {
                 status: parsed.status,
