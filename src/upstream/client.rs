@@ -297,13 +297,21 @@ impl BodyRelay {
                 return Ok(());
             }
         };
+        let Some(capture) = decoded else {
+            // Relayed only: copied, and the buffer stays the connection's own (splitting
+            // it would make it shared, an allocation per answer).
+            if let Some(out) = relay {
+                out.extend_from_slice(buf.get(..taken).unwrap_or_default());
+            }
+            buf.advance(taken);
+            return Ok(());
+        };
+        // Captured: the capture keeps the bytes without copying them.
         let chunk = buf.split_to(taken).freeze();
         if let Some(out) = relay {
             out.extend_from_slice(&chunk);
         }
-        if let Some(capture) = decoded {
-            capture.push(&chunk);
-        }
+        capture.push(&chunk);
         Ok(())
     }
 }
