@@ -28,10 +28,15 @@ pub fn now_rfc3339() -> String {
 /// bytes are there, costs no clock read and no timer.
 pub async fn within<F: Future>(limit: Duration, step: F) -> Option<F::Output> {
     let mut step = std::pin::pin!(step);
-    match std::future::poll_fn(|cx| Poll::Ready(step.as_mut().poll(cx))).await {
+    match first_poll(step.as_mut()).await {
         Poll::Ready(out) => Some(out),
         Poll::Pending => tokio::time::timeout(limit, step).await.ok(),
     }
+}
+
+/// Polls `step` once, without waiting.
+async fn first_poll<F: Future>(mut step: Pin<&mut F>) -> Poll<F::Output> {
+    std::future::poll_fn(|cx| Poll::Ready(step.as_mut().poll(cx))).await
 }
 
 /// `step` within `limit`, as `within`, on a timer the caller keeps (a connection's):
@@ -43,7 +48,7 @@ pub async fn within_on<F: Future>(
     step: F,
 ) -> Option<F::Output> {
     let mut step = std::pin::pin!(step);
-    if let Poll::Ready(out) = std::future::poll_fn(|cx| Poll::Ready(step.as_mut().poll(cx))).await {
+    if let Poll::Ready(out) = first_poll(step.as_mut()).await {
         return Some(out);
     }
     timer.as_mut().reset(tokio::time::Instant::now() + limit);

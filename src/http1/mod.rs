@@ -5,6 +5,8 @@
 //! pass through Pingora, a client's requests (`follow.rs`) and an upstream's answers
 //! (`answers.rs`). No I/O.
 
+use std::mem::MaybeUninit;
+
 pub mod answers;
 pub mod chunked;
 pub mod follow;
@@ -37,6 +39,12 @@ pub fn connection_tokens<'h, N: AsRef<[u8]>>(
         }
     }
     nominated
+}
+
+/// Room for a head's fields, left uninitialised: httparse writes those it finds (filling
+/// 64 or 128 empty ones first cost more than parsing a typical head).
+pub fn field_slots<'b, const N: usize>() -> [MaybeUninit<httparse::Header<'b>>; N] {
+    [MaybeUninit::uninit(); N]
 }
 
 /// `n` in decimal, written at the end of `buf`.

@@ -85,12 +85,11 @@ impl<'b> Head<'b> {
     }
 }
 
-/// Room for a head's fields, left uninitialised: httparse writes those it finds (filling
-/// 128 empty ones first cost more than parsing a typical head).
+/// Room for a request head's fields (`super::field_slots`).
 pub type Slots<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
 
 pub fn slots<'b>() -> Slots<'b> {
-    [MaybeUninit::uninit(); MAX_HEADERS]
+    super::field_slots()
 }
 
 /// Parses the request in `buf` (everything read so far) into `headers`. Framing follows

@@ -2,7 +2,6 @@
 //! (`framing::response`), whether the connection stays open, and the headers a shadow
 //! comparison reads, taken in the same pass.
 
-use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -66,9 +65,7 @@ pub fn parse(
     limit: usize,
     keep: Option<&Rules>,
 ) -> Result<Option<Parsed>, BadResponse> {
-    // Left uninitialised: httparse writes the fields it finds (filling 128 empty ones
-    // first cost more than parsing a typical head).
-    let mut hs = [MaybeUninit::<httparse::Header>::uninit(); MAX_HEADERS];
+    let mut hs = super::field_slots::<MAX_HEADERS>();
     let mut resp = httparse::Response::new(&mut []);
     let parsed = httparse::ParserConfig::default()
         .parse_response_with_uninit_headers(&mut resp, buf, &mut hs);

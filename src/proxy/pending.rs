@@ -6,11 +6,9 @@
 //! while it holds bytes of a request.
 
 use std::cell::RefCell;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::task::Poll;
-
-use std::future::Future;
 
 use super::sock::Sock;
 use tokio::io::{AsyncRead, ReadBuf};
@@ -161,11 +159,6 @@ pub struct Waits<'a, S> {
 }
 
 impl<'a, S: Future> Waits<'a, S> {
-    /// The timer, lent to a request's steps between waits.
-    pub fn timer(&mut self) -> Pin<&mut Sleep> {
-        self.timer.as_mut()
-    }
-
     /// `stop` completes when the server shuts down after it was made; `stopped` says
     /// whether it had already (read after `stop`'s watch was made, so none is missed).
     pub fn new(timer: Pin<&'a mut Sleep>, stop: Pin<&'a mut S>, stopped: bool) -> Self {
@@ -174,6 +167,11 @@ impl<'a, S: Future> Waits<'a, S> {
             stop,
             stopped,
         }
+    }
+
+    /// The timer, lent to a request's steps between waits.
+    pub fn timer(&mut self) -> Pin<&mut Sleep> {
+        self.timer.as_mut()
     }
 }
 

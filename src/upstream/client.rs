@@ -58,6 +58,11 @@ pub struct Answered {
 /// A client connection's timer, lent to the steps of its request's exchange.
 pub type Timer<'t> = Option<Pin<&'t mut Sleep>>;
 
+/// The lent timer again, for one more step.
+fn relend<'a>(timer: &'a mut Timer<'_>) -> Timer<'a> {
+    timer.as_mut().map(|t| t.as_mut())
+}
+
 /// Runs `step` within `limit` (on `timer` when lent one), or unbounded when the caller
 /// bounds the whole exchange (shadow copies: one timer for the exchange instead of one per
 /// read and write); `None` when it ran out of time.
@@ -108,7 +113,7 @@ pub async fn attempt(
             Some(s) => s,
             None => connect(addr, pool.config.connect_timeout).await?,
         };
-        match exchange(stream, request, how, timer.as_mut().map(|t| t.as_mut())).await {
+        match exchange(stream, request, how, relend(&mut timer)).await {
             Err(Failure::Exchange {
                 timed_out: false,
                 answered: false,
@@ -139,13 +144,7 @@ async fn exchange(
 ) -> Result<Answered, Failure> {
     let lost = Failure::lost;
     let step = how.step_timeout;
-    match within(
-        step,
-        timer.as_mut().map(|t| t.as_mut()),
-        stream.write_all(request),
-    )
-    .await
-    {
+    match within(step, relend(&mut timer), stream.write_all(request)).await {
         Some(Ok(())) => {}
         Some(Err(_)) => return Err(lost(false, false)),
         None => return Err(lost(true, false)),
@@ -156,8 +155,7 @@ async fn exchange(
             buf.reserve(READ_SIZE);
         }
         let answered = !buf.is_empty();
-        let timer = timer.as_mut().map(|t| t.as_mut());
-        match within(step, timer, stream.read_buf(&mut buf)).await {
+        match within(step, relend(&mut timer), stream.read_buf(&mut buf)).await {
             Some(Ok(n)) if n > 0 => {}
             Some(_) => return Err(lost(false, answered)),
             None => return Err(lost(true, answered)),

@@ -5,10 +5,8 @@
 use http::HeaderValue;
 
 use crate::http1::framing::hop_by_hop;
-use std::mem::MaybeUninit;
-
 use crate::http1::response::{Framing, Parsed, MAX_HEADERS};
-use crate::http1::{connection_tokens, format_len, push_header};
+use crate::http1::{connection_tokens, field_slots, format_len, push_header};
 
 /// What banyan adds to a response it relays.
 pub struct Additions<'a> {
@@ -27,7 +25,7 @@ pub fn write_client_head(out: &mut Vec<u8>, head: &[u8], parsed: &Parsed, add: &
         // Where `response::parse` found the fields: the head is not parsed again.
         Some(spans) => write_head(out, head, parsed, add, spans.fields(head)),
         None => {
-            let mut hs = [MaybeUninit::uninit(); MAX_HEADERS];
+            let mut hs = field_slots::<MAX_HEADERS>();
             let mut resp = httparse::Response::new(&mut []);
             // `head` parsed before; a failure here would leave only what banyan adds.
             let _ = httparse::ParserConfig::default()
