@@ -268,3 +268,34 @@ fn connections_beyond_max_connections_are_refused_and_counted() {
     drop(held);
     wait_until("a place to free up", || served(&b));
 }
+
+/// Each data-path thread accepts on its own copy of the listening socket, and the first
+/// awake wins; a thread that accepted a connection while the other served fewer hands it
+/// over. However the accepts fall, the connections end up shared evenly, each answered
+/// on the thread it was handed to, and the per-thread counts go back to zero.
+#[test]
+fn connections_are_shared_out_evenly_over_the_data_path_threads() {
+    let (_up, b) = start("");
+    let on = |t: usize| format!("banyan_thread_connections{{thread=\"{t}\"}}");
+    wait_until("the readiness probes' connections to close", || {
+        b.metric("banyan_connections_active") == Some(0.0)
+    });
+    let mut held = Vec::new();
+    for i in 0..16 {
+        let mut s = connect(&b);
+        write!(s, "GET /held/{i} HTTP/1.1\r\nHost: shop\r\n\r\n").expect("write");
+        let (head, _) = common::read_response(&mut s).expect("an answer");
+        assert!(head.starts_with("HTTP/1.1 200"), "connection {i}: {head}");
+        held.push(s);
+    }
+    b.wait_metric(&on(0), 8.0);
+    b.wait_metric(&on(1), 8.0);
+    for (i, s) in held.iter_mut().enumerate() {
+        write!(s, "GET /again/{i} HTTP/1.1\r\nHost: shop\r\n\r\n").expect("write");
+        let (head, _) = common::read_response(s).expect("a second answer");
+        assert!(head.starts_with("HTTP/1.1 200"), "connection {i}: {head}");
+    }
+    drop(held);
+    b.wait_metric(&on(0), 0.0);
+    b.wait_metric(&on(1), 0.0);
+}

@@ -65,6 +65,8 @@ pub struct Metrics {
     /// Client connections open now, and those closed at once because
     /// `server.max_connections` were open.
     pub connections_active: IntGauge,
+    /// The plain listeners' connections on each data-path thread (`balance`).
+    pub thread_connections: IntGaugeVec,
     pub connections_refused_total: IntCounter,
     /// Client connections cut by a server limit: `header` (client_header_timeout),
     /// `send` (send_timeout).
@@ -302,6 +304,12 @@ impl Metrics {
                 r.register(Box::new(g.clone()))?;
                 g
             },
+            thread_connections: int_gauge(
+                &r,
+                "banyan_thread_connections",
+                "Client connections on each data-path thread of the plain listeners",
+                &["thread"],
+            )?,
             connections_refused_total: {
                 let c = IntCounter::new(
                     "banyan_connections_refused_total",

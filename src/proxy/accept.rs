@@ -1,7 +1,8 @@
 //! Plain listeners, accepted by banyan's own data-path threads, as nginx's workers do: each
 //! thread runs a single-threaded runtime and accepts on its own copy of every plain
-//! listening socket, so a connection is served, start to end, on the thread that accepted
-//! it and whose reactor holds its socket. Pingora's listener accepts on one thread and
+//! listening socket; a connection is served, start to end, on one thread, whose reactor
+//! holds its socket: the one that accepted it, or the one it hands it to when that one
+//! serves fewer (`balance`). Pingora's listener accepts on one thread and
 //! sends each connection to a random one, wraps it in its own stream type (about 900 bytes
 //! an idle client holds), and, without work stealing, can spin in its accept loop when a
 //! shutdown begins. TLS listeners stay Pingora's.
@@ -15,8 +16,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use pingora::server::{ListenFds, ShutdownWatch};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
+use super::balance::{Balance, Handed};
 use super::listener::PlainOrH2c;
 
 /// The accept queue asked for, as Pingora and nginx ask (the kernel caps it at somaxconn).
@@ -72,6 +74,8 @@ impl pingora::services::Service for PlainListeners {
         _listeners_per_fd: usize,
     ) {
         let mut ended = Vec::with_capacity(self.threads);
+        let (balance, inboxes) = Balance::new(self.threads, &self.app.metrics().thread_connections);
+        let mut inboxes = inboxes.into_iter();
         for i in 0..self.threads {
             let mut copies = Vec::with_capacity(self.listeners.len());
             for l in &self.listeners {
@@ -81,11 +85,16 @@ impl pingora::services::Service for PlainListeners {
                 }
             }
             let (app, shutdown) = (Arc::clone(&self.app), shutdown.clone());
+            let share = Share {
+                balance: Arc::clone(&balance),
+                me: i,
+                inbox: inboxes.next(),
+            };
             let (done, end) = tokio::sync::oneshot::channel::<()>();
             let spawned = std::thread::Builder::new()
                 .name(format!("banyan-proxy-{i}"))
                 .spawn(move || {
-                    run_thread(app, copies, shutdown);
+                    run_thread(app, copies, share, shutdown);
                     let _ = done.send(());
                 });
             match spawned {
@@ -153,9 +162,18 @@ impl Drop for Live {
     }
 }
 
+/// A data-path thread's part in sharing out connections: its number, and its inbox for
+/// those other threads hand it.
+struct Share {
+    balance: Arc<Balance>,
+    me: usize,
+    inbox: Option<tokio::sync::mpsc::UnboundedReceiver<Handed>>,
+}
+
 fn run_thread(
     app: Arc<PlainOrH2c>,
     listeners: Vec<std::net::TcpListener>,
+    share: Share,
     shutdown: ShutdownWatch,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -170,12 +188,25 @@ fn run_thread(
     };
     runtime.block_on(async move {
         super::tidy::this_thread();
-        let mut loops = Vec::with_capacity(listeners.len());
+        let mut loops = Vec::with_capacity(listeners.len() + 1);
+        let Share { balance, me, inbox } = share;
         for l in listeners {
             match TcpListener::from_std(l) {
-                Ok(l) => loops.push(tokio::spawn(accept(l, Arc::clone(&app), shutdown.clone()))),
+                Ok(l) => loops.push(tokio::spawn(accept(
+                    l,
+                    Arc::clone(&app),
+                    (Arc::clone(&balance), me),
+                    shutdown.clone(),
+                ))),
                 Err(e) => tracing::error!("cannot register a listener: {e}"),
             }
+        }
+        if let Some(inbox) = inbox {
+            loops.push(tokio::spawn(receive(
+                inbox,
+                Arc::clone(&app),
+                shutdown.clone(),
+            )));
         }
         for l in loops {
             let _ = l.await;
@@ -188,7 +219,12 @@ fn run_thread(
     });
 }
 
-async fn accept(listener: TcpListener, app: Arc<PlainOrH2c>, mut shutdown: ShutdownWatch) {
+async fn accept(
+    listener: TcpListener,
+    app: Arc<PlainOrH2c>,
+    (balance, me): (Arc<Balance>, usize),
+    mut shutdown: ShutdownWatch,
+) {
     let mut last_warned: Option<tokio::time::Instant> = None;
     loop {
         if *shutdown.borrow() {
@@ -203,7 +239,7 @@ async fn accept(listener: TcpListener, app: Arc<PlainOrH2c>, mut shutdown: Shutd
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((tcp, peer)) => app.serve_accepted(tcp, peer, &shutdown),
+            Ok((tcp, peer)) => share_out(&balance, me, &app, (tcp, peer), &shutdown),
             // A connection reset before it was accepted concerns only itself.
             Err(e)
                 if matches!(
@@ -220,6 +256,62 @@ async fn accept(listener: TcpListener, app: Arc<PlainOrH2c>, mut shutdown: Shutd
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+        }
+    }
+}
+
+/// Serves a connection this thread accepted, or hands it to the thread chosen for it.
+fn share_out(
+    balance: &Arc<Balance>,
+    me: usize,
+    app: &Arc<PlainOrH2c>,
+    (tcp, peer): (TcpStream, SocketAddr),
+    shutdown: &ShutdownWatch,
+) {
+    let seat = balance.seat(me);
+    if seat.thread() == Some(me) {
+        return app.serve_accepted(tcp, peer, seat, shutdown);
+    }
+    // Out of this thread's reactor first: the other thread registers it with its own.
+    let tcp = match tcp.into_std() {
+        Ok(tcp) => tcp,
+        Err(e) => return tracing::debug!("a new connection could not be handed over: {e}"),
+    };
+    if let Err(back) = balance.hand(Handed { tcp, peer, seat }) {
+        // That thread has stopped (a shutdown is under way): served here after all.
+        drop(back.seat);
+        match TcpStream::from_std(back.tcp) {
+            Ok(tcp) => app.serve_accepted(tcp, peer, balance.seat_here(me), shutdown),
+            Err(e) => tracing::debug!("a new connection could not be served: {e}"),
+        }
+    }
+}
+
+/// Serves the connections other threads hand this one, until a shutdown (those still
+/// waiting then close with the inbox, as connections not yet accepted do).
+async fn receive(
+    mut inbox: tokio::sync::mpsc::UnboundedReceiver<Handed>,
+    app: Arc<PlainOrH2c>,
+    mut shutdown: ShutdownWatch,
+) {
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let handed = tokio::select! {
+            biased;
+            changed = shutdown.changed() => match changed {
+                Ok(()) => continue,
+                Err(_) => return,
+            },
+            handed = inbox.recv() => handed,
+        };
+        let Some(Handed { tcp, peer, seat }) = handed else {
+            return;
+        };
+        match TcpStream::from_std(tcp) {
+            Ok(tcp) => app.serve_accepted(tcp, peer, seat, &shutdown),
+            Err(e) => tracing::debug!("a handed connection could not be registered: {e}"),
         }
     }
 }

@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::accept::Live;
+use super::balance::Seat;
 use super::checked::{self, Checked};
 use super::fast::{plain_answer, Client, Served};
 use super::sock::Sock;
@@ -76,6 +77,10 @@ impl PlainOrH2c {
     }
 
     /// A place for one more connection, while fewer than `max_connections` are open.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     fn admit(&self) -> Option<Slot> {
         let gauge = &self.metrics.connections_active;
         gauge.inc();
@@ -175,6 +180,7 @@ impl PlainOrH2c {
         self: &Arc<Self>,
         tcp: TcpStream,
         peer: SocketAddr,
+        seat: Seat,
         shutdown: &ShutdownWatch,
     ) {
         let Some(slot) = self.admit() else {
@@ -190,7 +196,7 @@ impl PlainOrH2c {
         // idle connection's task.
         let sock = Box::new(Sock::new(tcp, peer));
         tokio::spawn(async move {
-            let _slot = slot;
+            let (_slot, _seat) = (slot, seat);
             let _live = Live::count();
             app.serve_plain_or_h2c(sock, head_deadline, &shutdown).await;
         });

@@ -16,6 +16,7 @@
 
 pub mod accept;
 pub mod access_log;
+pub mod balance;
 pub mod checked;
 pub mod fast;
 pub mod flow;
