@@ -227,16 +227,8 @@ async fn accept(
 ) {
     let mut last_warned: Option<tokio::time::Instant> = None;
     loop {
-        if *shutdown.borrow() {
+        let Some(accepted) = unless_stopping(&mut shutdown, listener.accept()).await else {
             return;
-        }
-        let accepted = tokio::select! {
-            biased;
-            changed = shutdown.changed() => match changed {
-                Ok(()) => continue,
-                Err(_) => return,
-            },
-            accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((tcp, peer)) => share_out(&balance, me, &app, (tcp, peer), &shutdown),
@@ -294,24 +286,32 @@ async fn receive(
     app: Arc<PlainOrH2c>,
     mut shutdown: ShutdownWatch,
 ) {
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        let handed = tokio::select! {
-            biased;
-            changed = shutdown.changed() => match changed {
-                Ok(()) => continue,
-                Err(_) => return,
-            },
-            handed = inbox.recv() => handed,
-        };
-        let Some(Handed { tcp, peer, seat }) = handed else {
-            return;
-        };
+    while let Some(Some(Handed { tcp, peer, seat })) =
+        unless_stopping(&mut shutdown, inbox.recv()).await
+    {
         match TcpStream::from_std(tcp) {
             Ok(tcp) => app.serve_accepted(tcp, peer, seat, &shutdown),
             Err(e) => tracing::debug!("a handed connection could not be registered: {e}"),
+        }
+    }
+}
+
+/// `next`, unless a shutdown begins first (`None`).
+async fn unless_stopping<T>(
+    shutdown: &mut ShutdownWatch,
+    next: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    let mut next = std::pin::pin!(next);
+    loop {
+        if *shutdown.borrow() {
+            return None;
+        }
+        tokio::select! {
+            biased;
+            changed = shutdown.changed() => if changed.is_err() {
+                return None;
+            },
+            out = next.as_mut() => return Some(out),
         }
     }
 }
