@@ -75,8 +75,7 @@ impl pingora::services::Service for PlainListeners {
     ) {
         let mut ended = Vec::with_capacity(self.threads);
         let (balance, inboxes) = Balance::new(self.threads, &self.app.metrics().thread_connections);
-        let mut inboxes = inboxes.into_iter();
-        for i in 0..self.threads {
+        for (i, inbox) in inboxes.into_iter().enumerate() {
             let mut copies = Vec::with_capacity(self.listeners.len());
             for l in &self.listeners {
                 match l.try_clone() {
@@ -88,7 +87,7 @@ impl pingora::services::Service for PlainListeners {
             let share = Share {
                 balance: Arc::clone(&balance),
                 me: i,
-                inbox: inboxes.next(),
+                inbox,
             };
             let (done, end) = tokio::sync::oneshot::channel::<()>();
             let spawned = std::thread::Builder::new()
@@ -167,7 +166,7 @@ impl Drop for Live {
 struct Share {
     balance: Arc<Balance>,
     me: usize,
-    inbox: Option<tokio::sync::mpsc::UnboundedReceiver<Handed>>,
+    inbox: tokio::sync::mpsc::UnboundedReceiver<Handed>,
 }
 
 fn run_thread(
@@ -201,13 +200,11 @@ fn run_thread(
                 Err(e) => tracing::error!("cannot register a listener: {e}"),
             }
         }
-        if let Some(inbox) = inbox {
-            loops.push(tokio::spawn(receive(
-                inbox,
-                Arc::clone(&app),
-                shutdown.clone(),
-            )));
-        }
+        loops.push(tokio::spawn(receive(
+            inbox,
+            Arc::clone(&app),
+            shutdown.clone(),
+        )));
         for l in loops {
             let _ = l.await;
         }
@@ -261,7 +258,7 @@ fn share_out(
     shutdown: &ShutdownWatch,
 ) {
     let seat = balance.seat(me);
-    if seat.thread() == Some(me) {
+    if seat.thread() == me {
         return app.serve_accepted(tcp, peer, seat, shutdown);
     }
     // Out of this thread's reactor first: the other thread registers it with its own.

@@ -53,26 +53,24 @@ impl Balance {
             .loads
             .iter()
             .map(|l| usize::try_from(l.get()).unwrap_or(0));
-        self.seat_on(pick(loads, mine))
+        self.seat_here(pick(loads, mine))
     }
 
-    /// A seat on thread `mine` itself, whatever the others serve.
-    pub fn seat_here(self: &Arc<Self>, mine: usize) -> Seat {
-        self.seat_on(mine)
-    }
-
-    fn seat_on(self: &Arc<Self>, thread: usize) -> Seat {
+    /// A seat on `thread` itself, whatever the others serve.
+    pub fn seat_here(self: &Arc<Self>, thread: usize) -> Seat {
         let thread = thread.min(self.loads.len() - 1);
         self.loads[thread].inc();
-        Seat(Some((Arc::clone(self), thread)))
+        Seat {
+            balance: Arc::clone(self),
+            thread,
+        }
     }
 
     /// Sends the connection to its seat's thread; it comes back if that thread has ended.
     pub fn hand(&self, handed: Handed) -> Result<(), Handed> {
-        let Some(thread) = handed.seat.thread() else {
-            return Err(handed);
-        };
-        self.inboxes[thread].send(handed).map_err(|e| e.0)
+        self.inboxes[handed.seat.thread]
+            .send(handed)
+            .map_err(|e| e.0)
     }
 
     #[cfg(test)]
@@ -84,39 +82,38 @@ impl Balance {
 /// The thread to serve a new connection accepted by thread `mine`, given each thread's
 /// count: the one serving fewest, and `mine` while none serves fewer than it.
 pub fn pick(loads: impl Iterator<Item = usize>, mine: usize) -> usize {
-    let mut best: Option<(usize, usize)> = None;
-    let mut own = None;
+    // A `mine` that is not counted serves "more than anyone".
+    let (mut best, mut own) = (None, usize::MAX);
     for (i, load) in loads.enumerate() {
         if i == mine {
-            own = Some(load);
+            own = load;
         }
         if best.is_none_or(|(_, least)| load < least) {
             best = Some((i, load));
         }
     }
-    match (best, own) {
-        (Some((i, least)), Some(own)) if least < own => i,
-        (_, Some(_)) => mine,
-        (Some((i, _)), None) => i,
-        (None, None) => mine,
+    match best {
+        Some((i, least)) if least < own => i,
+        _ => mine,
     }
 }
 
 /// A connection's place in its thread's count, given up when dropped (with the connection,
 /// or when it could not be served).
-pub struct Seat(Option<(Arc<Balance>, usize)>);
+pub struct Seat {
+    balance: Arc<Balance>,
+    thread: usize,
+}
 
 impl Seat {
-    pub fn thread(&self) -> Option<usize> {
-        self.0.as_ref().map(|(_, t)| *t)
+    pub fn thread(&self) -> usize {
+        self.thread
     }
 }
 
 impl Drop for Seat {
     fn drop(&mut self) {
-        if let Some((balance, thread)) = &self.0 {
-            balance.loads[*thread].dec();
-        }
+        self.balance.loads[self.thread].dec();
     }
 }
 
@@ -146,7 +143,7 @@ mod tests {
         let seats: Vec<Seat> = (0..64).map(|_| balance.seat(0)).collect();
         assert_eq!(balance.loads(), vec![32, 32]);
         assert_eq!(gauges.with_label_values(&["0"]).get(), 32);
-        let on_one = seats.iter().filter(|s| s.thread() == Some(1)).count();
+        let on_one = seats.iter().filter(|s| s.thread() == 1).count();
         assert_eq!(on_one, 32);
         drop(seats);
         assert_eq!(balance.loads(), vec![0, 0]);
@@ -167,7 +164,7 @@ mod tests {
         let tcp = std::net::TcpStream::connect(addr).expect("a connection");
         let busy = balance.seat_here(1);
         let seat = balance.seat(1);
-        assert_eq!((busy.thread(), seat.thread()), (Some(1), Some(0)));
+        assert_eq!((busy.thread(), seat.thread()), (1, 0));
         let handed = Handed {
             tcp,
             peer: addr,
