@@ -20,6 +20,8 @@ pub struct Seen {
     pub host: Option<String>,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// A chunked body's trailer field lines, as they came.
+    pub trailers: Vec<String>,
 }
 
 impl Seen {
@@ -76,9 +78,12 @@ enum Parsed {
     Whole(usize, Seen),
 }
 
-/// Decodes a chunked body at the start of `buf`: (bytes taken, data). Extensions are read
-/// past up to CRLF, as most servers do.
-fn chunked(buf: &[u8]) -> Option<Result<(usize, Vec<u8>), ()>> {
+/// A chunked body at the start of `buf`: (bytes taken, data, trailer field lines).
+type Chunked = (usize, Vec<u8>, Vec<String>);
+
+/// Decodes a chunked body at the start of `buf`. Extensions are read past up to CRLF, as
+/// most servers do.
+fn chunked(buf: &[u8]) -> Option<Result<Chunked, ()>> {
     let mut at = 0;
     let mut data = Vec::new();
     loop {
@@ -93,13 +98,14 @@ fn chunked(buf: &[u8]) -> Option<Result<(usize, Vec<u8>), ()>> {
         at = line_end + 2;
         if size == 0 {
             // Trailers up to the empty line.
+            let mut trailers = Vec::new();
             loop {
                 let end = at + buf.get(at..)?.windows(2).position(|w| w == b"\r\n")?;
-                let empty = end == at;
-                at = end + 2;
-                if empty {
-                    return Some(Ok((at, data)));
+                if end == at {
+                    return Some(Ok((end + 2, data, trailers)));
                 }
+                trailers.push(String::from_utf8_lossy(&buf[at..end]).into_owned());
+                at = end + 2;
             }
         }
         let end = at.checked_add(size)?;
@@ -131,7 +137,7 @@ fn parse(buf: &[u8], conn: u64) -> Parsed {
         .collect();
     let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
     let te = get("transfer-encoding");
-    let (len, body) = if te
+    let (len, body, trailers) = if te
         .as_deref()
         .is_some_and(|t| t.to_ascii_lowercase().ends_with("chunked"))
     {
@@ -147,9 +153,9 @@ fn parse(buf: &[u8], conn: u64) -> Parsed {
         if buf.len() < head + n {
             return Parsed::Need;
         }
-        (n, buf[head..head + n].to_vec())
+        (n, buf[head..head + n].to_vec(), Vec::new())
     } else {
-        (0, Vec::new())
+        (0, Vec::new(), Vec::new())
     };
     Parsed::Whole(
         head + len,
@@ -160,6 +166,7 @@ fn parse(buf: &[u8], conn: u64) -> Parsed {
             host: get("host"),
             headers,
             body,
+            trailers,
         },
     )
 }
