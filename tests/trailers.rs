@@ -210,6 +210,22 @@ fn h1_posts_with_trailers(proxy: SocketAddr) -> Vec<(String, String)> {
     answers
 }
 
+/// The recorder got both requests' bodies whole, and none of their trailer fields: not
+/// as trailers, not as headers.
+fn only_bodies_arrived(rec: &Recorder, case: &str) {
+    let seen = rec.take();
+    assert_eq!(seen.len(), 2, "{case}: {seen:?}");
+    for s in &seen {
+        assert_eq!(s.body, b"hello world", "{case}");
+        assert_eq!(s.trailers, Vec::<String>::new(), "{case}: {s:?}");
+        let named = |k: &str| k == "x-user-id" || k == "x-signature";
+        assert!(
+            !s.headers.iter().any(|(k, _)| named(k)),
+            "{case}: no trailer field became a header: {s:?}"
+        );
+    }
+}
+
 fn routes(upstream: &str) -> String {
     format!("[[route]]\nname = \"uploads\"\nmatch.path_prefix = \"/t/\"\nlegacy = \"{upstream}\"\n")
 }
@@ -261,18 +277,7 @@ fn http2_request_trailers_are_discarded_towards_an_http1_upstream() {
         assert_eq!(a.status, 200, "{a:?}");
         assert!(a.body.starts_with(b"POST /t/upload 11"), "{a:?}");
     }
-    let seen = rec.take();
-    assert_eq!(seen.len(), 2, "{seen:?}");
-    for s in &seen {
-        assert_eq!(s.body, b"hello world");
-        assert_eq!(s.trailers, Vec::<String>::new(), "{s:?}");
-        assert!(
-            !s.headers
-                .iter()
-                .any(|(k, _)| k == "x-user-id" || k == "x-signature"),
-            "no trailer field became a header: {s:?}"
-        );
-    }
+    only_bodies_arrived(&rec, "h2");
 }
 
 #[test]
@@ -295,17 +300,6 @@ fn http1_request_trailers_are_discarded_and_the_connection_stays_in_step() {
                 "{transport:?}: {body}"
             );
         }
-        let seen = rec.take();
-        assert_eq!(seen.len(), 2, "{transport:?}: {seen:?}");
-        for s in &seen {
-            assert_eq!(s.body, b"hello world", "{transport:?}");
-            assert_eq!(s.trailers, Vec::<String>::new(), "{transport:?}: {s:?}");
-            assert!(
-                !s.headers
-                    .iter()
-                    .any(|(k, _)| k == "x-user-id" || k == "x-signature"),
-                "{transport:?}: no trailer field became a header: {s:?}"
-            );
-        }
+        only_bodies_arrived(&rec, transport.name());
     }
 }
