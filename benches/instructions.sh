@@ -39,8 +39,8 @@ wait_http "http://127.0.0.1:$UP_MONO/"
 
 count() { # binary requests url [curl args]: callgrind's total for a run serving that many
   # (the binary runs from its config's folder, so a relative path is resolved first)
-  local bin n=$2 url=$3 out="$WORK/cg.out" pid
-  bin=$(realpath "$1")
+  local given=$1 bin n=$2 url=$3 out="$WORK/cg.out" pid
+  bin=$(realpath -m "$given")
   shift 3
   rm -f "$out"
   (cd "$WORK/b" && exec valgrind --tool=callgrind --callgrind-out-file="$out" "$bin" run > /dev/null 2>&1) &
@@ -49,7 +49,7 @@ count() { # binary requests url [curl args]: callgrind's total for a run serving
   curl -s -o /dev/null "$@" "$url[1-$n]"
   kill -INT "$pid"
   wait "$pid" || true
-  [ -s "$out" ] || { echo "instructions: $bin did not run under callgrind" >&2; return 1; }
+  [ -s "$out" ] || { echo "instructions: $given did not run under callgrind" >&2; return 1; }
   awk '/^summary:/ {print $2}' "$out"
 }
 
