@@ -48,10 +48,12 @@ impl Failure {
 }
 
 /// An upstream's answer, head parsed: `read` holds its head (`parsed.head_len` bytes) and
-/// the bytes read past it (one buffer: splitting the head off cost an allocation).
-pub struct Answered {
+/// the bytes read past it (one buffer: splitting the head off cost an allocation). The
+/// parsed head is in the caller's place for it: an answer is returned through several
+/// awaits, and each used to copy the few hundred bytes of a head held by value.
+pub struct Answered<'p> {
     pub stream: TcpStream,
-    pub parsed: Parsed,
+    pub parsed: &'p mut Parsed,
     pub read: BytesMut,
 }
 
@@ -95,14 +97,15 @@ pub struct Exchange<'a> {
 
 /// One attempt on one peer: a kept connection if there is one (replaced by a new one
 /// when it turns out the upstream had closed it, for requests that may be sent twice),
-/// else a new one.
-pub async fn attempt(
+/// else a new one. The answer's head is parsed into `parsed`.
+pub async fn attempt<'p>(
     pool: &UpstreamPool,
     peer: usize,
     request: &[u8],
     how: Exchange<'_>,
     mut timer: Timer<'_>,
-) -> Result<Answered, Failure> {
+    parsed: &'p mut Parsed,
+) -> Result<Answered<'p>, Failure> {
     let Some((addr, idle)) = pool.peer_addr(peer, how.lane) else {
         return Err(Failure::Connect { timed_out: false });
     };
@@ -113,12 +116,19 @@ pub async fn attempt(
             Some(s) => s,
             None => connect(addr, pool.config.connect_timeout).await?,
         };
-        match exchange(stream, request, how, relend(&mut timer)).await {
+        match exchange(stream, request, how, relend(&mut timer), &mut *parsed).await {
+            Ok(read) => {
+                return Ok(Answered {
+                    stream: read.0,
+                    parsed,
+                    read: read.1,
+                })
+            }
             Err(Failure::Exchange {
                 timed_out: false,
                 answered: false,
             }) if reused && how.idempotent => continue,
-            other => return other,
+            Err(other) => return Err(other),
         }
     }
 }
@@ -135,13 +145,15 @@ async fn connect(addr: std::net::SocketAddr, timeout: Duration) -> Result<TcpStr
     }
 }
 
-/// Writes the request and reads up to the end of the (final) response head.
+/// Writes the request and reads up to the end of the (final) response head, parsed into
+/// `into`: the connection and what was read.
 async fn exchange(
     mut stream: TcpStream,
     request: &[u8],
     how: Exchange<'_>,
     mut timer: Timer<'_>,
-) -> Result<Answered, Failure> {
+    into: &mut Parsed,
+) -> Result<(TcpStream, BytesMut), Failure> {
     let lost = Failure::lost;
     let step = how.step_timeout;
     match within(step, relend(&mut timer), stream.write_all(request)).await {
@@ -168,11 +180,8 @@ async fn exchange(
                     buf.advance(parsed.head_len);
                 }
                 Ok(Some(parsed)) => {
-                    return Ok(Answered {
-                        stream,
-                        parsed,
-                        read: buf,
-                    });
+                    *into = parsed;
+                    return Ok((stream, buf));
                 }
                 Err(BadResponse::Framing(bad)) => return Err(Failure::BadAnswer(bad.as_str())),
                 Err(_) => return Err(lost(false, true)),
@@ -334,11 +343,12 @@ pub async fn fetch(
         keep: Some(rules),
         lane: Lane::Shadow,
     };
+    let mut place = Parsed::default();
     let Answered {
         mut stream,
         parsed,
         read: mut rest,
-    } = attempt(pool, peer, request, how, None).await?;
+    } = attempt(pool, peer, request, how, None, &mut place).await?;
     rest.advance(parsed.head_len.min(rest.len()));
     let mut body = BodyRelay::new(parsed.framing);
     let mut capture = BodyCapture::new(cap);
@@ -350,11 +360,11 @@ pub async fn fetch(
                 .map_err(|_| Failure::lost(false, true))?;
         }
     }
-    body.release(pool, (peer, Lane::Shadow), stream, &rest, &parsed);
+    body.release(pool, (peer, Lane::Shadow), stream, &rest, parsed);
     let (bytes, complete) = capture.finish();
     Ok(Answer {
         status: parsed.status,
-        headers: parsed.kept,
+        headers: std::mem::take(&mut parsed.kept),
         body: bytes,
         complete,
     })

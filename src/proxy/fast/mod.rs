@@ -30,7 +30,7 @@ use super::Proxy;
 use crate::compare::Answer;
 use crate::http1::framing::Refusal;
 use crate::http1::request::{self as head, Handoff, Head};
-use crate::http1::response::Framing;
+use crate::http1::response::{Framing, Parsed};
 use crate::http1::{format_len, push_header};
 use crate::routes::request::{strip_port, Headers};
 use crate::routes::RequestView;
@@ -138,6 +138,7 @@ impl Proxy {
     ) -> Served {
         let route = snap.route(ctx.route);
         let mut out = Vec::with_capacity(head.head_len + body.len() + 256);
+        let mut parsed = Parsed::default();
         let answered = loop {
             let pool = snap.upstream(ctx.upstream);
             let (peer, _) = pool.pick_or_any();
@@ -164,7 +165,7 @@ impl Proxy {
                 lane: Lane::Client,
             };
             let timer = Some(client.timer.as_mut());
-            let failure = match client::attempt(pool, peer, &out, how, timer).await {
+            let failure = match client::attempt(pool, peer, &out, how, timer, &mut parsed).await {
                 Ok(a) => {
                     let status = a.parsed.status;
                     ctx.upstream_answered();
@@ -213,11 +214,11 @@ impl Proxy {
         snap: &Snapshot,
         head: &Head<'_>,
         method: &Method,
-        answered: Answered,
+        answered: Answered<'_>,
     ) -> Served {
         let Answered {
             mut stream,
-            mut parsed,
+            parsed,
             read: mut rest,
         } = answered;
         let pool = snap.upstream(ctx.upstream);
@@ -229,7 +230,7 @@ impl Proxy {
         response::write_client_head(
             &mut out,
             rest.get(..parsed.head_len).unwrap_or_default(),
-            &parsed,
+            parsed,
             &Additions {
                 request_id: &ctx.request_id,
                 debug: &debug,
@@ -302,7 +303,7 @@ impl Proxy {
             ending.failed = true;
         }
         if !ending.failed {
-            body.release(pool, (ctx.peer, Lane::Client), stream, &rest, &parsed);
+            body.release(pool, (ctx.peer, Lane::Client), stream, &rest, parsed);
         }
         self.finish(ctx, ending, method, head.path());
         if close || ending.failed {
