@@ -117,11 +117,11 @@ pub async fn attempt<'p>(
             None => connect(addr, pool.config.connect_timeout).await?,
         };
         match exchange(stream, request, how, relend(&mut timer), &mut *parsed).await {
-            Ok(read) => {
+            Ok((stream, read)) => {
                 return Ok(Answered {
-                    stream: read.0,
+                    stream,
                     parsed,
-                    read: read.1,
+                    read,
                 })
             }
             Err(Failure::Exchange {
